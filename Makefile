@@ -1,0 +1,79 @@
+# Anomaly Detector - QGIS Processing plugin.
+# Targets: setup test demo deploy package clean
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+PLUGIN      := anomaly_detector
+VENV        := $(CURDIR)/.venv
+PY          := $(VENV)/bin/python
+BUILD       := $(CURDIR)/build
+PYPATH      := $(BUILD)/pythonpath
+STAMP       := $(BUILD)/.setup-done
+SITE        := $(VENV)/lib/python3.11/site-packages
+APT_PKGS    := qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-venv xvfb xauth
+VERSION     := $(shell sed -n 's/^version=//p' metadata.txt)
+ZIP         := $(BUILD)/$(PLUGIN)-$(VERSION).zip
+# Files and folders that go into the plugin ZIP (nothing for development).
+PKG_FILES   := __init__.py plugin.py provider.py metadata.txt LICENSE README.md \
+               algorithms model weights resources
+
+# Environment shared by tests, demo and qgis_process calls: headless Qt and a
+# private QGIS profile so that nothing touches the user's settings.
+export QT_QPA_PLATFORM        := offscreen
+export QGIS_CUSTOM_CONFIG_PATH := $(BUILD)/qgis-config
+export XDG_RUNTIME_DIR        := $(BUILD)/xdg-runtime
+export PYTHONPATH             := $(PYPATH):$(SITE)
+export QGIS_PLUGINPATH        := $(PYPATH)
+
+.PHONY: setup test demo deploy package clean dirs
+
+setup: $(STAMP) dirs
+
+# apt packages are installed only when missing (root or sudo); the venv is
+# created from Debian's Python so that it sees qgis and osgeo.
+$(STAMP): requirements-dev.txt
+	@missing=""; for p in $(APT_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $$missing; \
+	fi
+	test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	mkdir -p $(BUILD)
+	touch $@
+
+dirs:
+	@mkdir -p $(PYPATH) $(QGIS_CUSTOM_CONFIG_PATH) $(XDG_RUNTIME_DIR)
+	@chmod 700 $(XDG_RUNTIME_DIR)
+	@ln -sfn $(CURDIR) $(PYPATH)/$(PLUGIN)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+demo: setup
+	ALG="$(ALG)" PYTHON=$(PY) tools/demo.sh
+
+# Install into the default QGIS profile (or PROFILE_DIR=...) and enable the
+# plugin for the desktop and for qgis_process.
+PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
+deploy: package
+	mkdir -p $(PROFILE_DIR)/python/plugins
+	rm -rf $(PROFILE_DIR)/python/plugins/$(PLUGIN)
+	cd $(PROFILE_DIR)/python/plugins && unzip -q -o $(ZIP)
+	env -u QGIS_CUSTOM_CONFIG_PATH -u QGIS_PLUGINPATH QGIS_CUSTOM_CONFIG_PATH=$(dir $(patsubst %/,%,$(dir $(patsubst %/,%,$(PROFILE_DIR))))) \
+	  qgis_process.bin plugins enable $(PLUGIN) || true
+	@echo "Installed $(PLUGIN) $(VERSION) into $(PROFILE_DIR)/python/plugins"
+
+package:
+	rm -rf $(BUILD)/package && mkdir -p $(BUILD)/package/$(PLUGIN)
+	tar -cf - --exclude=__pycache__ --exclude='*.pyc' $(PKG_FILES) | tar -xf - -C $(BUILD)/package/$(PLUGIN)
+	rm -f $(ZIP) && cd $(BUILD)/package && /usr/bin/python3 -m zipfile -c $(ZIP) $(PLUGIN)
+	@echo "Wrote $(ZIP)"
+
+clean:
+	rm -rf $(BUILD) demo-output .qgis-settings .pytest_cache
+	find . -name __pycache__ -prune -not -path './.venv/*' -exec rm -rf {} +

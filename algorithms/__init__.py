@@ -1,0 +1,1 @@
+"""Processing algorithms: thin wrappers (parameters -> one call into model/ -> outputs)."""

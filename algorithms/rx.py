@@ -1,0 +1,47 @@
+"""anomaly:rx - global RX anomaly score."""
+
+from qgis.core import (QgsProcessingParameterBand, QgsProcessingParameterRasterDestination,
+                       QgsProcessingParameterRasterLayer)
+
+from ..model.rx import rx_score_raster
+from .base import AnomalyAlgorithm
+
+
+class RxAlgorithm(AnomalyAlgorithm):
+    INPUT = "INPUT"
+    BANDS = "BANDS"
+    OUTPUT = "OUTPUT"
+
+    NAME = "rx"
+    DISPLAY_NAME = "RX anomaly score"
+    GROUP_ID = "scoring"
+    TAGS = ["rx", "reed-xiaoli", "mahalanobis", "hyperspectral", "multispectral"]
+    SUMMARY = (
+        "Global RX (Reed-Xiaoli) anomaly detector: the score of a pixel is its Mahalanobis "
+        "distance to the mean of the raster under the raster's covariance, "
+        "sqrt((x - mean)<sup>T</sup> C<sup>-1</sup> (x - mean)), in standard deviations "
+        "(one band: |x - mean| / std). Two streaming passes, tile by tile: the raster is "
+        "never loaded at once. Nodata and non-finite pixels are ignored and stay nodata "
+        "(-9999) in the output, which has the input's exact grid and CRS.")
+    PARAM_HELP = [
+        (INPUT, "Raster to score (any number of bands, any data type)."),
+        (BANDS, "Bands to use (optional, default: all bands)."),
+        (OUTPUT, "Score raster: float32 GeoTIFF, nodata -9999, higher = more anomalous."),
+    ]
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
+        self.addParameter(QgsProcessingParameterBand(
+            self.BANDS, "Bands (default: all)", parentLayerParameterName=self.INPUT,
+            optional=True, allowMultiple=True))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "RX score"))
+
+    def run(self, parameters, context, feedback):
+        src = self.raster_path(parameters, self.INPUT, context)
+        bands = self.parameterAsInts(parameters, self.BANDS, context) or None
+        dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        progress, cancelled = self.callbacks(feedback)
+        mean, cov, n = rx_score_raster(src, dst, bands, progress=progress,
+                                       is_cancelled=cancelled)
+        feedback.pushInfo(f"RX statistics from {n} valid pixels over {len(mean)} band(s).")
+        return {self.OUTPUT: dst}

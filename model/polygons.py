@@ -1,0 +1,302 @@
+"""Threshold a score raster and turn the anomalous pixels into ranked polygons.
+
+QGIS-free (GDAL/OGR + numpy). Memory stays bounded: the raster is read window
+by window, the threshold comes from streaming histograms (never a sort of all
+pixels) and the mask and label rasters are temporary files.
+
+Threshold methods (pixels with ``score >= threshold`` are anomalous):
+
+* ``top_fraction`` (default): ``value`` is the fraction of *valid* pixels to
+  flag, e.g. 0.005 = the 0.5 % highest scores. The threshold is the exact
+  k-th highest score, ``k = ceil(value * n_valid)``, found by refining
+  histograms (ties at the threshold are all kept).
+* ``fixed``: ``value`` is the score threshold itself.
+* ``automatic``: ``mean + 3 * std`` of the valid scores (the three-sigma
+  rule), computed in one streaming pass; ``value`` is ignored.
+
+Polygons are built by ``gdal.Polygonize`` with 8-connectedness; polygons with
+fewer than ``min_area`` pixels are dropped. Each feature carries ``rank``
+(1 = most anomalous, by ``score_max``), ``score_max``, ``score_mean``,
+``pixels`` and ``area`` (map units squared) and features are written in rank
+order, in the raster's CRS.
+"""
+
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from osgeo import gdal, ogr, osr
+
+from .engine import (CancelFn, ProgressFn, RasterInputError, _check, _report, iter_windows,
+                     open_dataset)
+
+METHODS = ("top_fraction", "fixed", "automatic")
+AUTO_K = 3.0
+BLOCK = 1024
+_HIST_BINS = 4096
+_EXACT_LIMIT = 2_000_000
+
+OGR_DRIVERS = {
+    ".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON",
+    ".fgb": "FlatGeobuf", ".gml": "GML", ".kml": "KML", ".sqlite": "SQLite", ".csv": "CSV",
+    ".tab": "MapInfo File", ".mif": "MapInfo File",
+}
+
+
+@dataclass
+class PolygonResult:
+    path: str
+    layer_name: str
+    count: int
+    threshold: float
+    n_valid: int
+    n_flagged: int
+
+
+def _score_windows(ds, nodata, progress=None, is_cancelled=None, block=BLOCK):
+    band = ds.GetRasterBand(1)
+    wins = list(iter_windows(ds.RasterXSize, ds.RasterYSize, block))
+    for i, (x, y, w, h) in enumerate(wins):
+        _check(is_cancelled)
+        a = band.ReadAsArray(x, y, w, h).astype(np.float64)
+        valid = np.isfinite(a)
+        if nodata is not None and not math.isnan(nodata):
+            valid &= a != nodata
+        yield (x, y, w, h), a, valid
+        _report(progress, (i + 1) / len(wins))
+
+
+def _open_scores(path: str, band: int):
+    ds, info = open_dataset(path, [band])
+    return ds, info, info.nodata[0]
+
+
+def score_summary(path: str, band: int = 1, *, progress: ProgressFn = None,
+                  is_cancelled: CancelFn = None):
+    """Streaming ``(n_valid, min, max, mean, std)`` of the valid scores."""
+    ds, info, nd = _open_scores(path, band)
+    n, lo, hi = 0, math.inf, -math.inf
+    mean, m2 = 0.0, 0.0
+    for _, a, v in _score_windows(ds, nd, progress, is_cancelled):
+        x = a[v]
+        if x.size == 0:
+            continue
+        k = x.size
+        mb = float(x.mean())
+        m2b = float(((x - mb) ** 2).sum())
+        tot = n + k
+        d = mb - mean
+        mean += d * k / tot
+        m2 += m2b + d * d * n * k / tot
+        n = tot
+        lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
+    if n == 0:
+        raise RasterInputError(
+            f"The score raster '{path}' contains no valid pixels (all nodata or non-finite). "
+            "Check the input of the scoring step.")
+    return n, lo, hi, mean, math.sqrt(m2 / n)
+
+
+def _kth_highest(ds, nd, k: int, lo: float, hi: float, is_cancelled) -> float:
+    """Exact k-th highest valid value by histogram refinement (bounded memory)."""
+    above = 0  # number of values > hi already accounted for
+    for _ in range(8):
+        if hi <= lo:
+            return lo
+        hist = np.zeros(_HIST_BINS, dtype=np.int64)
+        edges = np.linspace(lo, hi, _HIST_BINS + 1)
+        for _, a, v in _score_windows(ds, nd, None, is_cancelled):
+            x = a[v]
+            x = x[(x >= lo) & (x <= hi)]
+            if x.size:
+                hist += np.histogram(x, bins=edges)[0]
+        cum = np.cumsum(hist[::-1])  # counts from the top bin down
+        j = int(np.searchsorted(cum, k - above))  # first top-bin index reaching k
+        j = min(j, _HIST_BINS - 1)
+        b = _HIST_BINS - 1 - j
+        above_b = above + (int(cum[j - 1]) if j > 0 else 0)
+        nlo, nhi = float(edges[b]), float(edges[b + 1])
+        if hist[b] <= _EXACT_LIMIT:
+            vals = []
+            last = b == _HIST_BINS - 1
+            for _, a, v in _score_windows(ds, nd, None, is_cancelled):
+                x = a[v]
+                sel = (x >= nlo) & ((x <= nhi) if last else (x < nhi))
+                if sel.any():
+                    vals.append(x[sel])
+            vals = np.sort(np.concatenate(vals))[::-1] if vals else np.array([nlo])
+            idx = min(max(k - above_b - 1, 0), vals.size - 1)
+            return float(vals[idx])
+        # too many values in one bin: refine inside it
+        above = above_b
+        lo, hi = nlo, np.nextafter(nhi, -np.inf) if b != _HIST_BINS - 1 else nhi
+    return lo
+
+
+def compute_threshold(path: str, method: str = "top_fraction", value: float = 0.005, *,
+                      band: int = 1, progress: ProgressFn = None,
+                      is_cancelled: CancelFn = None) -> float:
+    """Score threshold for ``method`` (see module docstring)."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown threshold method {method!r}; use one of {METHODS}")
+    if method == "fixed":
+        if value is None or not math.isfinite(float(value)):
+            raise RasterInputError("The fixed score threshold must be a finite number.")
+        return float(value)
+    n, lo, hi, mean, std = score_summary(path, band, progress=progress,
+                                         is_cancelled=is_cancelled)
+    if method == "automatic":
+        return mean + AUTO_K * std
+    frac = float(value)
+    if not (0.0 < frac <= 1.0):
+        raise RasterInputError(
+            f"The top fraction must be between 0 and 1 (got {value}); "
+            "for example 0.005 flags the 0.5 % highest scores.")
+    k = max(1, int(math.ceil(frac * n)))
+    ds, info, nd = _open_scores(path, band)
+    return _kth_highest(ds, nd, k, lo, hi, is_cancelled)
+
+
+def _vector_driver(path: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    return OGR_DRIVERS.get(ext, "GPKG")
+
+
+def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fraction",
+                      threshold: float = 0.005, min_area: int = 1, band: int = 1,
+                      layer_name: Optional[str] = None, progress: ProgressFn = None,
+                      is_cancelled: CancelFn = None) -> PolygonResult:
+    """Threshold ``src_path`` and write ranked anomaly polygons to ``dst_path``.
+
+    The format follows the extension of ``dst_path`` (GeoPackage by default).
+    Returns a :class:`PolygonResult` whose ``count`` is the number of polygons.
+    """
+    def sub(a, b):
+        return (lambda f: _report(progress, a + (b - a) * f)) if progress else None
+
+    min_area = max(1, int(min_area or 1))
+    thr = compute_threshold(src_path, method, threshold, band=band, progress=sub(0.0, 0.3),
+                            is_cancelled=is_cancelled)
+    ds, info, nd = _open_scores(src_path, band)
+    tmpdir = tempfile.mkdtemp(prefix="anomaly-poly-")
+    try:
+        # 1. mask raster, window by window
+        mpath = os.path.join(tmpdir, "mask.tif")
+        drv = gdal.GetDriverByName("GTiff")
+        opts = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
+        mds = drv.Create(mpath, info.width, info.height, 1, gdal.GDT_Byte, opts)
+        if info.has_geotransform:
+            mds.SetGeoTransform(info.geotransform)
+        if info.projection_wkt:
+            mds.SetProjection(info.projection_wkt)
+        mband = mds.GetRasterBand(1)
+        n_valid = n_flag = 0
+        for (x, y, w, h), a, v in _score_windows(ds, nd, sub(0.3, 0.5), is_cancelled):
+            m = v & (a >= thr)
+            n_valid += int(v.sum())
+            n_flag += int(m.sum())
+            mband.WriteArray(m.astype(np.uint8), x, y)
+        mband.FlushCache()
+
+        # 2. polygonize (8-connected) into a temporary layer
+        srs = None
+        if info.projection_wkt:
+            srs = osr.SpatialReference()
+            srs.ImportFromWkt(info.projection_wkt)
+            srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        mem = ogr.GetDriverByName("Memory").CreateDataSource("poly")
+        tl = mem.CreateLayer("poly", srs=srs, geom_type=ogr.wkbPolygon)
+        tl.CreateField(ogr.FieldDefn("v", ogr.OFTInteger))
+        _check(is_cancelled)
+        gdal.Polygonize(mband, mband, tl, 0, ["8CONNECTED=8"])
+        _report(progress, 0.6)
+
+        # 3. label raster: burn a 1-based polygon id, then per-polygon statistics
+        fids = [f.GetFID() for f in tl]
+        npoly = len(fids)
+        fid_to_id = {fid: i + 1 for i, fid in enumerate(fids)}
+        for f in tl:
+            f.SetField("v", fid_to_id[f.GetFID()])
+            tl.SetFeature(f)
+        smax = np.full(npoly + 1, -np.inf)
+        ssum = np.zeros(npoly + 1)
+        cnt = np.zeros(npoly + 1, dtype=np.int64)
+        if npoly:
+            lpath = os.path.join(tmpdir, "labels.tif")
+            lds = drv.Create(lpath, info.width, info.height, 1, gdal.GDT_Int32, opts)
+            if info.has_geotransform:
+                lds.SetGeoTransform(info.geotransform)
+            if info.projection_wkt:
+                lds.SetProjection(info.projection_wkt)
+            gdal.RasterizeLayer(lds, [1], tl, options=["ATTRIBUTE=v"])
+            lband = lds.GetRasterBand(1)
+            for (x, y, w, h), a, v in _score_windows(ds, nd, sub(0.6, 0.9), is_cancelled):
+                lab = lband.ReadAsArray(x, y, w, h)
+                sel = (lab > 0) & v
+                if not sel.any():
+                    continue
+                li, s = lab[sel], a[sel]
+                cnt += np.bincount(li, minlength=npoly + 1)
+                ssum += np.bincount(li, weights=s, minlength=npoly + 1)
+                np.maximum.at(smax, li, s)
+            lband = None
+            lds = None
+
+        # 4. keep, rank and write
+        keep = [i for i in range(1, npoly + 1) if cnt[i] >= min_area]
+        keep.sort(key=lambda i: (-smax[i], -cnt[i], i))
+        pix_area = info.pixel_area
+        name = layer_name or os.path.splitext(os.path.basename(dst_path))[0] or "anomalies"
+        drv_name = _vector_driver(dst_path)
+        odrv = ogr.GetDriverByName(drv_name)
+        if os.path.exists(dst_path):
+            odrv.DeleteDataSource(dst_path)
+            if os.path.exists(dst_path):
+                os.remove(dst_path)
+        out = odrv.CreateDataSource(dst_path)
+        if out is None:
+            raise RasterInputError(
+                f"Could not create the output file '{dst_path}'. Check that the folder "
+                "exists and is writable.")
+        lopts = ["SPATIAL_INDEX=YES"] if drv_name == "GPKG" else []
+        ol = out.CreateLayer(name, srs=srs, geom_type=ogr.wkbPolygon, options=lopts)
+        for fname, ftype in (("rank", ogr.OFTInteger), ("score_max", ogr.OFTReal),
+                             ("score_mean", ogr.OFTReal), ("pixels", ogr.OFTInteger64),
+                             ("area", ogr.OFTReal)):
+            ol.CreateField(ogr.FieldDefn(fname, ftype))
+        by_id = {}
+        for f in tl:
+            by_id[f.GetField("v")] = f.GetGeometryRef().Clone()
+        ol.StartTransaction()
+        for rank, i in enumerate(keep, start=1):
+            feat = ogr.Feature(ol.GetLayerDefn())
+            feat.SetField("rank", rank)
+            feat.SetField("score_max", float(smax[i]))
+            feat.SetField("score_mean", float(ssum[i] / cnt[i]))
+            feat.SetField("pixels", int(cnt[i]))
+            feat.SetField("area", float(cnt[i] * pix_area))
+            feat.SetGeometry(by_id[i])
+            ol.CreateFeature(feat)
+        ol.CommitTransaction()
+        out = None
+        _report(progress, 1.0)
+        return PolygonResult(path=dst_path, layer_name=name, count=len(keep), threshold=thr,
+                             n_valid=n_valid, n_flagged=n_flag)
+    finally:
+        mband = None
+        mds = None
+        ds = None
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def count_polygons(path: str, layer_name: Optional[str] = None) -> int:
+    """Number of features in a polygon output written by :func:`polygonize_scores`."""
+    ds = ogr.Open(str(path))
+    if ds is None:
+        raise RasterInputError(f"Could not open the vector file '{path}'.")
+    layer = ds.GetLayerByName(layer_name) if layer_name else ds.GetLayer(0)
+    return int(layer.GetFeatureCount())

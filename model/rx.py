@@ -1,0 +1,70 @@
+"""Global RX anomaly detector (Reed-Xiaoli), streamed through the engine.
+
+Score definition (documented for users): the *plain* Mahalanobis distance
+
+    score(x) = sqrt((x - mu)^T  pinv(C)  (x - mu))
+
+where ``mu`` and ``C`` are the mean and covariance (ddof=1, as ``np.cov``) of
+all valid pixels of the selected bands, and ``pinv`` is the Moore-Penrose
+pseudo-inverse (so constant or perfectly correlated bands do not fail). With a
+single band this is ``|x - mu| / std``. The score is in units of standard
+deviations, so 3 means "3 sigma away from the scene's background".
+
+Two streaming passes, neither of which holds the raster in memory: pass 1
+computes ``mu`` and ``C`` with :func:`band_statistics`, pass 2 scores tiles
+with :func:`score_raster` (RX is per-pixel, so no overlap is needed).
+"""
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from .engine import CancelFn, ProgressFn, band_statistics, score_raster
+
+
+def rx_precision(cov: np.ndarray) -> np.ndarray:
+    """Pseudo-inverse of a covariance matrix (symmetric, tolerant to singularity)."""
+    cov = np.atleast_2d(np.asarray(cov, dtype=np.float64))
+    return np.linalg.pinv(cov, hermitian=True)
+
+
+def rx_distance(pixels: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """RX score of pixels ``(B, ...)`` -> ``(...)`` float64 plain Mahalanobis distance."""
+    b = pixels.shape[0]
+    flat = pixels.reshape(b, -1).astype(np.float64) - np.asarray(mean, np.float64)[:, None]
+    d2 = np.einsum("in,ij,jn->n", flat, precision, flat, optimize=True)
+    return np.sqrt(np.maximum(d2, 0.0)).reshape(pixels.shape[1:])
+
+
+def make_rx_scorer(mean: np.ndarray, cov: np.ndarray):
+    """Return a ``score_tile`` function for :func:`score_raster`."""
+    precision = rx_precision(cov)
+
+    def score_tile(tile: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", over="ignore"):
+            return rx_distance(tile, mean, precision).astype(np.float32)
+
+    return score_tile
+
+
+def rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence[int]] = None, *,
+                    tile_size: int = 512, block_size: int = 1024,
+                    progress: ProgressFn = None, is_cancelled: CancelFn = None
+                    ) -> Tuple[np.ndarray, np.ndarray, int]:
+    """Write the global RX score of ``src_path`` to ``dst_path`` (float32 GeoTIFF).
+
+    Returns ``(mean, cov, n_valid)`` of the statistics pass.
+    """
+    def p1(f):
+        if progress is not None:
+            progress(0.5 * f)
+
+    def p2(f):
+        if progress is not None:
+            progress(0.5 + 0.5 * f)
+
+    mean, cov, n = band_statistics(src_path, bands, block_size=block_size,
+                                   progress=p1, is_cancelled=is_cancelled)
+    score_raster(src_path, dst_path, make_rx_scorer(mean, cov), bands=bands,
+                 tile_size=tile_size, overlap=0, progress=p2, is_cancelled=is_cancelled)
+    return mean, cov, n
