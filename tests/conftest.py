@@ -1,0 +1,158 @@
+"""Shared fixtures and helpers for the test suite (reusable by every test file).
+
+* ``provider`` (session): the plugin loaded through ``classFactory`` and
+  ``initProcessing`` once per session, Processing initialised; returns the
+  registered ``anomaly`` provider.
+* ``run_qgis_process(args)``: runs ``qgis_process.bin`` with the plugin from
+  this checkout enabled, in a private profile; returns ``CompletedProcess``.
+* ``write_raster(path, array, ...)``: writes a georeferenced GeoTIFF.
+* ``read_raster(path)``: ``(array, geotransform, wkt, nodata)`` of band 1..n.
+"""
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal, osr
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD = REPO / "build"
+PYPATH = BUILD / "pythonpath"
+QGIS_PYTHON_PLUGINS = "/usr/share/qgis/python/plugins"
+DATA = Path(__file__).resolve().parent / "data"
+DEFAULT_GT = (500000.0, 10.0, 0.0, 4100000.0, 0.0, -10.0)
+DEFAULT_EPSG = 32633
+
+
+def _ensure_plugin_link():
+    PYPATH.mkdir(parents=True, exist_ok=True)
+    link = PYPATH / "anomaly_detector"
+    if not link.exists():
+        link.symlink_to(REPO, target_is_directory=True)
+
+
+_ensure_plugin_link()
+for _p in (str(PYPATH), QGIS_PYTHON_PLUGINS):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+
+# --------------------------------------------------------------------------
+# raster helpers
+
+def write_raster(path, array, *, geotransform=DEFAULT_GT, epsg=DEFAULT_EPSG, nodata=None,
+                 dtype=None, options=("TILED=YES",)):
+    """Write ``array`` (H, W) or (B, H, W) to a GeoTIFF with CRS and nodata; return str path."""
+    arr = np.asarray(array)
+    if arr.ndim == 2:
+        arr = arr[None]
+    dtype = np.dtype(dtype or arr.dtype)
+    gdt = gdal.GetDataTypeByName({"float32": "Float32", "float64": "Float64", "uint8": "Byte",
+                                  "uint16": "UInt16", "int16": "Int16", "int32": "Int32",
+                                  "uint32": "UInt32"}[dtype.name])
+    b, h, w = arr.shape
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), w, h, b, gdt, list(options))
+    if geotransform is not None:
+        ds.SetGeoTransform(geotransform)
+    if epsg is not None:
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(epsg)
+        ds.SetProjection(srs.ExportToWkt())
+    for i in range(b):
+        band = ds.GetRasterBand(i + 1)
+        if nodata is not None:
+            band.SetNoDataValue(float(nodata))
+        band.WriteArray(arr[i].astype(dtype))
+    ds.FlushCache()
+    ds = None
+    return str(path)
+
+
+def read_raster(path):
+    ds = gdal.Open(str(path))
+    arr = ds.ReadAsArray()
+    out = (arr, ds.GetGeoTransform(), ds.GetProjection(), ds.GetRasterBand(1).GetNoDataValue(),
+           (ds.RasterXSize, ds.RasterYSize))
+    ds = None
+    return out
+
+
+# --------------------------------------------------------------------------
+# qgis_process
+
+QGIS_PROCESS = "qgis_process.bin"
+_QP_ENABLED = {}
+
+
+def qgis_process_env(plugin_path=PYPATH, config_dir=BUILD / "qgis-process-config",
+                     extra_pythonpath=(str(PYPATH),)):
+    env = dict(os.environ)
+    runtime = BUILD / "xdg-runtime"
+    runtime.mkdir(parents=True, exist_ok=True)
+    os.chmod(runtime, 0o700)
+    Path(config_dir).mkdir(parents=True, exist_ok=True)
+    site = sysconfig.get_paths()["purelib"]
+    env.update({
+        "QT_QPA_PLATFORM": "offscreen",
+        "QGIS_PLUGINPATH": str(plugin_path),
+        "QGIS_CUSTOM_CONFIG_PATH": str(config_dir),
+        "XDG_RUNTIME_DIR": str(runtime),
+        "PYTHONPATH": os.pathsep.join(list(extra_pythonpath) + [site]),
+    })
+    return env
+
+
+def run_qgis_process(args, *, env=None, timeout=180, check_enabled=True):
+    """Run ``qgis_process.bin <args>`` with this checkout's plugin enabled."""
+    env = env or qgis_process_env()
+    key = (env["QGIS_PLUGINPATH"], env["QGIS_CUSTOM_CONFIG_PATH"])
+    if check_enabled and key not in _QP_ENABLED:
+        r = subprocess.run([QGIS_PROCESS, "plugins", "enable", "anomaly_detector"], env=env,
+                           capture_output=True, text=True, timeout=timeout)
+        # exit code 1 means "already enabled"
+        assert r.returncode in (0, 1), r.stdout + r.stderr
+        _QP_ENABLED[key] = True
+    return subprocess.run([QGIS_PROCESS] + [str(a) for a in args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# --------------------------------------------------------------------------
+# QGIS fixtures
+
+@pytest.fixture(scope="session")
+def processing_ready(qgis_app):
+    from processing.core.Processing import Processing
+    Processing.initialize()
+    return True
+
+
+@pytest.fixture(scope="session")
+def plugin(qgis_app, processing_ready):
+    import anomaly_detector
+    plug = anomaly_detector.classFactory(None)
+    plug.initProcessing()
+    yield plug
+    plug.unload()
+
+
+@pytest.fixture(scope="session")
+def provider(plugin):
+    from qgis.core import QgsApplication
+    prov = QgsApplication.processingRegistry().providerById("anomaly")
+    assert prov is not None
+    return prov
+
+
+@pytest.fixture
+def run_alg(provider):
+    """``run_alg(alg_id, params) -> results`` through ``processing.run``."""
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    def _run(alg_id, params, feedback=None):
+        return processing.run(alg_id, params, feedback=feedback or QgsProcessingFeedback())
+    return _run

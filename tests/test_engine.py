@@ -1,0 +1,179 @@
+"""QGIS-free engine: validation, statistics, tiling, mirror padding, output grid."""
+
+import os
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from anomaly_detector.model import engine
+from anomaly_detector.model.engine import (NODATA, Cancelled, RasterInputError, band_statistics,
+                                           open_raster_checked, score_raster)
+from conftest import read_raster, write_raster
+
+
+def test_model_package_imports_without_qgis():
+    import subprocess
+    import sys
+    code = ("import sys; import anomaly_detector.model.engine, anomaly_detector.model.rx, "
+            "anomaly_detector.model.polygons; "
+            "assert not any(m == 'qgis' or m.startswith('qgis.') for m in sys.modules); "
+            "assert 'torch' not in sys.modules")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert r.returncode == 0, r.stderr
+
+
+def test_open_raster_checked_ok(tmp_path):
+    a = np.zeros((3, 7, 9), np.int16)
+    p = write_raster(tmp_path / "a.tif", a, nodata=-1)
+    info = open_raster_checked(p, [3, 1])
+    assert (info.width, info.height, info.band_count, info.bands) == (9, 7, 3, [3, 1])
+    assert info.nodata == [-1.0, -1.0] and info.dtypes == ["Int16", "Int16"]
+    assert info.geotransform[1] == 10.0 and "32633" in info.projection_wkt
+    assert open_raster_checked(p, None).bands == [1, 2, 3]
+
+
+@pytest.mark.parametrize("case, words", [
+    ("missing", "does not exist"),
+    ("empty", r"empty \(0 bytes\)"),
+    ("text", "not a raster"),
+    ("band", "Band 4 does not exist"),
+])
+def test_open_raster_checked_errors(tmp_path, case, words):
+    p = tmp_path / "x.tif"
+    bands = None
+    if case == "empty":
+        p.write_bytes(b"")
+    elif case == "text":
+        p.write_text("this is not a raster\n")
+    elif case == "band":
+        write_raster(p, np.zeros((3, 4, 4), np.float32))
+        bands = [1, 4]
+    with pytest.raises(RasterInputError, match=words):
+        open_raster_checked(str(p), bands)
+
+
+def _random_with_nodata(shape, seed=0, nodata=-9999.0):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=shape).astype(np.float32)
+    a[0] += 3 * a[-1]  # correlated bands
+    a[:, 3:6, 4:9] = nodata
+    a[1, 10, 10] = np.nan
+    a[0, 11, 12] = np.inf
+    return a
+
+
+def test_band_statistics_matches_numpy(tmp_path):
+    nd = -9999.0
+    a = _random_with_nodata((4, 70, 53), nodata=nd)
+    p = write_raster(tmp_path / "a.tif", a, nodata=nd)
+    for bands in (None, [2, 4]):
+        sel = [b - 1 for b in (bands or [1, 2, 3, 4])]
+        valid = np.all(np.isfinite(a[sel]) & (a[sel] != nd), axis=0)
+        x = a[sel][:, valid].astype(np.float64)
+        mean, cov, n = band_statistics(p, bands, block_size=16)
+        assert n == valid.sum()
+        np.testing.assert_allclose(mean, x.mean(axis=1), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(cov, np.cov(x), rtol=1e-9, atol=1e-12)
+
+
+def test_band_statistics_all_nodata(tmp_path):
+    p = write_raster(tmp_path / "a.tif", np.zeros((2, 5, 5), np.float32), nodata=0)
+    with pytest.raises(RasterInputError, match="no valid pixels"):
+        band_statistics(p)
+
+
+def _box3(tile, valid):
+    """3x3 mean of band sums: a receptive field of 1 pixel."""
+    x = tile.sum(axis=0)
+    p = np.pad(x, 1, mode="edge")
+    h, w = x.shape
+    return sum(p[i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9.0
+
+
+@pytest.mark.parametrize("shape, tile, overlap", [
+    ((2, 100, 130), 32, 4),     # several tiles, not a multiple of the tile size
+    ((1, 64, 64), 32, 2),       # exact multiple
+    ((3, 20, 15), 32, 8),       # raster smaller than one tile
+    ((1, 5, 3), 4, 7),          # overlap larger than the raster
+])
+def test_score_raster_mirror_padding_is_seam_free(tmp_path, shape, tile, overlap):
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=shape).astype(np.float32)
+    p = write_raster(tmp_path / "a.tif", a)
+    seen = []
+
+    def scorer(t, v):
+        seen.append(t.shape)
+        assert v.shape == t.shape[1:] and v.all()
+        return _box3(t, v)
+
+    out = tmp_path / "s.tif"
+    score_raster(p, str(out), scorer, tile_size=tile, overlap=overlap)
+    got = read_raster(out)[0]
+    padded = np.pad(a, [(0, 0), (overlap, overlap), (overlap, overlap)], mode="reflect") \
+        if min(shape[1:]) > 1 else None
+    ref = _box3(padded, None)[overlap:overlap + shape[1], overlap:overlap + shape[2]]
+    assert np.abs(got - ref).max() < 1e-5
+    # every tile has the full padded size (or the whole raster + padding)
+    th, tw = min(tile, shape[1]) + 2 * overlap, min(tile, shape[2]) + 2 * overlap
+    assert set(s[1:] for s in seen) == {(th, tw)}
+
+
+def test_score_raster_output_grid_and_nodata(tmp_path):
+    nd = -32768
+    a = np.arange(3 * 50 * 40, dtype=np.int16).reshape(3, 50, 40) % 1000
+    a[:, 0:4, 0:4] = nd
+    a[2, 20, 30] = nd
+    gt = (330000.0, 0.5, 0.0, 5800000.0, 0.0, -0.5)
+    p = write_raster(tmp_path / "a.tif", a, nodata=nd, geotransform=gt, epsg=25832)
+    out = tmp_path / "s.tif"
+    score_raster(p, str(out), lambda t, v: t[0] * 2.0, tile_size=16, overlap=3)
+    arr, ogt, wkt, ond, size = read_raster(out)
+    src = gdal.Open(p)
+    assert size == (40, 50)
+    assert ogt == src.GetGeoTransform() and wkt == src.GetProjection()
+    assert ond == NODATA
+    ds = gdal.Open(str(out))
+    assert ds.GetRasterBand(1).DataType == gdal.GDT_Float32
+    md = ds.GetMetadata("IMAGE_STRUCTURE")
+    assert md.get("COMPRESSION") == "DEFLATE"
+    assert ds.GetRasterBand(1).GetBlockSize() == [256, 256]
+    invalid = np.any(a == nd, axis=0)
+    assert np.all(arr[invalid] == NODATA)
+    np.testing.assert_array_equal(arr[~invalid], (a[0] * 2.0)[~invalid])
+
+
+def test_score_raster_progress_cancel_and_cleanup(tmp_path):
+    p = write_raster(tmp_path / "a.tif", np.ones((1, 40, 40), np.float32))
+    out = tmp_path / "s.tif"
+    fr = []
+    score_raster(p, str(out), lambda t, v: t[0], tile_size=16, progress=fr.append)
+    assert fr == sorted(fr) and fr[-1] == 1.0 and len(fr) == 9
+    os.remove(out)
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled):
+        score_raster(p, str(out), lambda t, v: t[0], tile_size=16, is_cancelled=cancel)
+    assert sorted(os.listdir(tmp_path)) == ["a.tif"]
+
+    def boom(t, v):
+        raise RuntimeError("scorer failed")
+
+    with pytest.raises(RuntimeError):
+        score_raster(p, str(out), boom, tile_size=16)
+    assert sorted(os.listdir(tmp_path)) == ["a.tif"]
+
+
+def test_tile_starts_cover_exactly():
+    for size in (1, 15, 16, 17, 100):
+        cover = []
+        for r, s, e in engine._tile_starts(size, 16):
+            assert 0 <= r <= s and e <= r + min(16, size) and e <= size
+            cover.extend(range(s, e))
+        assert cover == list(range(size))
