@@ -17,7 +17,7 @@ GROUPS = {
 
 
 class AnomalyAlgorithm(QgsProcessingAlgorithm):
-    """Base class: subclasses set the class attributes and implement ``run``.
+    """Base class: subclasses set the class attributes and implement ``process_core``.
 
     ``PARAM_HELP`` is a list of ``(NAME, description)`` pairs used to build the
     help text shown in the algorithm dialog and by ``qgis_process help``.
@@ -103,11 +103,11 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         try:
-            return self.run(parameters, context, feedback)
+            return self.process_core(parameters, context, feedback)
         except RasterInputError as err:
             raise QgsProcessingException(str(err)) from err
         except Cancelled as err:
             raise QgsProcessingException("Cancelled by the user; no output was written.") from err
 
-    def run(self, parameters, context, feedback):
+    def process_core(self, parameters, context, feedback):
         raise NotImplementedError

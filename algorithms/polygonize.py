@@ -36,7 +36,7 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.COUNT, "Number of anomaly polygons"))
         self.addOutput(QgsProcessingOutputNumber(self.THRESHOLD_VALUE, "Score threshold used"))
 
-    def run(self, parameters, context, feedback):
+    def process_core(self, parameters, context, feedback):
         src = self.raster_path(parameters, self.INPUT, context)
         dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         kwargs = read_threshold_parameters(self, parameters, context)

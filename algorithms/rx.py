@@ -36,7 +36,7 @@ class RxAlgorithm(AnomalyAlgorithm):
             optional=True, allowMultiple=True))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "RX score"))
 
-    def run(self, parameters, context, feedback):
+    def process_core(self, parameters, context, feedback):
         src = self.raster_path(parameters, self.INPUT, context)
         bands = self.parameterAsInts(parameters, self.BANDS, context) or None
         dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)

@@ -1,0 +1,124 @@
+"""The algorithms inside a real QgsApplication, through processing.run."""
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from anomaly_detector.model.engine import NODATA
+from conftest import read_raster, write_raster
+from test_polygons import ND, ORDER, check_features, synthetic_scores
+from test_rx import _scene, numpy_rx
+
+
+def test_provider_registered(provider):
+    from qgis.core import QgsApplication
+    assert provider.id() == "anomaly"
+    assert provider.name() == "Anomaly detection"
+    assert not provider.icon().isNull()
+    ids = {a.id() for a in provider.algorithms()}
+    assert {"anomaly:rx", "anomaly:polygonize"} <= ids
+    reg = QgsApplication.processingRegistry()
+    rx = reg.algorithmById("anomaly:rx")
+    assert rx.displayName() == "RX anomaly score"
+    assert reg.algorithmById("anomaly:polygonize").displayName() == \
+        "Anomaly polygons from a score raster"
+    for alg in (rx, reg.algorithmById("anomaly:polygonize")):
+        names = [p.name() for p in alg.parameterDefinitions()]
+        assert all(n == n.upper() for n in names)
+        assert alg.shortHelpString()
+        assert alg.createInstance().name() == alg.name()
+
+
+def test_provider_does_not_import_torch(provider):
+    import subprocess
+    import sys
+    code = ("import sys; from qgis.core import QgsApplication; "
+            "app = QgsApplication([], False); app.initQgis(); "
+            "import anomaly_detector.provider as p; prov = p.AnomalyProvider(); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    import os
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
+                            "QT_QPA_PLATFORM": "offscreen"})
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_plugin_unload_and_reload(plugin):
+    from qgis.core import QgsApplication
+    reg = QgsApplication.processingRegistry()
+    assert reg.providerById("anomaly") is not None
+    plugin.unload()
+    assert reg.providerById("anomaly") is None
+    assert reg.algorithmById("anomaly:rx") is None
+    plugin.initProcessing()
+    assert reg.algorithmById("anomaly:rx") is not None
+
+
+def test_rx_algorithm_grid_and_values(tmp_path, run_alg):
+    nd = -1.0
+    a = _scene((3, 45, 38))
+    a[:, 0:6, 0:4] = nd
+    a[0, 40, 30] = nd
+    gt = (420000.0, 2.5, 0.0, 5400000.0, 0.0, -2.5)
+    src = write_raster(tmp_path / "in.tif", a, nodata=nd, geotransform=gt, epsg=32632)
+    out = str(tmp_path / "rx.tif")
+    res = run_alg("anomaly:rx", {"INPUT": src, "BANDS": None, "OUTPUT": out})
+    assert res["OUTPUT"] == out
+    arr, ogt, wkt, ond, size = read_raster(out)
+    ds = gdal.Open(src)
+    assert size == (38, 45) and ogt == gt and wkt == ds.GetProjection() and ond == NODATA
+    valid = np.all(a != nd, axis=0)
+    assert np.all(arr[~valid] == NODATA)
+    np.testing.assert_allclose(arr[valid], numpy_rx(a, valid)[valid], rtol=1e-5, atol=1e-5)
+
+
+def test_rx_algorithm_band_subset(tmp_path, run_alg):
+    a = _scene((4, 30, 20))
+    src = write_raster(tmp_path / "in.tif", a)
+    out = str(tmp_path / "rx.tif")
+    run_alg("anomaly:rx", {"INPUT": src, "BANDS": [2, 4], "OUTPUT": out})
+    valid = np.ones(a.shape[1:], bool)
+    np.testing.assert_allclose(read_raster(out)[0], numpy_rx(a, valid, [2, 4]),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_polygonize_algorithm(tmp_path, run_alg):
+    from qgis.core import QgsVectorLayer
+    src, _ = synthetic_scores(tmp_path)
+    out = str(tmp_path / "poly.gpkg")
+    res = run_alg("anomaly:polygonize", {"INPUT": src, "THRESHOLD_METHOD": 1, "THRESHOLD": 5.0,
+                                         "MIN_AREA": 1, "OUTPUT": out})
+    assert res["COUNT"] == 4 and res["THRESHOLD_VALUE"] == 5.0
+    layer = QgsVectorLayer(res["OUTPUT"], "poly", "ogr")
+    assert layer.isValid() and layer.featureCount() == 4
+    assert layer.crs().authid() == "EPSG:32633"
+    assert [f.name() for f in layer.fields()][-5:] == ["rank", "score_max", "score_mean",
+                                                       "pixels", "area"]
+    feats = [({k: f[k] for k in ("rank", "score_max", "score_mean", "pixels", "area")},
+              (f.geometry().boundingBox().xMinimum(), f.geometry().boundingBox().xMaximum(),
+               f.geometry().boundingBox().yMinimum(), f.geometry().boundingBox().yMaximum()))
+             for f in layer.getFeatures()]
+    check_features(feats, ORDER)
+    # default parameters: top fraction 0.005 of valid pixels
+    res = run_alg("anomaly:polygonize", {"INPUT": src, "OUTPUT": str(tmp_path / "d.gpkg")})
+    assert res["COUNT"] >= 1
+
+
+@pytest.mark.parametrize("case, words", [
+    ("missing", "does not exist"),
+    ("text", "not a raster"),
+    ("empty", "is empty"),
+    ("nodata", "no valid pixels"),
+])
+def test_bad_inputs_raise_clear_error(tmp_path, run_alg, case, words):
+    from qgis.core import QgsProcessingException
+    p = tmp_path / "bad.tif"
+    if case == "text":
+        p.write_text("not a raster")
+    elif case == "empty":
+        p.write_bytes(b"")
+    elif case == "nodata":
+        write_raster(p, np.full((2, 8, 8), ND, np.float32), nodata=ND)
+    with pytest.raises(QgsProcessingException, match=words):
+        run_alg("anomaly:rx", {"INPUT": str(p), "OUTPUT": str(tmp_path / "o.tif")})
+    assert not (tmp_path / "o.tif").exists()

@@ -1,0 +1,115 @@
+"""Thresholds and ranked polygons against a known synthetic score raster."""
+
+import math
+
+import numpy as np
+import pytest
+
+from anomaly_detector.model.polygons import compute_threshold, count_polygons, polygonize_scores
+from conftest import write_raster
+
+ND = -9999.0
+GT = (600000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0)
+
+# (row slice, col slice or pixel list, score, pixel count); expected rank order A, C, B, D
+BLOBS = {
+    "A": dict(pixels=[(r, c) for r in range(10, 13) for c in range(10, 14)], score=9.0,
+              peak=((11, 12), 10.0)),
+    "B": dict(pixels=[(30, 30), (31, 31), (32, 32)], score=7.0),  # 8-connected diagonal
+    "C": dict(pixels=[(50, 60), (50, 61), (51, 60), (51, 61)], score=8.0),
+    "D": dict(pixels=[(5, 70)], score=6.0),
+}
+ORDER = ["A", "C", "B", "D"]
+
+
+def synthetic_scores(tmp_path):
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 1, size=(60, 80)).astype(np.float32)
+    for blob in BLOBS.values():
+        for r, c in blob["pixels"]:
+            a[r, c] = blob["score"]
+        if "peak" in blob:
+            (r, c), v = blob["peak"]
+            a[r, c] = v
+    a[55:60, 0:10] = ND  # nodata corner
+    return write_raster(tmp_path / "scores.tif", a, nodata=ND, geotransform=GT), a
+
+
+def expected(name):
+    blob = BLOBS[name]
+    vals = [blob["score"]] * len(blob["pixels"])
+    if "peak" in blob:
+        vals[blob["pixels"].index(blob["peak"][0])] = blob["peak"][1]
+    rows = [r for r, _ in blob["pixels"]]
+    cols = [c for _, c in blob["pixels"]]
+    bbox = (GT[0] + 10 * min(cols), GT[0] + 10 * (max(cols) + 1),
+            GT[3] - 10 * (max(rows) + 1), GT[3] - 10 * min(rows))
+    return dict(score_max=max(vals), score_mean=float(np.mean(vals)), pixels=len(vals),
+                area=100.0 * len(vals), bbox=bbox)
+
+
+def read_features(path):
+    from osgeo import ogr
+    ds = ogr.Open(str(path))
+    layer = ds.GetLayer(0)
+    srs = layer.GetSpatialRef()
+    feats = [(f.items(), f.GetGeometryRef().GetEnvelope()) for f in layer]
+    epsg = srs.GetAuthorityCode(None) if srs else None
+    ds = None
+    return feats, epsg
+
+
+def check_features(feats, names):
+    assert [f[0]["rank"] for f in feats] == list(range(1, len(names) + 1))
+    for (attrs, env), name in zip(feats, names):
+        exp = expected(name)
+        assert attrs["pixels"] == exp["pixels"], name
+        assert math.isclose(attrs["score_max"], exp["score_max"], rel_tol=1e-6)
+        assert math.isclose(attrs["score_mean"], exp["score_mean"], rel_tol=1e-6)
+        assert math.isclose(attrs["area"], exp["area"])
+        assert env == pytest.approx(exp["bbox"])
+
+
+@pytest.mark.parametrize("method, value", [("fixed", 5.0), ("top_fraction", None),
+                                           ("automatic", 0.0)])
+def test_polygonize_core(tmp_path, method, value):
+    src, a = synthetic_scores(tmp_path)
+    n_valid = int((a != ND).sum())
+    if value is None:
+        value = 20 / n_valid  # exactly the 20 blob pixels
+    out = tmp_path / "poly.gpkg"
+    res = polygonize_scores(src, str(out), method=method, threshold=value)
+    assert res.count == 4 and count_polygons(str(out)) == 4
+    assert res.n_valid == n_valid and res.n_flagged == 20
+    feats, epsg = read_features(out)
+    assert epsg == "32633"
+    check_features(feats, ORDER)
+
+
+def test_min_area_and_empty_result(tmp_path):
+    src, _ = synthetic_scores(tmp_path)
+    out = tmp_path / "poly.gpkg"
+    assert polygonize_scores(src, str(out), method="fixed", threshold=5, min_area=2).count == 3
+    check_features(read_features(out)[0], ["A", "C", "B"])
+    assert polygonize_scores(src, str(out), method="fixed", threshold=5, min_area=5).count == 1
+    assert polygonize_scores(src, str(out), method="fixed", threshold=100).count == 0
+    assert count_polygons(str(out)) == 0
+
+
+def test_top_fraction_threshold_is_exact_quantile(tmp_path):
+    rng = np.random.default_rng(5)
+    a = rng.gamma(2.0, size=(123, 97)).astype(np.float32)
+    src = write_raster(tmp_path / "s.tif", a)
+    flat = np.sort(a.ravel())[::-1]
+    for frac in (0.001, 0.005, 0.1, 1.0):
+        k = math.ceil(frac * a.size)
+        assert compute_threshold(src, "top_fraction", frac) == pytest.approx(float(flat[k - 1]))
+    assert compute_threshold(src, "automatic") == pytest.approx(
+        float(a.astype(np.float64).mean() + 3 * a.astype(np.float64).std()), rel=1e-6)
+
+
+def test_shapefile_output_follows_extension(tmp_path):
+    src, _ = synthetic_scores(tmp_path)
+    out = tmp_path / "poly.shp"
+    assert polygonize_scores(src, str(out), method="fixed", threshold=5).count == 4
+    assert out.exists()
