@@ -70,7 +70,7 @@ deploy: package
 
 package:
 	rm -rf $(BUILD)/package && mkdir -p $(BUILD)/package/$(PLUGIN)
-	tar -cf - --exclude=__pycache__ --exclude='*.pyc' $(PKG_FILES) | tar -xf - -C $(BUILD)/package/$(PLUGIN)
+	set -o pipefail; tar -cf - --exclude=__pycache__ --exclude='*.pyc' $(PKG_FILES) | tar -xf - -C $(BUILD)/package/$(PLUGIN)
 	rm -f $(ZIP) && cd $(BUILD)/package && /usr/bin/python3 -m zipfile -c $(ZIP) $(PLUGIN)
 	@echo "Wrote $(ZIP)"
 

@@ -1,0 +1,80 @@
+"""`make package` builds a ZIP that loads as a plugin from a temporary plugin path."""
+
+import configparser
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from conftest import REPO, qgis_process_env, run_qgis_process
+
+REQUIRED = ["name", "qgisMinimumVersion", "description", "about", "version", "author", "email",
+            "repository", "tracker", "homepage", "category", "icon", "tags", "experimental",
+            "deprecated", "changelog", "hasProcessingProvider"]
+
+LOAD_SCRIPT = r"""
+import json, sys
+from qgis.core import QgsApplication
+app = QgsApplication([], False); app.initQgis()
+sys.path.insert(0, sys.argv[1])
+import anomaly_detector
+plugin = anomaly_detector.classFactory(None)
+plugin.initProcessing()
+reg = QgsApplication.processingRegistry()
+prov = reg.providerById("anomaly")
+out = {"file": anomaly_detector.__file__, "name": prov.name(),
+       "algs": sorted(a.id() for a in prov.algorithms()), "torch": "torch" in sys.modules}
+plugin.unload()
+out["after_unload"] = reg.providerById("anomaly") is not None
+print("RESULT" + json.dumps(out))
+app.exitQgis()
+"""
+
+
+@pytest.fixture(scope="module")
+def plugin_zip():
+    r = subprocess.run(["make", "-s", "package"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    zips = sorted((REPO / "build").glob("anomaly_detector-*.zip"))
+    assert zips
+    return zips[-1]
+
+
+def test_zip_layout(plugin_zip):
+    with zipfile.ZipFile(plugin_zip) as z:
+        names = z.namelist()
+        meta = z.read("anomaly_detector/metadata.txt").decode()
+    assert {n.split("/")[0] for n in names} == {"anomaly_detector"}
+    for must in ("__init__.py", "plugin.py", "metadata.txt", "LICENSE", "resources/icon.svg",
+                 "model/engine.py", "algorithms/rx.py"):
+        assert f"anomaly_detector/{must}" in names
+    for bad in ("tests/", "Makefile", ".ci/", ".git", "__pycache__", ".venv", "build/"):
+        assert not any(bad in n for n in names), bad
+    cp = configparser.ConfigParser()
+    cp.read_string(meta)
+    for key in REQUIRED:
+        assert cp.get("general", key, fallback="").strip(), key
+    assert cp["general"]["hasProcessingProvider"] == "yes"
+    assert cp["general"]["qgisMinimumVersion"] == "3.22"
+
+
+def test_zip_loads_in_temp_plugin_path(plugin_zip, tmp_path):
+    plugins = tmp_path / "plugins"
+    with zipfile.ZipFile(plugin_zip) as z:
+        z.extractall(plugins)
+    env = qgis_process_env(plugin_path=plugins, config_dir=tmp_path / "config",
+                           extra_pythonpath=())
+    r = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(plugins)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.split("RESULT", 1)[1])
+    assert out["file"].startswith(str(plugins))
+    assert out["name"] == "Anomaly detection"
+    assert {"anomaly:rx", "anomaly:polygonize"} <= set(out["algs"])
+    assert out["after_unload"] is False and out["torch"] is False
+    # and through qgis_process, with the unpacked plugin as the only copy on the path
+    r = run_qgis_process(["list"], env=env)
+    assert r.returncode == 0 and "anomaly:rx" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
