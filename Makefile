@@ -55,7 +55,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 demo: setup
-	ALG="$(ALG)" PYTHON=$(PY) tools/demo.sh
+	PYTHON=$(PY) tools/demo.sh
 
 # Install into the default QGIS profile (or PROFILE_DIR=...) and enable the
 # plugin for the desktop and for qgis_process.
