@@ -218,17 +218,23 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *, block_s
 # --------------------------------------------------------------------------
 # Pass 2: tiled scoring
 
-def _tile_starts(size: int, tile: int) -> List[Tuple[int, int, int]]:
-    """Tiles along one axis as ``(read_start, write_start, write_stop)``.
+def _tile_starts(size: int, tile: int, align: int = 1) -> List[Tuple[int, int, int, int]]:
+    """Tiles along one axis as ``(read_start, read_length, write_start, write_stop)``.
 
     Every tile read is ``min(tile, size)`` long: the last tile is shifted back
     so that it stays full-sized, and only its part not yet written is kept.
+    With ``align > 1`` the shifted start is rounded down to a multiple of
+    ``align`` (and the tile grows by less than ``align``), so every read starts
+    on the same ``align`` grid: scorers that pool by ``align`` see the same
+    pooling grid in every tile.
     """
     t = min(tile, size)
     out = []
     for s in range(0, size, tile):
         r = min(s, size - t)
-        out.append((r, s, min(s + tile, size)))
+        if align > 1 and r != s:
+            r = (r // align) * align
+        out.append((r, max(t, min(s + tile, size) - r), s, min(s + tile, size)))
     return out
 
 
@@ -296,7 +302,7 @@ def _remove_quietly(path: str) -> None:
 
 def score_raster(src_path: str, dst_path: str, score_tile: ScoreTileFn, *,
                  bands: Optional[Sequence[int]] = None, tile_size: int = 512, overlap: int = 32,
-                 progress: ProgressFn = None, is_cancelled: CancelFn = None) -> None:
+                 align: int = 1, progress: ProgressFn = None, is_cancelled: CancelFn = None) -> None:
     """Score ``src_path`` tile by tile and write a float32 score GeoTIFF.
 
     ``score_tile(tile, valid)`` gets ``tile`` float32 ``(B, h, w)`` (the core
@@ -304,7 +310,8 @@ def score_raster(src_path: str, dst_path: str, score_tile: ScoreTileFn, *,
     leaves the raster) and ``valid`` bool ``(h, w)``; it returns float32
     ``(h, w)`` scores. Every tile has the full size ``tile_size + 2*overlap``
     unless the raster is smaller than ``tile_size`` along an axis (then that
-    axis spans the whole raster plus padding). Invalid pixels reach
+    axis spans the whole raster plus padding; with ``align > 1`` the last tile
+    may be up to ``align - 1`` pixels longer). Invalid pixels reach
     ``score_tile`` with the values as read and ``valid=False``; the engine
     writes :data:`NODATA` there whatever is returned.
 
@@ -327,15 +334,13 @@ def score_raster(src_path: str, dst_path: str, score_tile: ScoreTileFn, *,
     try:
         out = create_score_raster(tmp, info)
         oband = out.GetRasterBand(1)
-        cols = _tile_starts(info.width, tile_size)
-        rows = _tile_starts(info.height, tile_size)
+        cols = _tile_starts(info.width, tile_size, align)
+        rows = _tile_starts(info.height, tile_size, align)
         total = len(cols) * len(rows)
         done = 0
-        for (ry, wy0, wy1) in rows:
-            th = min(tile_size, info.height)
-            for (rx, wx0, wx1) in cols:
+        for (ry, th, wy0, wy1) in rows:
+            for (rx, tw, wx0, wx1) in cols:
                 _check(is_cancelled)
-                tw = min(tile_size, info.width)
                 tile, valid = read_padded_tile(ds, info, rx, ry, tw, th, overlap)
                 scores = score_tile(tile, valid)
                 scores = np.asarray(scores, dtype=np.float32)

@@ -170,10 +170,12 @@ def test_score_raster_progress_cancel_and_cleanup(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["a.tif"]
 
 
-def test_tile_starts_cover_exactly():
+@pytest.mark.parametrize("align", [1, 4, 8])
+def test_tile_starts_cover_exactly(align):
     for size in (1, 15, 16, 17, 100):
         cover = []
-        for r, s, e in engine._tile_starts(size, 16):
-            assert 0 <= r <= s and e <= r + min(16, size) and e <= size
+        for r, n, s, e in engine._tile_starts(size, 16, align):
+            assert 0 <= r <= s and e <= r + n <= size and n >= min(16, size)
+            assert r % align == 0 and n < min(16, size) + align
             cover.extend(range(s, e))
         assert cover == list(range(size))

@@ -1,0 +1,88 @@
+"""Per-raster spectral reduction: any number of bands -> a fixed set of input channels.
+
+The detector must accept 1 to 1000+ bands in any order and any data type without
+retraining. Statistics (band mean and covariance) are gathered once per raster,
+streaming, and turned into a fixed linear map that is applied identically to every
+tile, so tiles never see per-tile normalisation and cannot show seams.
+
+Channels produced (``INPUT_CHANNELS`` in total):
+  0..K-1  the K leading principal components, whitened (unit variance over the raster),
+          sign-fixed so that component 1 grows with overall brightness;
+  K       the Mahalanobis (global RX) distance over all components, divided by the
+          square root of the number of components, so it is comparable across band counts.
+All channels are compressed by ``sign(x) * log1p(|x|)``: order-preserving, but heavy
+tails (SAR, specular highlights) no longer dominate. Rasters with fewer than K bands
+get zero channels for the missing components.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LEADING_COMPONENTS = 4
+INPUT_CHANNELS = LEADING_COMPONENTS + 1
+_RELATIVE_EIGEN_FLOOR = 1e-9
+
+
+@dataclass(frozen=True)
+class SpectralReduction:
+    """A fixed affine map from the raster's bands to the detector's input channels."""
+
+    mean: np.ndarray            # (B,) float64
+    leading: np.ndarray         # (B, k) whitened projection of the leading components, k <= K
+    full: np.ndarray            # (B, r) whitened projection of all r non-degenerate components
+
+    @classmethod
+    def fit(cls, mean: np.ndarray, covariance: np.ndarray) -> "SpectralReduction":
+        """Build the map from a raster's band mean (B,) and covariance (B, B)."""
+        mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+        cov = np.asarray(covariance, dtype=np.float64).reshape(mean.size, mean.size)
+        cov = (cov + cov.T) / 2.0
+        eigenvalues, eigenvectors = np.linalg.eigh(cov)
+        order = np.argsort(eigenvalues)[::-1]
+        eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order]
+        top = max(float(eigenvalues[0]), 0.0)
+        keep = eigenvalues > max(top * _RELATIVE_EIGEN_FLOOR, 1e-20)
+        eigenvalues, eigenvectors = eigenvalues[keep], eigenvectors[:, keep]
+        # A principal axis has no intrinsic sign: orient each towards the brighter side.
+        signs = np.where(eigenvectors.sum(axis=0) < 0, -1.0, 1.0)
+        whitened = eigenvectors * signs / np.sqrt(eigenvalues)
+        return cls(mean=mean, leading=whitened[:, :LEADING_COMPONENTS], full=whitened)
+
+    @property
+    def band_count(self) -> int:
+        return int(self.mean.size)
+
+    def apply(self, bands: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """Map a (B, h, w) block to (INPUT_CHANNELS, h, w) float32; invalid pixels become 0."""
+        count, height, width = bands.shape
+        if count != self.band_count:
+            raise ValueError(f"expected {self.band_count} bands, got {count}")
+        pixels = bands.reshape(count, -1).astype(np.float64) - self.mean[:, None]
+        if valid is not None:
+            pixels[:, ~valid.reshape(-1)] = 0.0
+        pixels = np.nan_to_num(pixels, nan=0.0, posinf=0.0, neginf=0.0)
+        channels = np.zeros((INPUT_CHANNELS, pixels.shape[1]), dtype=np.float64)
+        k = self.leading.shape[1]
+        if self.full.shape[1]:
+            components = self.full.T @ pixels
+            channels[:k] = components[:k]
+            distance = np.sqrt((components * components).sum(axis=0) / components.shape[0])
+            channels[LEADING_COMPONENTS] = distance
+        channels = np.sign(channels) * np.log1p(np.abs(channels))
+        return channels.astype(np.float32).reshape(INPUT_CHANNELS, height, width)
+
+
+def fit_from_array(bands: np.ndarray, valid: np.ndarray | None = None) -> SpectralReduction:
+    """Fit the reduction on an in-memory (B, h, w) array (training crops, small scenes)."""
+    pixels = bands.reshape(bands.shape[0], -1).astype(np.float64)
+    if valid is not None:
+        pixels = pixels[:, valid.reshape(-1)]
+    pixels = pixels[:, np.isfinite(pixels).all(axis=0)]
+    if pixels.shape[1] == 0:
+        raise ValueError("no valid pixels to fit the spectral reduction")
+    mean = pixels.mean(axis=1)
+    centred = pixels - mean[:, None]
+    covariance = centred @ centred.T / max(pixels.shape[1] - 1, 1)
+    return SpectralReduction.fit(mean, covariance)

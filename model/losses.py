@@ -1,0 +1,96 @@
+"""The large-margin losses of the method.
+
+* :class:`PixelMarginLoss`: a differentiable surrogate of partial AUC. For each score
+  threshold t, anomaly pixels scoring below t and background pixels scoring above t
+  (the violators) get a cross-entropy weighted by -log(t); background pixels also carry
+  half a cross-entropy times a non-negative Lagrange multiplier per threshold, tied to
+  a false-positive-rate anchor. The multipliers are trained by gradient *ascent*
+  (give their parameters to an optimizer with ``maximize=True``).
+* :class:`FeatureMarginLoss`: on the last feature map, each group (background, large
+  normal objects, anomalies) is pulled within a shrinking radius of its mean
+  (Deep-SVDD style: radius^2 + 10 * mean hinge beyond it), and the anomaly mean is
+  pushed away from the background and normal means.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .simulation import ANOMALY, BACKGROUND, LARGE_NORMAL
+
+THRESHOLDS = (0.9, 0.85, 0.8, 0.75, 0.7, 0.6)
+FPR_ANCHORS = (0.0, 0.06, 0.12, 0.18, 0.24, 0.3)   # one per threshold, spread over [0, 0.3]
+FEATURE_LOSS_WEIGHT = 0.1
+_SMOOTH_STEP = 0.02
+
+
+class PixelMarginLoss(nn.Module):
+    """Threshold-anchored large-margin ranking loss over per-pixel logits."""
+
+    def __init__(self, thresholds=THRESHOLDS, anchors=FPR_ANCHORS) -> None:
+        super().__init__()
+        self.register_buffer("thresholds", torch.tensor(thresholds, dtype=torch.float32))
+        self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32))
+        # multiplier = softplus(raw) >= 0; starts at 1.
+        self.raw_multipliers = nn.Parameter(torch.full((len(thresholds),), 0.5413))
+
+    @property
+    def multipliers(self) -> torch.Tensor:
+        return F.softplus(self.raw_multipliers)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits, labels = logits.reshape(-1), labels.reshape(-1)
+        anomaly = labels == ANOMALY
+        background = (labels == BACKGROUND) | (labels == LARGE_NORMAL)
+        scores = torch.sigmoid(logits)
+        loss_positive = F.softplus(-logits)     # -log(s)
+        loss_negative = F.softplus(logits)      # -log(1 - s)
+        n_anomaly = anomaly.sum().clamp(min=1)
+        n_background = background.sum().clamp(min=1)
+        background_ce = (loss_negative * background).sum() / n_background
+        total = logits.new_zeros(())
+        for threshold, anchor, multiplier in zip(self.thresholds, self.anchors, self.multipliers):
+            weight = -torch.log(threshold)
+            missed = anomaly & (scores < threshold)
+            false_alarm = background & (scores > threshold)
+            violation = (loss_positive * missed).sum() / n_anomaly + \
+                (loss_negative * false_alarm).sum() / n_background
+            smooth_fpr = (torch.sigmoid((scores - threshold) / _SMOOTH_STEP) * background).sum() \
+                / n_background
+            total = total + weight * violation + multiplier * (0.5 * background_ce + smooth_fpr - anchor)
+        return total / len(self.thresholds)
+
+
+class FeatureMarginLoss(nn.Module):
+    """Compactness of each group's features and separation of the anomaly group."""
+
+    GROUPS = (BACKGROUND, LARGE_NORMAL, ANOMALY)
+
+    def __init__(self, max_pixels_per_group: int = 4096) -> None:
+        super().__init__()
+        self.radii = nn.Parameter(torch.ones(len(self.GROUPS)))
+        self.max_pixels = max_pixels_per_group
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        vectors = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+        labels = labels.reshape(-1)
+        centres = {}
+        total = features.new_zeros(())
+        for index, group in enumerate(self.GROUPS):
+            members = torch.nonzero(labels == group).reshape(-1)
+            if members.numel() < 2:
+                continue
+            if members.numel() > self.max_pixels:
+                members = members[torch.randperm(members.numel(), device=members.device)[:self.max_pixels]]
+            group_vectors = vectors[members]
+            centre = group_vectors.mean(dim=0)
+            distance2 = ((group_vectors - centre) ** 2).sum(dim=1)
+            radius2 = self.radii[index] ** 2
+            total = total + radius2 + 10.0 * F.relu(distance2 - radius2).mean()
+            centres[group] = centre
+        if ANOMALY in centres:
+            for group in (BACKGROUND, LARGE_NORMAL):
+                if group in centres:
+                    total = total - torch.linalg.vector_norm(centres[ANOMALY] - centres[group])
+        return total

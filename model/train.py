@@ -1,0 +1,172 @@
+"""Train the bundled detector on simulated anomalies.
+
+    python -m anomaly_detector.model.train --data DIR [DIR ...] --steps N --out weights/detector.pt
+                                           [--resume CHECKPOINT] [--validate DEV_DIR]
+
+Seeded and resumable: a checkpoint (network, losses, optimisers, schedule, random
+state) is written every ``--checkpoint-every`` steps next to ``--out``; ``--resume``
+continues from it bit for bit. Loss and a periodic validation AUC go to the log file;
+a terminal also gets a progress bar with loss and ETA. Uses a GPU when present.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .losses import FEATURE_LOSS_WEIGHT, FeatureMarginLoss, PixelMarginLoss
+from .network import DeviationNet, parameter_count
+from .simulation import AnomalySimulator, load_backgrounds, make_batch
+from .weights import save_weights
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train the cross-modality deviation detector.")
+    parser.add_argument("--data", type=Path, nargs="+",
+                        default=[SHARED_DATA / "train", SHARED_DATA / "train_extra"],
+                        help="background image folders (<dir>/<modality>/*.tif)")
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--out", type=Path, default=REPO / "weights" / "detector.pt")
+    parser.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
+    parser.add_argument("--validate", type=Path, default=None,
+                        help="labelled scenes (<dir>/<modality>/<scene>/) for a periodic AUC")
+    parser.add_argument("--validate-every", type=int, default=1000)
+    parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=96)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=20241)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
+    parser.add_argument("--log", type=Path, default=None, help="log file (default: <out>.log)")
+    return parser.parse_args(argv)
+
+
+def learning_rate(step: int, steps: int, peak: float, warmup: int = 200, floor: float = 1e-4) -> float:
+    """Linear warm-up, then cosine decay to ``floor``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class ProgressBar:
+    """A one-line bar with loss and ETA, only when stderr is a terminal."""
+
+    def __init__(self, total: int, start_step: int) -> None:
+        self.total, self.start_step, self.started = total, start_step, time.time()
+        self.enabled = sys.stderr.isatty()
+
+    def update(self, step: int, loss: float) -> None:
+        if not self.enabled:
+            return
+        done = step - self.start_step
+        rate = done / max(time.time() - self.started, 1e-9)
+        eta = (self.total - step) / max(rate, 1e-9)
+        filled = int(30 * step / self.total)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {step}/{self.total} "
+                         f"loss {loss:.4f} ETA {int(eta // 60):d}m{int(eta % 60):02d}s ")
+        sys.stderr.flush()
+        if step == self.total:
+            sys.stderr.write("\n")
+
+
+def train(args: argparse.Namespace) -> Path:
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    rng = np.random.default_rng(args.seed)
+    checkpoint_path = args.out.with_suffix(".checkpoint.pt")
+    log_path = args.log or args.out.with_suffix(".log")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    model = DeviationNet(width=args.width).to(device)
+    pixel_loss, feature_loss = PixelMarginLoss().to(device), FeatureMarginLoss().to(device)
+    optimiser = torch.optim.Adam(list(model.parameters()) + list(feature_loss.parameters()),
+                                 lr=args.lr, weight_decay=1e-5)
+    multiplier_optimiser = torch.optim.Adam(pixel_loss.parameters(), lr=1e-3, maximize=True)
+    step = 0
+    if args.resume:
+        state = torch.load(args.resume, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        pixel_loss.load_state_dict(state["pixel_loss"])
+        feature_loss.load_state_dict(state["feature_loss"])
+        optimiser.load_state_dict(state["optimiser"])
+        multiplier_optimiser.load_state_dict(state["multiplier_optimiser"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        step = int(state["step"])
+
+    simulator = AnomalySimulator(load_backgrounds(args.data), crop=args.crop)
+    scenes = None
+    if args.validate:
+        from .evaluate import find_scenes
+        scenes = find_scenes(args.validate)
+    log = open(log_path, "a", buffering=1)
+    log.write(f"# start step {step} of {args.steps}; parameters {parameter_count(model)}; "
+              f"device {device}; threads {torch.get_num_threads()}; args {vars(args)}\n")
+    bar = ProgressBar(args.steps, step)
+    started, running = time.time(), None
+    while step < args.steps:
+        features, labels = make_batch(simulator, rng, args.batch)
+        inputs = torch.from_numpy(features).to(device)
+        targets = torch.from_numpy(labels).to(device)
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate(step, args.steps, args.lr)
+        model.train()
+        logits, last_features = model(inputs)
+        loss_pixel = pixel_loss(logits, targets)
+        loss_feature = feature_loss(last_features, targets)
+        loss = loss_pixel + FEATURE_LOSS_WEIGHT * loss_feature
+        optimiser.zero_grad(set_to_none=True)
+        multiplier_optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
+        optimiser.step()
+        multiplier_optimiser.step()
+        step += 1
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        bar.update(step, running)
+        if step % 25 == 0 or step == args.steps:
+            multipliers = " ".join(f"{m:.3f}" for m in pixel_loss.multipliers.tolist())
+            log.write(f"step {step} loss {loss.item():.4f} avg {running:.4f} pixel {loss_pixel.item():.4f} "
+                      f"feature {loss_feature.item():.4f} lr {optimiser.param_groups[0]['lr']:.5f} "
+                      f"multipliers {multipliers} elapsed {time.time() - started:.0f}s\n")
+        if step % args.checkpoint_every == 0 or step == args.steps:
+            torch.save({"model": model.state_dict(), "pixel_loss": pixel_loss.state_dict(),
+                        "feature_loss": feature_loss.state_dict(), "optimiser": optimiser.state_dict(),
+                        "multiplier_optimiser": multiplier_optimiser.state_dict(),
+                        "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                        "step": step}, checkpoint_path)
+        if scenes and (step % args.validate_every == 0 or step == args.steps):
+            from .evaluate import validate_in_memory
+            model.eval()
+            means = validate_in_memory(model, scenes) if device == "cpu" else \
+                validate_in_memory(model.cpu(), scenes)
+            model.to(device)
+            log.write(f"validate step {step} " + " ".join(f"{k} {v:.4f}" for k, v in means.items()) + "\n")
+    checksum = save_weights(model.cpu(), args.out, extra={
+        "training": {"steps": args.steps, "seed": args.seed, "batch": args.batch, "crop": args.crop,
+                     "data": [str(p) for p in args.data]},
+        "parameters": parameter_count(model)})
+    log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")
+    log.close()
+    return args.out
+
+
+def main(argv: list[str] | None = None) -> int:
+    train(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The network, its band-agnostic input reduction, the simulation and the losses."""
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly_detector.model.features import INPUT_CHANNELS, SpectralReduction, fit_from_array
+from anomaly_detector.model.losses import FeatureMarginLoss, PixelMarginLoss
+from anomaly_detector.model.network import RECEPTIVE_RADIUS, DeviationNet, parameter_count
+from anomaly_detector.model.simulation import (ANOMALY, BACKGROUND, LARGE_NORMAL, AnomalySimulator,
+                                               BackgroundImage, random_shape)
+
+
+def _scene(bands, size=40, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(100, 5, (bands, size, size))
+    base[:, 20:23, 10:13] += 60  # a small bright target
+    return base
+
+
+@pytest.mark.parametrize("bands", [1, 3, 4, 13, 200, 500])
+def test_reduction_gives_fixed_channels_for_any_band_count(bands):
+    image = _scene(bands)
+    channels = fit_from_array(image).apply(image)
+    assert channels.shape == (INPUT_CHANNELS, 40, 40)
+    assert channels.dtype == np.float32 and np.isfinite(channels).all()
+    standout = [channel[21, 11] > np.percentile(channel, 99) for channel in np.abs(channels)]
+    assert any(standout)  # the target stands out
+
+
+def test_reduction_ignores_band_order_gain_and_offset():
+    image = _scene(6)
+    reference = fit_from_array(image).apply(image)
+    shuffled = image[[3, 0, 5, 1, 4, 2]] * 7.5 + 40
+    np.testing.assert_allclose(fit_from_array(shuffled).apply(shuffled), reference, atol=1e-4)
+
+
+def test_reduction_of_a_constant_image_is_zero():
+    image = np.full((3, 8, 8), 7.0)
+    assert not fit_from_array(image).apply(image).any()
+
+
+def test_invalid_pixels_map_to_the_mean():
+    image = _scene(3)
+    valid = np.ones((40, 40), bool)
+    valid[0, :5] = False
+    image[:, 0, :5] = np.nan
+    reduction = fit_from_array(image, valid)
+    channels = reduction.apply(image, valid)
+    assert np.isfinite(channels).all() and not channels[:, 0, :5].any()
+    with pytest.raises(ValueError):
+        reduction.apply(image[:2])
+
+
+def test_network_scores_are_probabilities_and_compact():
+    model = DeviationNet().eval()
+    with torch.inference_mode():
+        scores = model.score(torch.randn(2, INPUT_CHANNELS, 64, 48))
+    assert scores.shape == (2, 64, 48)
+    assert float(scores.min()) >= 0 and float(scores.max()) <= 1
+    assert parameter_count(model) < 5_000_000 // 4  # far below the 20 MB budget in float32
+
+
+def test_receptive_radius_is_what_the_network_declares():
+    torch.manual_seed(0)
+    model = DeviationNet()
+    for parameter in model.parameters():  # all-positive weights: no accidental zero gradients
+        parameter.data.abs_()
+    inputs = torch.randn(1, INPUT_CHANNELS, 160, 160, requires_grad=True)
+    model(inputs)[0][0, 80, 80].backward()
+    reached = torch.nonzero(inputs.grad.abs().sum(dim=1)[0] > 0)
+    radius = int(max(80 - reached.min(), reached.max() - 80))
+    assert radius == RECEPTIVE_RADIUS
+
+
+def test_random_shape_has_about_the_requested_area():
+    rng = np.random.default_rng(1)
+    areas = [random_shape(96, 400, rng).sum() for _ in range(50)]
+    assert 250 < np.median(areas) < 550
+
+
+def test_simulator_produces_labelled_anomalies_of_both_sizes():
+    rng = np.random.default_rng(3)
+    pixels = rng.normal(50, 3, (8, 60, 70)).astype(np.float32)
+    simulator = AnomalySimulator([BackgroundImage("multispectral", "noise", pixels)], crop=48)
+    seen = set()
+    for _ in range(20):
+        image, labels = simulator.sample(rng)
+        assert image.shape[1:] == labels.shape == (48, 48) and np.isfinite(image).all()
+        seen |= set(np.unique(labels).tolist())
+        small = (labels == ANOMALY).mean()
+        assert small < 0.3
+    assert {BACKGROUND, ANOMALY, LARGE_NORMAL} <= seen
+
+
+def _separated_logits(margin):
+    labels = torch.tensor([ANOMALY] * 10 + [BACKGROUND] * 80 + [LARGE_NORMAL] * 10)
+    logits = torch.where(labels == ANOMALY, torch.tensor(margin), torch.tensor(-margin)).float()
+    return logits + torch.linspace(-0.3, 0.3, labels.numel()), labels
+
+
+def test_pixel_loss_falls_as_the_margin_grows():
+    loss = PixelMarginLoss()
+    values = [loss(*_separated_logits(m)).item() for m in (-1.0, 0.0, 1.0, 2.0, 4.0)]
+    assert all(a > b for a, b in zip(values, values[1:])), values
+
+
+def test_pixel_loss_multipliers_rise_by_ascent_when_false_alarms_exceed_the_anchors():
+    loss = PixelMarginLoss()
+    optimiser = torch.optim.Adam(loss.parameters(), lr=0.05, maximize=True)
+    before = loss.multipliers.detach().clone()
+    logits, labels = _separated_logits(-2.0)  # background scores high: constraints violated
+    for _ in range(5):
+        optimiser.zero_grad()
+        loss(logits, labels).backward()
+        optimiser.step()
+    assert (loss.multipliers > before).all()
+    logits, labels = _separated_logits(6.0)   # constraints met: multipliers relax
+    high = loss.multipliers.detach().clone()
+    optimiser = torch.optim.SGD(loss.parameters(), lr=0.5, maximize=True)
+    for _ in range(5):
+        optimiser.zero_grad()
+        loss(logits, labels).backward()
+        optimiser.step()
+    assert (loss.multipliers[1:] < high[1:]).all()
+
+
+def test_feature_loss_falls_as_groups_separate():
+    loss = FeatureMarginLoss()
+    labels = torch.tensor([ANOMALY] * 20 + [BACKGROUND] * 60 + [LARGE_NORMAL] * 20).reshape(1, 10, 10)
+    noise = torch.randn(1, 4, 10, 10) * 0.1
+    values = []
+    for margin in (0.0, 1.0, 2.0, 4.0):
+        features = noise.clone()
+        features[:, 0] += margin * (labels == ANOMALY).float()
+        values.append(loss(features, labels).item())
+    assert all(a > b for a, b in zip(values, values[1:])), values
+
+
+def test_spectral_reduction_round_trip_from_statistics():
+    image = _scene(5)
+    pixels = image.reshape(5, -1)
+    reduction = SpectralReduction.fit(pixels.mean(axis=1), np.cov(pixels))
+    np.testing.assert_allclose(reduction.apply(image), fit_from_array(image).apply(image), atol=1e-5)
