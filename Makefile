@@ -57,20 +57,22 @@ test: setup
 demo: setup
 	PYTHON=$(PY) tools/demo.sh
 
-# Install into the default QGIS profile (or PROFILE_DIR=...) and enable the
-# plugin for the desktop and for qgis_process.
-PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
+# Install the packaged plugin into a QGIS profile (default: the user's default
+# profile) and enable it for qgis_process. Override QGIS_PROFILES / QGIS_PROFILE.
+QGIS_PROFILES ?= $(HOME)/.local/share/QGIS/QGIS3
+QGIS_PROFILE  ?= default
 deploy: package
-	mkdir -p $(PROFILE_DIR)/python/plugins
-	rm -rf $(PROFILE_DIR)/python/plugins/$(PLUGIN)
-	cd $(PROFILE_DIR)/python/plugins && unzip -q -o $(ZIP)
-	env -u QGIS_CUSTOM_CONFIG_PATH -u QGIS_PLUGINPATH QGIS_CUSTOM_CONFIG_PATH=$(dir $(patsubst %/,%,$(dir $(patsubst %/,%,$(PROFILE_DIR))))) \
-	  qgis_process.bin plugins enable $(PLUGIN) || true
-	@echo "Installed $(PLUGIN) $(VERSION) into $(PROFILE_DIR)/python/plugins"
+	dest="$(QGIS_PROFILES)/profiles/$(QGIS_PROFILE)/python/plugins"; \
+	mkdir -p "$$dest" && rm -rf "$$dest/$(PLUGIN)" && \
+	/usr/bin/python3 -m zipfile -e $(ZIP) "$$dest" && \
+	echo "Installed $(PLUGIN) $(VERSION) into $$dest"
+	env -u QGIS_PLUGINPATH QGIS_CUSTOM_CONFIG_PATH="$(QGIS_PROFILES)" \
+	  qgis_process.bin plugins enable $(PLUGIN) >/dev/null 2>&1 || true
+	@echo "Enabled for qgis_process (profile $(QGIS_PROFILE)). In QGIS desktop enable it in Plugins > Manage and Install Plugins."
 
 package:
 	rm -rf $(BUILD)/package && mkdir -p $(BUILD)/package/$(PLUGIN)
-	set -o pipefail; tar -cf - --exclude=__pycache__ --exclude='*.pyc' $(PKG_FILES) | tar -xf - -C $(BUILD)/package/$(PLUGIN)
+	set -o pipefail; tar -cf - --exclude=__pycache__ --exclude='*.pyc' --exclude='*.aux.xml' $(PKG_FILES) | tar -xf - -C $(BUILD)/package/$(PLUGIN)
 	rm -f $(ZIP) && cd $(BUILD)/package && /usr/bin/python3 -m zipfile -c $(ZIP) $(PLUGIN)
 	@echo "Wrote $(ZIP)"
 
