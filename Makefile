@@ -78,4 +78,5 @@ package:
 
 clean:
 	rm -rf $(BUILD) demo-output .qgis-settings .pytest_cache
+	rm -f resources/*.aux.xml
 	find . -name __pycache__ -prune -not -path './.venv/*' -exec rm -rf {} +

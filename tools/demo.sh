@@ -12,6 +12,8 @@ SAMPLE="${SAMPLE:-resources/sample_thermal_baboons.tif}"
 OUT="${OUT:-demo-output}"
 THRESHOLD_ARGS=(--THRESHOLD_METHOD=0 --THRESHOLD=0.002 --MIN_AREA=4)
 
+# do not write GDAL .aux.xml sidecars next to the sample
+export GDAL_PAM_ENABLED=NO
 export QT_QPA_PLATFORM="${QT_QPA_PLATFORM:-offscreen}"
 export QGIS_CUSTOM_CONFIG_PATH="${QGIS_CUSTOM_CONFIG_PATH:-$PWD/build/qgis-config}"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$PWD/build/xdg-runtime}"
