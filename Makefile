@@ -25,7 +25,7 @@ export XDG_RUNTIME_DIR        := $(BUILD)/xdg-runtime
 export PYTHONPATH             := $(PYPATH):$(SITE)
 export QGIS_PLUGINPATH        := $(PYPATH)
 
-.PHONY: setup test demo deploy package clean dirs
+.PHONY: setup test demo train evaluate deploy package clean dirs
 
 setup: $(STAMP) dirs
 
@@ -57,6 +57,21 @@ test: setup
 demo: setup
 	PYTHON=$(PY) tools/demo.sh
 
+# Train the bundled detector (CPU by default; a GPU is used when present).
+# Reproduces weights/detector.pt: same data, seed and steps (see weights/MODEL.md).
+SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
+TRAIN_DATA  ?= $(SHARED_DATA)/train $(SHARED_DATA)/train_extra
+TRAIN_STEPS ?= 12000
+TRAIN_OUT   ?= $(CURDIR)/weights/detector.pt
+train: setup
+	$(PY) -m $(PLUGIN).model.train --data $(TRAIN_DATA) --steps $(TRAIN_STEPS) --out $(TRAIN_OUT) \
+	  --validate $(SHARED_DATA)/dev $(if $(RESUME),--resume $(RESUME))
+
+# Per-scene ROC AUC of the bundled detector (run as anomaly:detect runs it) and of RX.
+DATA ?= $(SHARED_DATA)/dev
+evaluate: setup
+	$(PY) -m $(PLUGIN).model.evaluate $(DATA) --out $(BUILD)/evaluation
+
 # Install the packaged plugin into a QGIS profile (default: the user's default
 # profile) and enable it for qgis_process. Override QGIS_PROFILES / QGIS_PROFILE.
 QGIS_PROFILES ?= $(HOME)/.local/share/QGIS/QGIS3
@@ -72,7 +87,7 @@ deploy: package
 
 package:
 	rm -rf $(BUILD)/package && mkdir -p $(BUILD)/package/$(PLUGIN)
-	set -o pipefail; tar -cf - --exclude=__pycache__ --exclude='*.pyc' --exclude='*.aux.xml' $(PKG_FILES) | tar -xf - -C $(BUILD)/package/$(PLUGIN)
+	set -o pipefail; tar -cf - --exclude=__pycache__ --exclude='*.pyc' --exclude='*.aux.xml' --exclude='*.checkpoint.pt' $(PKG_FILES) | tar -xf - -C $(BUILD)/package/$(PLUGIN)
 	rm -f $(ZIP) && cd $(BUILD)/package && /usr/bin/python3 -m zipfile -c $(ZIP) $(PLUGIN)
 	@echo "Wrote $(ZIP)"
 
