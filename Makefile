@@ -14,7 +14,7 @@ APT_PKGS    := qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-ve
 VERSION     := $(shell sed -n 's/^version=//p' metadata.txt)
 ZIP         := $(BUILD)/$(PLUGIN)-$(VERSION).zip
 # Files and folders that go into the plugin ZIP (nothing for development).
-PKG_FILES   := __init__.py plugin.py provider.py metadata.txt LICENSE README.md \
+PKG_FILES   := __init__.py plugin.py provider.py deps.py metadata.txt LICENSE README.md \
                algorithms model weights resources
 
 # Environment shared by tests, demo and qgis_process calls: headless Qt and a
@@ -25,7 +25,7 @@ export XDG_RUNTIME_DIR        := $(BUILD)/xdg-runtime
 export PYTHONPATH             := $(PYPATH):$(SITE)
 export QGIS_PLUGINPATH        := $(PYPATH)
 
-.PHONY: setup test demo train evaluate deploy package clean dirs
+.PHONY: setup test fuzz demo train evaluate deploy package clean dirs
 
 setup: $(STAMP) dirs
 
@@ -53,6 +53,13 @@ dirs:
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# A longer fuzz run of anomaly:detect and anomaly:rx on random small rasters
+# (make test runs a few cases with a fixed seed). FUZZ_SEED picks another sequence.
+FUZZ_CASES ?= 200
+FUZZ_SEED  ?= 20240501
+fuzz: setup dirs
+	FUZZ_CASES=$(FUZZ_CASES) FUZZ_SEED=$(FUZZ_SEED) $(PY) -m pytest -q tests/test_fuzz.py
 
 demo: setup
 	PYTHON=$(PY) tools/demo.sh

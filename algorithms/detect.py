@@ -6,16 +6,21 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorDestination)
 
+import os
+
+from .. import deps
 from ..model.polygons import polygonize_scores
-from .base import AnomalyAlgorithm
+from .base import CITATION, AnomalyAlgorithm
 from .params import THRESHOLD_HELP, add_threshold_parameters, read_threshold_parameters
+from .styles import (POLYGONS_SUFFIX, SCORE_SUFFIX, layer_name, register_output,
+                     score_stretch)
 
 DEVICES = ["auto", "cpu", "cuda"]
-TORCH_MISSING = (
-    "Anomaly detection needs PyTorch, which is not installed for the Python that QGIS uses. "
-    "Install the CPU build with: python3 -m pip install --user torch "
-    "--index-url https://download.pytorch.org/whl/cpu (then restart QGIS). "
-    "RX and polygonize work without it.")
+
+
+def torch_missing_message():
+    """The sentence shown when PyTorch cannot be imported."""
+    return deps.torch_missing_message()
 
 
 def _import_detector():
@@ -23,8 +28,9 @@ def _import_detector():
     try:
         from ..model import detector
     except ImportError as error:
-        if "torch" in str(error):
-            raise QgsProcessingException(TORCH_MISSING) from error
+        missing = getattr(error, "name", None) or ""
+        if missing.split(".")[0] == "torch" or "torch" in str(error):
+            raise QgsProcessingException(torch_missing_message()) from error
         raise
     return detector
 
@@ -53,10 +59,22 @@ class DetectAlgorithm(AnomalyAlgorithm):
         "retraining. The raster is normalised once from exact band statistics, then scored "
         "tile by tile with overlapping margins, so there are no seams. Scores lie in [0, 1]; "
         "nodata and non-finite input pixels are nodata (-9999) in the output, which has the "
-        "input's exact grid and CRS.<br><br>Method: Li, Wang, Zhao, Zhang, Zhong, "
-        "<i>Learning a Cross-modality Anomaly Detector for Remote Sensing Imagery</i>, "
-        "IEEE Transactions on Image Processing, 2024 (arXiv:2310.07511); compact network "
-        "and weights of this plugin: see weights/MODEL.md.")
+        "input's exact grid and CRS. Needs PyTorch (the CPU build is enough): when it is "
+        "missing, the plugin offers to install it and this algorithm says how.")
+    EXPECT = (
+        "Two layers: '&lt;input&gt; - anomaly score' (transparent for ordinary pixels, red to "
+        "bright yellow over the 5 % most anomalous ones) and '&lt;input&gt; - anomalies' "
+        "(cyan outlines labelled with their rank, with score_max, score_mean, pixels, area, "
+        "centroid_x and centroid_y for triage). The detector flags what differs from its "
+        "surroundings: small objects, unusual materials, hot spots; large homogeneous "
+        "regions are background. Scores are relative to the scene: compare ranks, not "
+        "absolute values, between scenes. The device used (cpu or cuda) is written to the "
+        "log; on a CPU a 2000 x 2000 pixel raster takes tens of seconds. Complex bands (SAR) "
+        "are scored on their magnitude. Cancelling leaves no output file.")
+    REFERENCE = (
+        CITATION + " This plugin ships a compact network trained after that method; see "
+        "weights/MODEL.md for its model card.")
+    HELP_ANCHOR = "learned-detector-anomalydetect"
     PARAM_HELP = [
         (INPUT, "Raster to analyse (the active layer in the dialog)."),
         (BANDS, "Bands to use (optional, default: all bands)."),
@@ -70,7 +88,8 @@ class DetectAlgorithm(AnomalyAlgorithm):
     ] + THRESHOLD_HELP + [
         (OUTPUT_SCORE, "Deviation score raster: float32 GeoTIFF in [0, 1], nodata -9999."),
         (OUTPUT_POLYGONS, "Ranked anomaly polygons (GeoPackage by default): rank (1 = most "
-                          "anomalous), score_max, score_mean, pixels, area (map units²)."),
+                          "anomalous), score_max, score_mean, pixels, area (map units²), "
+                          "centroid_x, centroid_y (in the raster's CRS)."),
     ]
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -99,9 +118,24 @@ class DetectAlgorithm(AnomalyAlgorithm):
         bands = self.parameterAsInts(parameters, self.BANDS, context) or None
         score_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_SCORE, context)
         polygons_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context)
+        self.check_outputs([(self.OUTPUT_SCORE, score_path), (self.OUTPUT_POLYGONS, polygons_path)])
         threshold = read_threshold_parameters(self, parameters, context)
         detector = _import_detector()
         progress, cancelled = self.callbacks(feedback)
+        self._score_written = False
+        try:
+            return self._detect(detector, src, score_path, polygons_path, bands, threshold,
+                                parameters, context, feedback, progress, cancelled)
+        except BaseException:
+            # never leave this run's score raster without its polygons (cancel, error)
+            if self._score_written:
+                for path in (score_path, score_path + ".aux.xml"):
+                    if os.path.isfile(path):
+                        os.remove(path)
+            raise
+
+    def _detect(self, detector, src, score_path, polygons_path, bands, threshold, parameters,
+                context, feedback, progress, cancelled):
         try:
             result = detector.detect_raster(
                 src, score_path, bands=bands,
@@ -114,6 +148,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
             if isinstance(error, detector.RasterInputError):
                 raise
             raise QgsProcessingException(str(error)) from error
+        self._score_written = True
         feedback.pushInfo(f"Scored on device '{result.device}' in {result.seconds:.1f} s "
                           f"(tiles {result.tile_size} px, overlap {result.overlap} px).")
         polygons = polygonize_scores(
@@ -121,5 +156,12 @@ class DetectAlgorithm(AnomalyAlgorithm):
             progress=None if progress is None else (lambda f: progress(0.9 + 0.1 * f)),
             **threshold)
         feedback.pushInfo(f"Threshold {polygons.threshold:.6g}: {polygons.count} anomaly polygon(s).")
+        input_name = self.parameterAsRasterLayer(parameters, self.INPUT, context).name()
+        if context.willLoadLayerOnCompletion(score_path):
+            low, high = score_stretch(score_path, is_cancelled=cancelled)
+            register_output(context, score_path, "score", layer_name(input_name, SCORE_SUFFIX),
+                            low=low, high=high)
+        register_output(context, polygons_path, "polygons",
+                        layer_name(input_name, POLYGONS_SUFFIX))
         return {self.OUTPUT_SCORE: score_path, self.OUTPUT_POLYGONS: polygons_path,
                 self.COUNT: int(polygons.count), self.DEVICE_USED: result.device}

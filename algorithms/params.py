@@ -1,10 +1,13 @@
 """Threshold / polygon parameters shared by anomaly:polygonize and anomaly:detect."""
 
+import math
+
 from qgis.core import (QgsProcessingParameterEnum, QgsProcessingParameterNumber)
 
 THRESHOLD_METHOD = "THRESHOLD_METHOD"
 THRESHOLD = "THRESHOLD"
 MIN_AREA = "MIN_AREA"
+TOP_N = "TOP_N"
 
 # (label shown in QGIS, method name in model.polygons); order = enum index
 THRESHOLD_METHODS = [
@@ -22,11 +25,12 @@ THRESHOLD_HELP = [
     (THRESHOLD, "Fraction (top fraction method) or score value (fixed score method). "
                 "Default 0.005."),
     (MIN_AREA, "Smallest polygon kept, in pixels (8-connected). Default 1."),
+    (TOP_N, "Keep only the N most anomalous polygons (by rank); 0 (default) keeps all."),
 ]
 
 
 def add_threshold_parameters(alg, default_method=0, default_threshold=0.005, default_min_area=1):
-    """Add THRESHOLD_METHOD, THRESHOLD and MIN_AREA to ``alg`` (in initAlgorithm)."""
+    """Add THRESHOLD_METHOD, THRESHOLD, MIN_AREA and TOP_N to ``alg`` (in initAlgorithm)."""
     alg.addParameter(QgsProcessingParameterEnum(
         THRESHOLD_METHOD, "Threshold method", options=[m[0] for m in THRESHOLD_METHODS],
         defaultValue=default_method))
@@ -36,14 +40,56 @@ def add_threshold_parameters(alg, default_method=0, default_threshold=0.005, def
     alg.addParameter(QgsProcessingParameterNumber(
         MIN_AREA, "Minimum polygon area (pixels)", type=QgsProcessingParameterNumber.Integer,
         defaultValue=default_min_area, minValue=1))
+    alg.addParameter(QgsProcessingParameterNumber(
+        TOP_N, "Keep only the N most anomalous polygons (0 = all)",
+        type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0, optional=True))
+
+
+def check_threshold_parameters(parameters):
+    """A sentence saying what to change when a threshold parameter is out of range, else None.
+
+    Called from ``checkParameterValues`` so that a bad value is refused before any
+    work (and before QGIS's generic "Incorrect parameter value" message).
+    """
+    def number(name):
+        value = parameters.get(name) if isinstance(parameters, dict) else None
+        if value is None or value == "":
+            return None
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+
+    method = number(THRESHOLD_METHOD)
+    method = 0 if method is None else int(method)
+    if not 0 <= method < len(THRESHOLD_METHODS):
+        return (f"THRESHOLD_METHOD must be 0 (top fraction), 1 (fixed score) or 2 (automatic); "
+                f"got {parameters.get(THRESHOLD_METHOD)}.")
+    threshold = number(THRESHOLD)
+    if threshold is not None:
+        if not math.isfinite(threshold):
+            return f"THRESHOLD must be a finite number (got {parameters.get(THRESHOLD)})."
+        if THRESHOLD_METHODS[method][1] == "top_fraction" and not 0.0 < threshold <= 1.0:
+            return (f"With the top fraction method THRESHOLD is a fraction of the valid pixels "
+                    f"and must be greater than 0 and at most 1 (got {threshold:g}); for "
+                    "example 0.005 flags the 0.5 % highest scores.")
+    min_area = number(MIN_AREA)
+    if min_area is not None and min_area < 1:
+        return (f"MIN_AREA is the smallest polygon kept, in pixels, and must be at least 1 "
+                f"(got {min_area:g}).")
+    top_n = number(TOP_N)
+    if top_n is not None and top_n < 0:
+        return f"TOP_N must be 0 (keep all polygons) or a positive number (got {top_n:g})."
+    return None
 
 
 def read_threshold_parameters(alg, parameters, context):
-    """Return keyword arguments ``method``, ``threshold``, ``min_area`` for
+    """Return keyword arguments ``method``, ``threshold``, ``min_area``, ``top_n`` for
     :func:`anomaly_detector.model.polygons.polygonize_scores`."""
     idx = alg.parameterAsEnum(parameters, THRESHOLD_METHOD, context)
     return {
         "method": THRESHOLD_METHODS[idx][1],
         "threshold": alg.parameterAsDouble(parameters, THRESHOLD, context),
         "min_area": alg.parameterAsInt(parameters, MIN_AREA, context),
+        "top_n": max(0, alg.parameterAsInt(parameters, TOP_N, context)),
     }

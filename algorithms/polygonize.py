@@ -5,6 +5,7 @@ from qgis.core import (QgsProcessing, QgsProcessingOutputNumber,
 
 from ..model.polygons import polygonize_scores
 from .base import AnomalyAlgorithm
+from .styles import POLYGONS_SUFFIX, layer_name, register_output
 from .params import THRESHOLD_HELP, add_threshold_parameters, read_threshold_parameters
 
 
@@ -22,8 +23,16 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
         "Selects the anomalous pixels of a score raster (band 1, higher = more anomalous) "
         "and turns each 8-connected group into a polygon with GDAL's polygonize. Polygons "
         "are ranked by their highest score (rank 1 = most anomalous) and carry score_max, "
-        "score_mean, pixels and area (map units²). The output is in the raster's CRS, "
-        "ordered by rank.")
+        "score_mean, pixels, area (map units²) and centroid_x / centroid_y (the centroid, in "
+        "the raster's CRS). The output is in the raster's CRS, ordered by rank. Needs nothing "
+        "beyond QGIS (no PyTorch).")
+    EXPECT = (
+        "A polygon layer named '&lt;input&gt; - anomalies', drawn as cyan outlines labelled "
+        "with their rank: sort the attribute table by rank and zoom to each feature to "
+        "triage. The top fraction method always flags the same share of pixels, even in a "
+        "scene without real anomalies; use a fixed score to flag only pixels above an "
+        "absolute level, and TOP_N to keep a short list.")
+    HELP_ANCHOR = "anomalypolygonize--anomaly-polygons-from-a-score-raster"
     PARAM_HELP = [(INPUT, "Score raster, e.g. the output of anomaly:rx.")] + THRESHOLD_HELP + [
         (OUTPUT, "Polygon layer (GeoPackage by default)."),
     ]
@@ -39,11 +48,14 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
     def process_core(self, parameters, context, feedback):
         src = self.raster_path(parameters, self.INPUT, context)
         dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        self.check_outputs([(self.OUTPUT, dst)])
         kwargs = read_threshold_parameters(self, parameters, context)
         progress, cancelled = self.callbacks(feedback)
         res = polygonize_scores(src, dst, progress=progress, is_cancelled=cancelled, **kwargs)
         feedback.pushInfo(
             f"Threshold {res.threshold:.6g}: {res.n_flagged} of {res.n_valid} valid pixels, "
             f"{res.count} polygon(s).")
+        input_layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        register_output(context, dst, "polygons", layer_name(input_layer.name(), POLYGONS_SUFFIX))
         return {self.OUTPUT: dst, self.COUNT: int(res.count),
                 self.THRESHOLD_VALUE: float(res.threshold)}

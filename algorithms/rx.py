@@ -5,6 +5,7 @@ from qgis.core import (QgsProcessingParameterBand, QgsProcessingParameterRasterD
 
 from ..model.rx import rx_score_raster
 from .base import AnomalyAlgorithm
+from .styles import layer_name, register_output, score_stretch
 
 
 class RxAlgorithm(AnomalyAlgorithm):
@@ -22,9 +23,23 @@ class RxAlgorithm(AnomalyAlgorithm):
         "sqrt((x - mean)<sup>T</sup> C<sup>-1</sup> (x - mean)), in standard deviations "
         "(one band: |x - mean| / std). Two streaming passes, tile by tile: the raster is "
         "never loaded at once. Nodata and non-finite pixels are ignored and stay nodata "
-        "(-9999) in the output, which has the input's exact grid and CRS.")
+        "(-9999) in the output, which has the input's exact grid and CRS. Needs nothing "
+        "beyond QGIS (no PyTorch).")
+    EXPECT = (
+        "A score layer named '&lt;input&gt; - RX score', styled transparent for ordinary "
+        "pixels and red to bright yellow over the 5 % most anomalous ones. Scores of 3 are "
+        "unusual, 10 very unusual. RX finds pixels whose spectrum differs from the scene as a "
+        "whole; it ignores spatial context, so large uniform objects may score low. Complex "
+        "bands (SAR) are scored on their magnitude. Follow with 'Anomaly polygons from a "
+        "score raster' to get ranked polygons.")
+    REFERENCE = (
+        "Reed and Yu, <i>Adaptive multiple-band CFAR detection of an optical pattern with "
+        "unknown spectral distribution</i>, IEEE Transactions on Acoustics, Speech, and "
+        "Signal Processing 38(10), 1990.")
+    HELP_ANCHOR = "anomalyrx--rx-anomaly-score"
     PARAM_HELP = [
-        (INPUT, "Raster to score (any number of bands, any data type)."),
+        (INPUT, "Raster to score (any number of bands, any data type; complex bands are "
+                "scored on their magnitude)."),
         (BANDS, "Bands to use (optional, default: all bands)."),
         (OUTPUT, "Score raster: float32 GeoTIFF, nodata -9999, higher = more anomalous."),
     ]
@@ -40,8 +55,14 @@ class RxAlgorithm(AnomalyAlgorithm):
         src = self.raster_path(parameters, self.INPUT, context)
         bands = self.parameterAsInts(parameters, self.BANDS, context) or None
         dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        self.check_outputs([(self.OUTPUT, dst)])
         progress, cancelled = self.callbacks(feedback)
         mean, cov, n = rx_score_raster(src, dst, bands, progress=progress,
                                        is_cancelled=cancelled)
         feedback.pushInfo(f"RX statistics from {n} valid pixels over {len(mean)} band(s).")
+        if context.willLoadLayerOnCompletion(dst):
+            low, high = score_stretch(dst, is_cancelled=cancelled)
+            input_layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+            register_output(context, dst, "score", layer_name(input_layer.name(), "RX score"),
+                            low=low, high=high)
         return {self.OUTPUT: dst}

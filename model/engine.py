@@ -114,6 +114,11 @@ def open_dataset(path: str, bands: Optional[Sequence[int]] = None):
         band = ds.GetRasterBand(b)
         nodata.append(band.GetNoDataValue())
         dtypes.append(gdal.GetDataTypeName(band.DataType))
+        if gdal.DataTypeIsComplex(band.DataType):
+            raise RasterInputError(
+                f"Band {b} of '{path}' holds complex values ({dtypes[-1]}). Score its "
+                "magnitude instead: the Processing algorithms do this automatically; from "
+                "Python, convert it first (for example a VRT with the 'mod' pixel function).")
     gt = ds.GetGeoTransform(can_return_null=True)
     info = RasterInfo(
         path=path, width=ds.RasterXSize, height=ds.RasterYSize,

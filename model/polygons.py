@@ -15,16 +15,23 @@ Threshold methods (pixels with ``score >= threshold`` are anomalous):
   rule), computed in one streaming pass; ``value`` is ignored.
 
 Polygons are built by ``gdal.Polygonize`` with 8-connectedness; polygons with
-fewer than ``min_area`` pixels are dropped. Each feature carries ``rank``
+fewer than ``min_area`` pixels are dropped and, with ``top_n > 0``, only the
+``top_n`` best-ranked polygons are kept. Each feature carries ``rank``
 (1 = most anomalous, by ``score_max``), ``score_max``, ``score_mean``,
-``pixels`` and ``area`` (map units squared) and features are written in rank
-order, in the raster's CRS.
+``pixels``, ``area`` (map units squared) and ``centroid_x`` / ``centroid_y``
+(the polygon's centroid in the raster's CRS, for triage lists); features are
+written in rank order, in the raster's CRS.
+
+The output is written under a temporary name in the destination folder and
+renamed when complete: a failed or cancelled run leaves no partial file and
+keeps an existing output untouched until the new one is ready.
 """
 
 import math
 import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from typing import Optional
 
@@ -39,6 +46,11 @@ AUTO_K = 3.0
 BLOCK = 1024
 _HIST_BINS = 4096
 _EXACT_LIMIT = 2_000_000
+
+FIELDS = (("rank", ogr.OFTInteger), ("score_max", ogr.OFTReal), ("score_mean", ogr.OFTReal),
+          ("pixels", ogr.OFTInteger64), ("area", ogr.OFTReal), ("centroid_x", ogr.OFTReal),
+          ("centroid_y", ogr.OFTReal))
+"""Attribute fields of every polygon output, in order."""
 
 OGR_DRIVERS = {
     ".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON",
@@ -167,18 +179,25 @@ def _vector_driver(path: str) -> str:
 
 
 def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fraction",
-                      threshold: float = 0.005, min_area: int = 1, band: int = 1,
-                      layer_name: Optional[str] = None, progress: ProgressFn = None,
+                      threshold: float = 0.005, min_area: int = 1, top_n: int = 0,
+                      band: int = 1, layer_name: Optional[str] = None, progress: ProgressFn = None,
                       is_cancelled: CancelFn = None) -> PolygonResult:
     """Threshold ``src_path`` and write ranked anomaly polygons to ``dst_path``.
 
     The format follows the extension of ``dst_path`` (GeoPackage by default).
+    ``top_n > 0`` keeps only the ``top_n`` most anomalous polygons (0 = all).
     Returns a :class:`PolygonResult` whose ``count`` is the number of polygons.
     """
     def sub(a, b):
         return (lambda f: _report(progress, a + (b - a) * f)) if progress else None
 
     min_area = max(1, int(min_area or 1))
+    top_n = max(0, int(top_n or 0))
+    dst_path = str(dst_path)
+    folder = os.path.dirname(os.path.abspath(dst_path))
+    if not os.path.isdir(folder):
+        raise RasterInputError(
+            f"The output folder '{folder}' does not exist. Choose an existing folder.")
     thr = compute_threshold(src_path, method, threshold, band=band, progress=sub(0.0, 0.3),
                             is_cancelled=is_cancelled)
     ds, info, nd = _open_scores(src_path, band)
@@ -249,40 +268,56 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fracti
         # 4. keep, rank and write
         keep = [i for i in range(1, npoly + 1) if cnt[i] >= min_area]
         keep.sort(key=lambda i: (-smax[i], -cnt[i], i))
+        if top_n:
+            keep = keep[:top_n]
         pix_area = info.pixel_area
         name = layer_name or os.path.splitext(os.path.basename(dst_path))[0] or "anomalies"
         drv_name = _vector_driver(dst_path)
         odrv = ogr.GetDriverByName(drv_name)
-        if os.path.exists(dst_path):
-            odrv.DeleteDataSource(dst_path)
-            if os.path.exists(dst_path):
-                os.remove(dst_path)
-        out = odrv.CreateDataSource(dst_path)
-        if out is None:
+        # write into a hidden folder beside the destination, then rename
+        part_dir = os.path.join(folder, f".{os.path.basename(dst_path)}.{uuid.uuid4().hex[:8]}.partial")
+        try:
+            os.mkdir(part_dir)
+        except OSError as error:
             raise RasterInputError(
-                f"Could not create the output file '{dst_path}'. Check that the folder "
-                "exists and is writable.")
-        lopts = ["SPATIAL_INDEX=YES"] if drv_name == "GPKG" else []
-        ol = out.CreateLayer(name, srs=srs, geom_type=ogr.wkbPolygon, options=lopts)
-        for fname, ftype in (("rank", ogr.OFTInteger), ("score_max", ogr.OFTReal),
-                             ("score_mean", ogr.OFTReal), ("pixels", ogr.OFTInteger64),
-                             ("area", ogr.OFTReal)):
-            ol.CreateField(ogr.FieldDefn(fname, ftype))
-        by_id = {}
-        for f in tl:
-            by_id[f.GetField("v")] = f.GetGeometryRef().Clone()
-        ol.StartTransaction()
-        for rank, i in enumerate(keep, start=1):
-            feat = ogr.Feature(ol.GetLayerDefn())
-            feat.SetField("rank", rank)
-            feat.SetField("score_max", float(smax[i]))
-            feat.SetField("score_mean", float(ssum[i] / cnt[i]))
-            feat.SetField("pixels", int(cnt[i]))
-            feat.SetField("area", float(cnt[i] * pix_area))
-            feat.SetGeometry(by_id[i])
-            ol.CreateFeature(feat)
-        ol.CommitTransaction()
-        out = None
+                f"Could not write in the output folder '{folder}' ({error.strerror}). "
+                "Choose a folder where you can write.") from error
+        part_path = os.path.join(part_dir, os.path.basename(dst_path))
+        try:
+            out = odrv.CreateDataSource(part_path)
+            if out is None:
+                raise RasterInputError(
+                    f"Could not create the output file '{dst_path}'. Check that the folder "
+                    "exists and is writable.")
+            lopts = ["SPATIAL_INDEX=YES"] if drv_name == "GPKG" else []
+            ol = out.CreateLayer(name, srs=srs, geom_type=ogr.wkbPolygon, options=lopts)
+            for fname, ftype in FIELDS:
+                ol.CreateField(ogr.FieldDefn(fname, ftype))
+            by_id = {}
+            for f in tl:
+                by_id[f.GetField("v")] = f.GetGeometryRef().Clone()
+            ol.StartTransaction()
+            for rank, i in enumerate(keep, start=1):
+                geom = by_id[i]
+                centroid = geom.Centroid()
+                feat = ogr.Feature(ol.GetLayerDefn())
+                feat.SetField("rank", rank)
+                feat.SetField("score_max", float(smax[i]))
+                feat.SetField("score_mean", float(ssum[i] / cnt[i]))
+                feat.SetField("pixels", int(cnt[i]))
+                feat.SetField("area", float(cnt[i] * pix_area))
+                feat.SetField("centroid_x", float(centroid.GetX()))
+                feat.SetField("centroid_y", float(centroid.GetY()))
+                feat.SetGeometry(geom)
+                ol.CreateFeature(feat)
+            ol.CommitTransaction()
+            ol = None
+            out = None
+            _check(is_cancelled)
+            _replace_vector(odrv, part_dir, dst_path)
+        finally:
+            out = None
+            shutil.rmtree(part_dir, ignore_errors=True)
         _report(progress, 1.0)
         return PolygonResult(path=dst_path, layer_name=name, count=len(keep), threshold=thr,
                              n_valid=n_valid, n_flagged=n_flag)
@@ -291,6 +326,24 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fracti
         mds = None
         ds = None
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _replace_vector(driver, part_dir: str, dst_path: str) -> None:
+    """Move every file written in ``part_dir`` beside ``dst_path``, replacing an
+    existing output (all its sidecar files, e.g. a Shapefile's .dbf/.shx)."""
+    if os.path.exists(dst_path):
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
+        try:
+            driver.DeleteDataSource(dst_path)
+        except RuntimeError:  # not a dataset of this format: removed below
+            pass
+        finally:
+            gdal.PopErrorHandler()
+        if os.path.exists(dst_path):
+            os.remove(dst_path)
+    folder = os.path.dirname(os.path.abspath(dst_path))
+    for name in sorted(os.listdir(part_dir)):
+        os.replace(os.path.join(part_dir, name), os.path.join(folder, name))
 
 
 def count_polygons(path: str, layer_name: Optional[str] = None) -> int:
