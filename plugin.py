@@ -69,14 +69,14 @@ class AnomalyDetectorPlugin:
         self.action.setObjectName("anomalyDetectorDetectActiveLayer")
         self.action.setToolTip(f"{ACTION_TEXT} (Anomaly Detector)")
         self.action.triggered.connect(self.open_detect_dialog)
-        self.iface.addRasterToolBarIcon(self.action)
+        self.iface.addToolBarIcon(self.action)  # the Plugins toolbar, shown by default
         self.iface.addPluginToRasterMenu(MENU, self.action)
         if not deps.torch_available():
             self.offer_torch_install()
 
     def unload(self):
         if self.action is not None and self.iface is not None:
-            self.iface.removeRasterToolBarIcon(self.action)
+            self.iface.removeToolBarIcon(self.action)
             self.iface.removePluginRasterMenu(MENU, self.action)
             self.action.deleteLater()
             self.action = None

@@ -160,7 +160,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
         if context.willLoadLayerOnCompletion(score_path):
             low, high = score_stretch(score_path, is_cancelled=cancelled)
             register_output(context, score_path, "score", layer_name(input_name, SCORE_SUFFIX),
-                            low=low, high=high)
+                            low=low, high=high, below=layer_name(input_name, POLYGONS_SUFFIX))
         register_output(context, polygons_path, "polygons",
                         layer_name(input_name, POLYGONS_SUFFIX))
         return {self.OUTPUT_SCORE: score_path, self.OUTPUT_POLYGONS: polygons_path,

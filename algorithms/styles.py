@@ -121,9 +121,9 @@ def style_polygon_layer(layer):
 class OutputStyler(QgsProcessingLayerPostProcessorInterface):
     """Names and styles one output layer once QGIS has loaded it."""
 
-    def __init__(self, kind, name=None, low=None, high=None):
+    def __init__(self, kind, name=None, low=None, high=None, below=None):
         super().__init__()
-        self.kind, self.name, self.low, self.high = kind, name, low, high
+        self.kind, self.name, self.low, self.high, self.below = kind, name, low, high, below
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API name)
         if layer is None:
@@ -134,6 +134,39 @@ class OutputStyler(QgsProcessingLayerPostProcessorInterface):
             style_score_layer(layer, self.low, self.high)
         elif self.kind == "polygons":
             style_polygon_layer(layer)
+        try:
+            _arrange(layer, context, self.kind == "polygons", self.below)
+        except Exception:  # noqa: BLE001 - layer order is cosmetic, never fail a run for it
+            pass
+
+
+def _arrange(layer, context, on_top, below_name):
+    """Polygons go to the top of their group; a score goes under its run's polygons."""
+    project = context.project() if context is not None else None
+    if project is None:
+        from qgis.core import QgsProject
+        project = QgsProject.instance()
+    node = project.layerTreeRoot().findLayer(layer.id())
+    if node is None or node.parent() is None:
+        return
+    parent = node.parent()
+    siblings = parent.children()
+    target = None
+    if on_top:
+        target = 0
+    elif below_name:
+        for i, sibling in enumerate(siblings):
+            if sibling is not node and getattr(sibling, "name", lambda: None)() == below_name:
+                target = i + 1
+                break
+    if target is None:
+        return
+    current = siblings.index(node)
+    if current == target:
+        return
+    clone = node.clone()
+    parent.insertChildNode(target, clone)
+    parent.removeChildNode(node)
 
 
 def register_output(context, destination, kind, name, **kwargs):
