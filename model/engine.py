@@ -18,6 +18,8 @@ Conventions
 
 import math
 import os
+import queue
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
@@ -141,6 +143,45 @@ def open_raster_checked(path: str, bands: Optional[Sequence[int]] = None) -> Ras
 
 
 # --------------------------------------------------------------------------
+# Memory setting
+
+DEFAULT_MEMORY_MB = 768
+"""Working memory of one scoring run, in MiB, unless ``memory_mb`` or the
+environment variable :data:`MEMORY_ENV` says otherwise. It bounds the
+statistics blocks, the tiles in flight (prefetched, batched, being written)
+and, through :func:`limit_gdal_cache`, GDAL's block cache in processes the
+plugin owns (batch, bench). It never depends on the raster's size."""
+
+MEMORY_ENV = "ANOMALY_DETECTOR_MEMORY_MB"
+_MIN_MEMORY_MB = 32.0
+
+
+def memory_budget(memory_mb: Optional[float] = None) -> int:
+    """The memory setting in bytes: ``memory_mb``, else ``$ANOMALY_DETECTOR_MEMORY_MB``,
+    else :data:`DEFAULT_MEMORY_MB`."""
+    if memory_mb is None:
+        text = os.environ.get(MEMORY_ENV, "").strip()
+        try:
+            memory_mb = float(text) if text else DEFAULT_MEMORY_MB
+        except ValueError:
+            memory_mb = DEFAULT_MEMORY_MB
+    return int(max(_MIN_MEMORY_MB, float(memory_mb)) * 2 ** 20)
+
+
+def limit_gdal_cache(memory_mb: Optional[float] = None, share: float = 0.25) -> int:
+    """Cap GDAL's process-wide block cache to ``share`` of the memory setting.
+
+    GDAL's default cache (5 % of RAM) fills with every block read from a large
+    raster and counts towards the process's memory; command-line entry points
+    that own their process call this. Returns the new cap in bytes.
+    """
+    cap = max(16 * 2 ** 20, int(memory_budget(memory_mb) * share))
+    if gdal.GetCacheMax() > cap:
+        gdal.SetCacheMax(cap)
+    return min(cap, gdal.GetCacheMax())
+
+
+# --------------------------------------------------------------------------
 # Window reading
 
 def iter_windows(width: int, height: int, block: int) -> Iterator[Tuple[int, int, int, int]]:
@@ -151,20 +192,34 @@ def iter_windows(width: int, height: int, block: int) -> Iterator[Tuple[int, int
             yield x, y, min(block, width - x), min(block, height - y)
 
 
+# GDAL types whose every value is exactly a float32: read straight into float32.
+_EXACT_IN_FLOAT32 = {"Byte", "Int8", "UInt16", "Int16", "Float32"}
+
+
 def read_window(ds, info: RasterInfo, x: int, y: int, w: int, h: int):
-    """Read selected bands of a window; return ``(float32 (B,h,w), valid bool (h,w))``."""
-    out = np.empty((len(info.bands), h, w), dtype=np.float32)
+    """Read selected bands of a window; return ``(float32 (B,h,w), valid bool (h,w))``.
+
+    All bands are read in one request (one pass over pixel-interleaved blocks).
+    """
+    nb = len(info.bands)
+    direct = all(t in _EXACT_IN_FLOAT32 for t in info.dtypes)
+    try:
+        arr = ds.ReadAsArray(x, y, w, h, band_list=list(info.bands),
+                             buf_type=gdal.GDT_Float32 if direct else None)
+    except RuntimeError:
+        arr = None
+    if arr is None:
+        raise RasterInputError(
+            f"Could not read bands {info.bands} of '{info.path}'. The file may be damaged.")
+    arr = arr.reshape(nb, h, w)
     valid = np.ones((h, w), dtype=bool)
-    for i, (b, nd) in enumerate(zip(info.bands, info.nodata)):
-        arr = ds.GetRasterBand(b).ReadAsArray(x, y, w, h)
-        if arr is None:
-            raise RasterInputError(
-                f"Could not read band {b} of '{info.path}'. The file may be damaged.")
-        if arr.dtype.kind in "fc":
-            valid &= np.isfinite(arr)
+    for i, nd in enumerate(info.nodata):
+        band = arr[i]
+        if band.dtype.kind in "fc":
+            valid &= np.isfinite(band)
         if nd is not None and not math.isnan(nd):
-            valid &= arr != nd
-        out[i] = arr
+            valid &= band != nd
+    out = arr if arr.dtype == np.float32 else arr.astype(np.float32)
     return out, valid
 
 
@@ -181,35 +236,54 @@ def _report(progress: ProgressFn, fraction: float) -> None:
 # --------------------------------------------------------------------------
 # Pass 1: statistics
 
+def statistics_block(band_count: int, block_size: int = 1024,
+                     memory_mb: Optional[float] = None) -> int:
+    """Side of the square statistics blocks: ``block_size`` capped by the memory setting.
+
+    A block costs about 28 bytes per pixel and band (float32 read, float64 copy
+    and centred copy); a quarter of the memory setting is used.
+    """
+    pixels = memory_budget(memory_mb) // 4 // (28 * max(1, band_count) + 1)
+    return max(16, min(int(block_size), int(math.isqrt(max(1, pixels)))))
+
+
 def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *, block_size: int = 1024,
-                    progress: ProgressFn = None, is_cancelled: CancelFn = None
+                    progress: ProgressFn = None, is_cancelled: CancelFn = None,
+                    memory_mb: Optional[float] = None
                     ) -> Tuple[np.ndarray, np.ndarray, int]:
     """Exact streaming mean ``(B,)`` and covariance ``(B, B)`` over valid pixels.
 
     Blocks are merged with Chan et al.'s pairwise update in float64, so the
     result equals ``np.mean`` / ``np.cov`` (ddof=1) of all valid pixels up to
-    rounding. Returns ``(mean, cov, n_valid)``.
+    rounding. Blocks are at most ``block_size`` pixels square and smaller for
+    many bands (see :func:`statistics_block`). Returns ``(mean, cov, n_valid)``.
     """
     ds, info = open_dataset(path, bands)
     nb = len(info.bands)
+    block = statistics_block(nb, block_size, memory_mb)
     n = 0
     mean = np.zeros(nb)
     m2 = np.zeros((nb, nb))
-    windows = list(iter_windows(info.width, info.height, block_size))
+    windows = list(iter_windows(info.width, info.height, block))
     for i, (x, y, w, h) in enumerate(windows):
         _check(is_cancelled)
         data, valid = read_window(ds, info, x, y, w, h)
-        xs = data[:, valid].astype(np.float64)  # (B, k)
+        if valid.all():
+            xs = data.reshape(nb, -1).astype(np.float64)
+        else:
+            xs = data[:, valid].astype(np.float64)  # (B, k)
+        del data
         k = xs.shape[1]
         if k:
             mb = xs.mean(axis=1)
-            c = xs - mb[:, None]
-            m2b = c @ c.T
+            xs -= mb[:, None]
+            m2b = xs @ xs.T
             delta = mb - mean
             tot = n + k
             mean = mean + delta * (k / tot)
             m2 = m2 + m2b + np.outer(delta, delta) * (n * k / tot)
             n = tot
+        del xs
         _report(progress, (i + 1) / len(windows))
     ds = None
     if n == 0:
@@ -274,16 +348,25 @@ def read_padded_tile(ds, info: RasterInfo, x0: int, y0: int, w: int, h: int, ove
     return _mirror_pad(data, pads), _mirror_pad(valid, pads)
 
 
-def create_score_raster(path: str, info: RasterInfo, options: Sequence[str] = GTIFF_OPTIONS):
-    """Create an empty float32 single-band GeoTIFF on the grid of ``info``."""
+def create_score_raster(path: str, info: RasterInfo, options: Sequence[str] = GTIFF_OPTIONS, *,
+                        height: Optional[int] = None, row_offset: int = 0):
+    """Create an empty float32 single-band GeoTIFF on the grid of ``info``.
+
+    With ``height`` (and ``row_offset``), only the rows ``row_offset`` to
+    ``row_offset + height`` of that grid: a horizontal strip.
+    """
     drv = gdal.GetDriverByName("GTiff")
-    out = drv.Create(str(path), info.width, info.height, 1, gdal.GDT_Float32, list(options))
+    rows = info.height if height is None else int(height)
+    out = drv.Create(str(path), info.width, rows, 1, gdal.GDT_Float32, list(options))
     if out is None:
         raise RasterInputError(
             f"Could not create the output raster '{path}'. Check that the folder exists "
             "and is writable.")
     if info.has_geotransform:
-        out.SetGeoTransform(info.geotransform)
+        gt = list(info.geotransform)
+        gt[0] += row_offset * gt[2]
+        gt[3] += row_offset * gt[5]
+        out.SetGeoTransform(tuple(gt))
     if info.projection_wkt:
         out.SetProjection(info.projection_wkt)
     band = out.GetRasterBand(1)
@@ -305,9 +388,243 @@ def _remove_quietly(path: str) -> None:
             pass
 
 
+Span = Tuple[int, int, int, int]  # (read_start, read_length, write_start, write_stop)
+
+
+@dataclass
+class TilePlan:
+    """The tile grid of one scoring run (identical for a whole raster and for any
+    group of its tile rows, so strips scored apart assemble into the same map)."""
+
+    rows: List[Span]
+    cols: List[Span]
+    tile_size: int
+    overlap: int
+    batch: int
+    prefetch: int
+
+    @property
+    def tile_count(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+    def row_groups(self, count: int) -> List[Tuple[int, int]]:
+        """Split the tile rows into ``count`` (or fewer) contiguous ``(start, stop)`` groups."""
+        count = max(1, min(int(count), len(self.rows)))
+        edges = [round(i * len(self.rows) / count) for i in range(count + 1)]
+        return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+
+    def write_rows(self, start: int, stop: int) -> Tuple[int, int]:
+        """First and last-plus-one raster row written by tile rows ``start:stop``."""
+        return self.rows[start][2], self.rows[stop - 1][3]
+
+
+def plan_tiles(info: RasterInfo, score_tile: Optional[ScoreTileFn] = None, *,
+               tile_size: int = 512, overlap: int = 32, align: int = 1,
+               memory_mb: Optional[float] = None, batch_size: Optional[int] = None) -> TilePlan:
+    """Tile grid, batch size and prefetch depth that fit the memory setting.
+
+    A tile in flight costs ``4 * bands + 1`` bytes per window pixel (read data
+    and mask) plus, while scored, ``score_tile.bytes_per_pixel`` (default
+    ``8 * bands + 16``). Up to ``score_tile.max_batch`` (default 1) equal-shaped
+    tiles are scored per call when the scorer has ``score_batch``; two tiles are
+    prefetched. If one tile of ``tile_size`` does not fit, smaller tiles are
+    used (a multiple of ``align``): with a seam-free scorer (receptive field
+    within ``overlap``) the result does not change.
+    """
+    budget = memory_budget(memory_mb)
+    nb = len(info.bands)
+    read_bpp = 4 * nb + 1
+    score_bpp = float(getattr(score_tile, "bytes_per_pixel", 8 * nb + 16))
+    max_batch = int(batch_size or getattr(score_tile, "max_batch", 1) or 1)
+    if not hasattr(score_tile, "score_batch"):
+        max_batch = 1
+    prefetch = 2
+    align = max(1, int(align))
+    tile = max(1, int(tile_size))
+
+    def window_px(t):
+        th = min(t, info.height) + 2 * overlap + align
+        tw = min(t, info.width) + 2 * overlap + align
+        return th * tw
+
+    def cost(t, b):
+        px = window_px(t)
+        return (prefetch + b) * px * read_bpp + b * px * score_bpp + px * 8
+
+    while tile > 4 * align and cost(tile, 1) > budget:
+        tile = max(4 * align, int(tile * 0.8) // align * align)
+    batch = 1
+    while batch < max_batch and cost(tile, batch + 1) <= budget:
+        batch += 1
+    return TilePlan(rows=_tile_starts(info.height, tile, align),
+                    cols=_tile_starts(info.width, tile, align),
+                    tile_size=tile, overlap=overlap, batch=batch, prefetch=prefetch)
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+class _Worker(threading.Thread):
+    """A daemon thread with a bounded inbox or outbox that stops on request."""
+
+    def __init__(self, name: str, depth: int) -> None:
+        super().__init__(name=name, daemon=True)
+        self.queue: "queue.Queue" = queue.Queue(maxsize=max(1, depth))
+        self.stop = threading.Event()
+        self.error: Optional[BaseException] = None
+
+    def put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                if not self.is_alive() and self.error is not None:
+                    return False
+        return False
+
+    def get(self):
+        while True:
+            try:
+                return self.queue.get(timeout=0.05)
+            except queue.Empty:
+                if self.stop.is_set():
+                    return _END
+                if not self.is_alive():
+                    # a dead reader that left nothing: report its error or the end
+                    try:
+                        return self.queue.get_nowait()
+                    except queue.Empty:
+                        return _Failure(self.error) if self.error else _END
+
+
+class _Reader(_Worker):
+    """Reads (and mirror-pads) the tiles of a plan ahead of the scorer."""
+
+    def __init__(self, src_path, bands, jobs, overlap, depth) -> None:
+        super().__init__("anomaly-reader", depth)
+        self.src_path, self.bands, self.jobs, self.overlap = src_path, bands, jobs, overlap
+
+    def run(self) -> None:
+        try:
+            ds, info = open_dataset(self.src_path, self.bands)
+            for job in self.jobs:
+                if self.stop.is_set():
+                    return
+                (ry, th, _, _), (rx, tw, _, _) = job
+                tile, valid = read_padded_tile(ds, info, rx, ry, tw, th, self.overlap)
+                if not self.put((job, tile, valid)):
+                    return
+            ds = None
+            self.put(_END)
+        except BaseException as error:  # noqa: BLE001 - handed to the scoring thread
+            self.error = error
+            self.put(_Failure(error))
+
+
+class _Writer(_Worker):
+    """Crops each scored tile to its core, masks it and writes it."""
+
+    def __init__(self, band, overlap, row_offset, depth) -> None:
+        super().__init__("anomaly-writer", depth)
+        self.band, self.overlap, self.row_offset = band, overlap, row_offset
+
+    def run(self) -> None:
+        try:
+            while True:
+                item = self.get()
+                if item is _END:
+                    return
+                job, scores, valid = item
+                (ry, _, wy0, wy1), (rx, _, wx0, wx1) = job
+                oy = self.overlap + (wy0 - ry)
+                ox = self.overlap + (wx0 - rx)
+                core = scores[oy:oy + (wy1 - wy0), ox:ox + (wx1 - wx0)]
+                cvalid = valid[oy:oy + (wy1 - wy0), ox:ox + (wx1 - wx0)]
+                core = np.where(cvalid & np.isfinite(core), core, np.float32(NODATA))
+                self.band.WriteArray(core.astype(np.float32, copy=False), wx0,
+                                     wy0 - self.row_offset)
+        except BaseException as error:  # noqa: BLE001 - re-raised by the scoring thread
+            self.error = error
+            self.stop.set()
+
+
+def _score_batch(score_tile, tiles, valids):
+    if len(tiles) > 1:
+        out = score_tile.score_batch(np.stack(tiles), np.stack(valids))
+        return [np.asarray(s, dtype=np.float32) for s in out]
+    return [np.asarray(score_tile(tiles[0], valids[0]), dtype=np.float32)]
+
+
+def score_tiles(src_path: str, out_band, score_tile: ScoreTileFn, plan: TilePlan, *,
+                bands: Optional[Sequence[int]] = None, row_range: Optional[Tuple[int, int]] = None,
+                row_offset: int = 0, progress: ProgressFn = None,
+                is_cancelled: CancelFn = None) -> None:
+    """Score the tiles of ``plan`` (tile rows ``row_range``) into ``out_band``.
+
+    Three threads overlap the work: a reader prefetches padded tiles, this
+    thread scores them (``plan.batch`` equal-shaped tiles per call), a writer
+    crops, masks and writes the cores (at raster row minus ``row_offset``).
+    """
+    start, stop = row_range or (0, len(plan.rows))
+    jobs = [(r, c) for r in plan.rows[start:stop] for c in plan.cols]
+    total = len(jobs)
+    reader = _Reader(src_path, bands, jobs, plan.overlap, plan.prefetch)
+    writer = _Writer(out_band, plan.overlap, row_offset, plan.batch + 1)
+    reader.start()
+    writer.start()
+    done = 0
+    pending = None
+    try:
+        finished = False
+        while not finished:
+            group = [pending] if pending is not None else []
+            pending = None
+            while len(group) < plan.batch:
+                item = reader.get()
+                if item is _END:
+                    finished = True
+                    break
+                if isinstance(item, _Failure):
+                    raise item.error
+                if group and item[1].shape != group[0][1].shape:
+                    pending = item
+                    break
+                group.append(item)
+            if not group:
+                break
+            _check(is_cancelled)
+            scored = _score_batch(score_tile, [g[1] for g in group], [g[2] for g in group])
+            for (job, _, valid), scores in zip(group, scored):
+                if scores.shape != valid.shape:
+                    raise ValueError(
+                        f"score_tile returned shape {scores.shape}, expected {valid.shape}")
+                if writer.error is not None or not writer.put((job, scores, valid)):
+                    raise writer.error or RuntimeError("the tile writer stopped")
+                done += 1
+                _report(progress, done / total)
+        writer.put(_END)
+        writer.join()
+        if writer.error is not None:
+            raise writer.error
+    finally:
+        reader.stop.set()
+        writer.stop.set()
+        reader.join()
+        writer.join()
+
+
 def score_raster(src_path: str, dst_path: str, score_tile: ScoreTileFn, *,
                  bands: Optional[Sequence[int]] = None, tile_size: int = 512, overlap: int = 32,
-                 align: int = 1, progress: ProgressFn = None, is_cancelled: CancelFn = None) -> None:
+                 align: int = 1, progress: ProgressFn = None, is_cancelled: CancelFn = None,
+                 memory_mb: Optional[float] = None, batch_size: Optional[int] = None,
+                 plan: Optional[TilePlan] = None, row_range: Optional[Tuple[int, int]] = None
+                 ) -> None:
     """Score ``src_path`` tile by tile and write a float32 score GeoTIFF.
 
     ``score_tile(tile, valid)`` gets ``tile`` float32 ``(B, h, w)`` (the core
@@ -320,6 +637,17 @@ def score_raster(src_path: str, dst_path: str, score_tile: ScoreTileFn, *,
     ``score_tile`` with the values as read and ``valid=False``; the engine
     writes :data:`NODATA` there whatever is returned.
 
+    Memory is bounded by the memory setting (``memory_mb``, see
+    :func:`memory_budget`), never by the raster: see :func:`plan_tiles` for
+    how tiles, batches and prefetching fit in it. A scorer may offer
+    ``score_batch(tiles (N, B, h, w), valids (N, h, w)) -> (N, h, w)`` with a
+    ``max_batch`` attribute (or ``batch_size`` here) to score several
+    equal-shaped tiles per call.
+
+    With ``plan`` and ``row_range`` (tile rows ``start, stop`` of that plan)
+    only those rows are scored, into a strip GeoTIFF that covers the raster
+    rows they write (see :func:`assemble_strips`).
+
     The output has the input's exact size, geotransform and CRS (tiled,
     DEFLATE, BigTIFF when needed). It is written under a temporary name in the
     destination folder and renamed on success; on :class:`Cancelled` or any
@@ -330,45 +658,67 @@ def score_raster(src_path: str, dst_path: str, score_tile: ScoreTileFn, *,
     if tile_size < 1:
         raise ValueError("tile_size must be at least 1")
     ds, info = open_dataset(src_path, bands)
+    ds = None
     folder = os.path.dirname(os.path.abspath(dst_path))
     if not os.path.isdir(folder):
         raise RasterInputError(
             f"The output folder '{folder}' does not exist. Choose an existing folder.")
+    if plan is None:
+        plan = plan_tiles(info, score_tile, tile_size=tile_size, overlap=overlap, align=align,
+                          memory_mb=memory_mb, batch_size=batch_size)
+    row_offset, height = 0, None
+    if row_range is not None:
+        row_offset, last = plan.write_rows(*row_range)
+        height = last - row_offset
+    tmp = _temp_name(dst_path)
+    out = None
+    try:
+        out = create_score_raster(tmp, info, height=height, row_offset=row_offset)
+        oband = out.GetRasterBand(1)
+        score_tiles(src_path, oband, score_tile, plan, bands=bands, row_range=row_range,
+                    row_offset=row_offset, progress=progress, is_cancelled=is_cancelled)
+        oband.FlushCache()
+        oband = None
+        out.FlushCache()
+        out = None
+        _remove_quietly(dst_path)
+        os.replace(tmp, dst_path)
+    except BaseException:
+        oband = None
+        out = None
+        _remove_quietly(tmp)
+        raise
+
+
+def assemble_strips(strips: Sequence[Tuple[str, int]], dst_path: str, reference: str, *,
+                    bands: Optional[Sequence[int]] = None, block_rows: int = 256) -> None:
+    """Copy strip GeoTIFFs ``(path, first_row)`` into one score raster on ``reference``'s grid.
+
+    Strips are copied ``block_rows`` rows at a time (bounded memory); the
+    result is written under a temporary name and renamed on success.
+    """
+    ds, info = open_dataset(reference, bands)
+    ds = None
     tmp = _temp_name(dst_path)
     out = None
     try:
         out = create_score_raster(tmp, info)
         oband = out.GetRasterBand(1)
-        cols = _tile_starts(info.width, tile_size, align)
-        rows = _tile_starts(info.height, tile_size, align)
-        total = len(cols) * len(rows)
-        done = 0
-        for (ry, th, wy0, wy1) in rows:
-            for (rx, tw, wx0, wx1) in cols:
-                _check(is_cancelled)
-                tile, valid = read_padded_tile(ds, info, rx, ry, tw, th, overlap)
-                scores = score_tile(tile, valid)
-                scores = np.asarray(scores, dtype=np.float32)
-                if scores.shape != valid.shape:
-                    raise ValueError(
-                        f"score_tile returned shape {scores.shape}, expected {valid.shape}")
-                # crop the part of the core that this tile writes
-                oy = overlap + (wy0 - ry)
-                ox = overlap + (wx0 - rx)
-                core = scores[oy:oy + (wy1 - wy0), ox:ox + (wx1 - wx0)]
-                cvalid = valid[oy:oy + (wy1 - wy0), ox:ox + (wx1 - wx0)]
-                core = np.where(cvalid & np.isfinite(core), core, np.float32(NODATA))
-                oband.WriteArray(core.astype(np.float32, copy=False), wx0, wy0)
-                done += 1
-                _report(progress, done / total)
+        for path, first_row in strips:
+            sds = gdal.Open(str(path))
+            sband = sds.GetRasterBand(1)
+            for y in range(0, sds.RasterYSize, block_rows):
+                h = min(block_rows, sds.RasterYSize - y)
+                oband.WriteArray(sband.ReadAsArray(0, y, sds.RasterXSize, h), 0, first_row + y)
+            sband = None
+            sds = None
         oband.FlushCache()
-        out.FlushCache()
+        oband = None
         out = None
-        ds = None
         _remove_quietly(dst_path)
         os.replace(tmp, dst_path)
     except BaseException:
+        oband = None
         out = None
-        ds = None
         _remove_quietly(tmp)
         raise
