@@ -1,11 +1,12 @@
 """Shared boilerplate of the plugin's Processing algorithms."""
 
 import os
+import tempfile
 import uuid
 from xml.sax.saxutils import escape
 
 from osgeo import gdal
-from qgis.core import (QgsMapLayer, QgsProcessingAlgorithm, QgsProcessingException,
+from qgis.core import (QgsMapLayer, QgsProcessingAlgorithm, QgsProcessingException, QgsRasterLayer,
                        QgsProcessingParameterRasterLayer, QgsProcessingUtils)
 from qgis.PyQt.QtCore import QUrl
 from qgis.PyQt.QtGui import QIcon
@@ -25,6 +26,19 @@ GROUPS = {
     "scoring": "Anomaly scores",
     "postprocessing": "Post-processing",
 }
+
+
+def _writable(folder):
+    """Whether a file can be created in ``folder`` (tried, not guessed from permissions)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".anomaly-write-test-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.remove(probe)
+    return True
 
 
 class AnomalyAlgorithm(QgsProcessingAlgorithm):
@@ -147,7 +161,9 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
             if band.DataType in complex_types:
                 parts.append(f'<VRTRasterBand dataType="Float64" band="{i}" '
                              f'subClass="VRTDerivedRasterBand">{nd}'
-                             f"<PixelFunctionType>mod</PixelFunctionType>{source}</VRTRasterBand>")
+                             "<PixelFunctionType>mod</PixelFunctionType>"
+                             f"<SourceTransferType>CFloat64</SourceTransferType>{source}"
+                             "</VRTRasterBand>")
             else:
                 dtype = gdal.GetDataTypeName(band.DataType)
                 parts.append(f'<VRTRasterBand dataType="{dtype}" band="{i}">{nd}{source}'
@@ -187,7 +203,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
                 raise QgsProcessingException(
                     f"The folder of the {name} output, '{folder}', does not exist. Choose an "
                     "existing folder or create it first.")
-            if not os.access(folder, os.W_OK | os.X_OK):
+            if not _writable(folder):
                 raise QgsProcessingException(
                     f"The folder of the {name} output, '{folder}', is not writable. Choose a "
                     "folder where you can write.")
@@ -220,6 +236,12 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
                 open_raster_checked(value.split("|")[0])
             except RasterInputError as err:
                 return False, str(err)
+            if value.startswith("/vsi"):
+                # QGIS resolves only paths that exist on disk: register GDAL virtual
+                # paths (/vsimem/, /vsizip/, /vsicurl/...) as layers of this run
+                layer = QgsRasterLayer(value, os.path.basename(value), "gdal")
+                if layer.isValid():
+                    context.temporaryLayerStore().addMapLayer(layer)
         return super().checkParameterValues(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
