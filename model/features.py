@@ -23,6 +23,8 @@ import numpy as np
 LEADING_COMPONENTS = 4
 INPUT_CHANNELS = LEADING_COMPONENTS + 1
 _RELATIVE_EIGEN_FLOOR = 1e-9
+_FLOAT32_EIGEN_RATIO = 1e-5  # float32 rounding amplified at most ~300x: well within 1e-4
+_CHUNK_VALUES = 1 << 21  # values per chunk of apply (a few MB of temporaries)
 
 
 @dataclass(frozen=True)
@@ -54,24 +56,57 @@ class SpectralReduction:
     def band_count(self) -> int:
         return int(self.mean.size)
 
+    def _compute_dtype(self) -> type:
+        """float32 unless the components are so ill-conditioned that float32 rounding,
+        amplified by the whitening of the weakest component, could exceed about 1e-4."""
+        if self.full.shape[1] == 0:
+            return np.float64
+        norms = np.sqrt((self.full * self.full).sum(axis=0))  # 1 / sqrt(eigenvalue)
+        ratio = (norms.min() / norms.max()) ** 2  # smallest / largest kept eigenvalue
+        return np.float32 if ratio >= _FLOAT32_EIGEN_RATIO else np.float64
+
     def apply(self, bands: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-        """Map a (B, h, w) block to (INPUT_CHANNELS, h, w) float32; invalid pixels become 0."""
+        """Map a (B, h, w) block to (INPUT_CHANNELS, h, w) float32; invalid pixels become 0.
+
+        Pixels are processed in cache-sized chunks (bounded temporaries), in float32
+        when the reduction is well conditioned (within about 1e-4 of float64), else
+        in float64.
+        """
         count, height, width = bands.shape
         if count != self.band_count:
             raise ValueError(f"expected {self.band_count} bands, got {count}")
-        pixels = bands.reshape(count, -1).astype(np.float64) - self.mean[:, None]
-        if valid is not None:
-            pixels[:, ~valid.reshape(-1)] = 0.0
-        pixels = np.nan_to_num(pixels, nan=0.0, posinf=0.0, neginf=0.0)
-        channels = np.zeros((INPUT_CHANNELS, pixels.shape[1]), dtype=np.float64)
-        k = self.leading.shape[1]
-        if self.full.shape[1]:
-            components = self.full.T @ pixels
-            channels[:k] = components[:k]
-            distance = np.sqrt((components * components).sum(axis=0) / components.shape[0])
-            channels[LEADING_COMPONENTS] = distance
-        channels = np.sign(channels) * np.log1p(np.abs(channels))
-        return channels.astype(np.float32).reshape(INPUT_CHANNELS, height, width)
+        dtype = self._compute_dtype()
+        size = height * width
+        flat = bands.reshape(count, size)
+        valid_flat = None if valid is None else valid.reshape(size)
+        mean = self.mean.astype(dtype)
+        projection = np.ascontiguousarray(self.full.T.astype(dtype))  # (r, B)
+        # the rounding of the mean to ``dtype``, corrected in float64 once
+        offset = (self.full.T @ (self.mean - mean.astype(np.float64))).astype(dtype)[:, None]
+        rank, k = projection.shape[0], self.leading.shape[1]
+        channels = np.zeros((INPUT_CHANNELS, size), dtype=np.float32)
+        step = max(1024, _CHUNK_VALUES // max(count, rank, 1))
+        for start in range(0, size if rank else 0, step):
+            stop = min(size, start + step)
+            pixels = flat[:, start:stop].astype(dtype)
+            pixels -= mean[:, None]
+            bad = ~np.isfinite(pixels)
+            if bad.any():
+                pixels[bad] = 0.0
+            components = projection @ pixels
+            components -= offset
+            if valid_flat is not None:
+                components[:, ~valid_flat[start:stop]] = 0.0
+            block = channels[:, start:stop]
+            block[:k] = components[:k]
+            components *= components
+            distance = components.sum(axis=0)
+            distance /= rank
+            block[LEADING_COMPONENTS] = np.sqrt(distance)
+        magnitude = np.abs(channels)
+        np.log1p(magnitude, out=magnitude)
+        np.copysign(magnitude, channels, out=magnitude)
+        return magnitude.reshape(INPUT_CHANNELS, height, width)
 
 
 def fit_from_array(bands: np.ndarray, valid: np.ndarray | None = None) -> SpectralReduction:
