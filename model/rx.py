@@ -36,23 +36,50 @@ def rx_distance(pixels: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> 
     return np.sqrt(np.maximum(d2, 0.0)).reshape(pixels.shape[1:])
 
 
+def rx_whitening(precision: np.ndarray) -> np.ndarray:
+    """``W`` with ``W.T @ W == precision`` (PSD square root), so ``d2 = |W (x - mu)|^2``."""
+    values, vectors = np.linalg.eigh((precision + precision.T) / 2.0)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))).T
+
+
+_CHUNK_VALUES = 1 << 21  # float64 values per chunk (bounded, cache-friendly temporaries)
+
+
 def make_rx_scorer(mean: np.ndarray, cov: np.ndarray):
-    """Return a ``score_tile`` function for :func:`score_raster`."""
+    """Return a ``score_tile`` function for :func:`score_raster`.
+
+    Same score as :func:`rx_distance`, computed in float64 as the norm of the
+    whitened pixel, chunk by chunk.
+    """
     precision = rx_precision(cov)
+    whitening = rx_whitening(precision)
+    mean = np.asarray(mean, np.float64)[:, None]
 
     def score_tile(tile: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        b, h, w = tile.shape
+        flat = tile.reshape(b, -1)
+        out = np.empty(h * w, dtype=np.float32)
+        step = max(1024, _CHUNK_VALUES // max(b, 1))
         with np.errstate(invalid="ignore", over="ignore"):
-            return rx_distance(tile, mean, precision).astype(np.float32)
+            for start in range(0, h * w, step):
+                x = flat[:, start:start + step].astype(np.float64)
+                x -= mean
+                y = whitening @ x
+                y *= y
+                out[start:start + step] = np.sqrt(y.sum(axis=0))
+        return out.reshape(h, w)
 
     return score_tile
 
 
 def rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence[int]] = None, *,
-                    tile_size: int = 512, block_size: int = 1024,
-                    progress: ProgressFn = None, is_cancelled: CancelFn = None
+                    tile_size: int = 1024, block_size: int = 1024,
+                    progress: ProgressFn = None, is_cancelled: CancelFn = None,
+                    memory_mb: Optional[float] = None
                     ) -> Tuple[np.ndarray, np.ndarray, int]:
     """Write the global RX score of ``src_path`` to ``dst_path`` (float32 GeoTIFF).
 
+    ``memory_mb`` is the engine's memory setting (see ``engine.memory_budget``).
     Returns ``(mean, cov, n_valid)`` of the statistics pass.
     """
     def p1(f):
@@ -64,7 +91,8 @@ def rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence[int]]
             progress(0.5 + 0.5 * f)
 
     mean, cov, n = band_statistics(src_path, bands, block_size=block_size,
-                                   progress=p1, is_cancelled=is_cancelled)
+                                   progress=p1, is_cancelled=is_cancelled, memory_mb=memory_mb)
     score_raster(src_path, dst_path, make_rx_scorer(mean, cov), bands=bands,
-                 tile_size=tile_size, overlap=0, progress=p2, is_cancelled=is_cancelled)
+                 tile_size=tile_size, overlap=0, progress=p2, is_cancelled=is_cancelled,
+                 memory_mb=memory_mb)
     return mean, cov, n
