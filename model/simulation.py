@@ -89,6 +89,28 @@ def random_shape(size: int, area: float, rng: np.random.Generator) -> np.ndarray
     return mask
 
 
+def _ring(mask: np.ndarray, width: int = 4) -> np.ndarray:
+    """Pixels within ``width`` of ``mask`` but outside it (square dilation)."""
+    grown = mask.copy()
+    for axis in (0, 1):
+        for shift in range(1, width + 1):
+            grown |= np.roll(mask, shift, axis) | np.roll(mask, -shift, axis)
+    grown = grown | np.roll(grown, 1, 0) | np.roll(grown, -1, 0)
+    ring = grown & ~mask
+    return ring if ring.any() else ~mask
+
+
+def _local_spread(image: np.ndarray, mask: np.ndarray, margin: int = 8) -> np.ndarray:
+    """Per-band standard deviation of the image around ``mask`` (its bounding box
+    grown by ``margin``), shape (B, 1); never zero."""
+    rows, cols = np.nonzero(mask)
+    top, bottom = max(rows.min() - margin, 0), rows.max() + margin + 1
+    left, right = max(cols.min() - margin, 0), cols.max() + margin + 1
+    window = image[:, top:bottom, left:right].reshape(image.shape[0], -1)
+    floor = 0.02 * image.reshape(image.shape[0], -1).std(axis=1) + 1e-6
+    return np.maximum(window.std(axis=1), floor)[:, None]
+
+
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
@@ -131,6 +153,7 @@ class AnomalySimulator:
     def _spectral(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> None:
         bands, size = image.shape[0], self.crop
         total = size * size
+        spread = image.std(axis=(1, 2)) + 1e-6
         for count, low, high, label in ((rng.integers(2, 6), 0.023, 0.5, LARGE_NORMAL),
                                         (rng.integers(2, 6), 0.006, 0.023, ANOMALY)):
             for _ in range(count):
@@ -140,11 +163,20 @@ class AnomalySimulator:
                 permutation = rng.permutation(bands)
                 while bands > 1 and np.all(permutation == np.arange(bands)):
                     permutation = rng.permutation(bands)
-                image[:, mask] = image[permutation][:, mask]
-                labels[mask] = label
+                before = image[:, mask]
+                after = image[permutation][:, mask]
+                image[:, mask] = after
+                # Correlated bands can make a shuffle invisible: such a region is no
+                # anomaly, so it must not be taught as one.
+                change = float(np.median(np.abs(after - before).mean(axis=0) /
+                                         spread.mean()))
+                labels[mask] = label if label != ANOMALY or change > 0.5 else IGNORE
 
     def _paste_objects(self, image: np.ndarray, source: np.ndarray, labels: np.ndarray,
                        rng: np.random.Generator) -> None:
+        """Large cut-outs pasted as they are (normal); small ones made into distinct
+        objects: their texture is damped and their level moved away from the
+        surroundings by 1-6 local standard deviations (anomalies)."""
         size = self.crop
         total = size * size
         for count, low, high, label in ((rng.integers(1, 4), 0.06, 0.5, LARGE_NORMAL),
@@ -152,24 +184,38 @@ class AnomalySimulator:
             for _ in range(count):
                 mask = random_shape(size, _log_uniform(rng, low, high) * total, rng)
                 patch = self._crop_from(source, rng)
-                gain = _log_uniform(rng, 0.4, 2.5)
-                spread = image.std(axis=(1, 2), keepdims=True) + 1e-6
-                offset = rng.normal(0, 1.0) * spread
-                image[:, mask] = (patch * gain + offset)[:, mask]
+                if label == LARGE_NORMAL:
+                    spread = image.std(axis=(1, 2), keepdims=True) + 1e-6
+                    patch = patch * _log_uniform(rng, 0.4, 2.5) + rng.normal(0, 1.0) * spread
+                else:
+                    local = _local_spread(image, mask)
+                    inside = patch[:, mask]
+                    level = inside.mean(axis=1, keepdims=True)
+                    texture = rng.uniform(0.1, 1.0) * (inside - level)
+                    around = image[:, _ring(mask)].mean(axis=1, keepdims=True)
+                    sign = 1.0 if rng.random() < 0.65 else -1.0
+                    offset = _log_uniform(rng, 1.0, 6.0) * local * \
+                        (sign + 0.5 * rng.normal(0, 1, (image.shape[0], 1)))
+                    patch = patch.copy()
+                    patch[:, mask] = around + offset + texture
+                image[:, mask] = patch[:, mask]
                 labels[mask] = label
 
     def _point_targets(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> None:
+        """Small, dim, blurred targets (infrared), 1.5-10 local standard deviations."""
         size = self.crop
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-        spread = image.std(axis=(1, 2)) + 1e-6
         for _ in range(rng.integers(1, 5)):
             cy, cx = rng.uniform(0, size - 1, 2)
             sigma_y, sigma_x = _log_uniform(rng, 0.5, 3.0), _log_uniform(rng, 0.5, 3.0)
             blob = np.exp(-0.5 * (((yy - cy) / sigma_y) ** 2 + ((xx - cx) / sigma_x) ** 2))
+            core = blob > 0.35
+            if not core.any():
+                continue
             sign = 1.0 if rng.random() < 0.85 else -1.0
-            amplitude = sign * _log_uniform(rng, 1.0, 8.0) * spread
-            image += amplitude[:, None, None] * blob[None]
-            labels[blob > 0.35] = ANOMALY
+            amplitude = sign * _log_uniform(rng, 1.5, 10.0) * _local_spread(image, core)
+            image += amplitude[:, None] * blob[None]
+            labels[core] = ANOMALY
 
     # -- radiometric variety -----------------------------------------------------------
     @staticmethod
