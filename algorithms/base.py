@@ -82,14 +82,16 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         return ICON_PATH
 
     def shortHelpString(self):  # noqa: N802
-        lines = [self.SUMMARY, "", "<b>Parameters</b>"]
+        # one paragraph per line: the dialog shows each line as a paragraph and
+        # qgis_process help prints them as they are
+        lines = [self.SUMMARY, "<b>Parameters</b>"]
         for pname, text in self.PARAM_HELP:
             lines.append(f"<b>{pname}</b>: {text}")
         if self.EXPECT:
-            lines += ["", "<b>What to expect</b>", self.EXPECT]
+            lines += ["<b>What to expect</b>", self.EXPECT]
         if self.REFERENCE:
-            lines += ["", "<b>Method</b>", self.REFERENCE]
-        return "<br>".join(lines)
+            lines += ["<b>Method</b>", self.REFERENCE]
+        return "\n".join(lines)
 
     def helpUrl(self):  # noqa: N802
         """The plugin's README (shipped with it), at this algorithm's section."""

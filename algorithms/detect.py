@@ -62,8 +62,8 @@ class DetectAlgorithm(AnomalyAlgorithm):
         "input's exact grid and CRS. Needs PyTorch (the CPU build is enough): when it is "
         "missing, the plugin offers to install it and this algorithm says how.")
     EXPECT = (
-        "Two layers: '&lt;input&gt; - anomaly score' (transparent for ordinary pixels, red to "
-        "bright yellow over the 5 % most anomalous ones) and '&lt;input&gt; - anomalies' "
+        "Two layers: '[input] - anomaly score' (transparent for ordinary pixels, red to "
+        "bright yellow over the 5 % most anomalous ones) and '[input] - anomalies' "
         "(cyan outlines labelled with their rank, with score_max, score_mean, pixels, area, "
         "centroid_x and centroid_y for triage). The detector flags what differs from its "
         "surroundings: small objects, unusual materials, hot spots; large homogeneous "

@@ -4,7 +4,7 @@ from qgis.core import (QgsProcessing, QgsProcessingOutputNumber,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorDestination)
 
 from ..model.polygons import polygonize_scores
-from .base import AnomalyAlgorithm
+from .base import CITATION, AnomalyAlgorithm
 from .styles import POLYGONS_SUFFIX, layer_name, register_output
 from .params import THRESHOLD_HELP, add_threshold_parameters, read_threshold_parameters
 
@@ -27,11 +27,15 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
         "the raster's CRS). The output is in the raster's CRS, ordered by rank. Needs nothing "
         "beyond QGIS (no PyTorch).")
     EXPECT = (
-        "A polygon layer named '&lt;input&gt; - anomalies', drawn as cyan outlines labelled "
+        "A polygon layer named '[input] - anomalies', drawn as cyan outlines labelled "
         "with their rank: sort the attribute table by rank and zoom to each feature to "
         "triage. The top fraction method always flags the same share of pixels, even in a "
         "scene without real anomalies; use a fixed score to flag only pixels above an "
         "absolute level, and TOP_N to keep a short list.")
+    REFERENCE = (
+        "Connected groups of flagged pixels become polygons with GDAL's GDALPolygonize "
+        "(8-connected); the automatic threshold is the three-sigma rule. Score rasters of "
+        "anomaly:detect come from the method of " + CITATION)
     HELP_ANCHOR = "anomalypolygonize--anomaly-polygons-from-a-score-raster"
     PARAM_HELP = [(INPUT, "Score raster, e.g. the output of anomaly:rx.")] + THRESHOLD_HELP + [
         (OUTPUT, "Polygon layer (GeoPackage by default)."),

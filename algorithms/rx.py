@@ -26,7 +26,7 @@ class RxAlgorithm(AnomalyAlgorithm):
         "(-9999) in the output, which has the input's exact grid and CRS. Needs nothing "
         "beyond QGIS (no PyTorch).")
     EXPECT = (
-        "A score layer named '&lt;input&gt; - RX score', styled transparent for ordinary "
+        "A score layer named '[input] - RX score', styled transparent for ordinary "
         "pixels and red to bright yellow over the 5 % most anomalous ones. Scores of 3 are "
         "unusual, 10 very unusual. RX finds pixels whose spectrum differs from the scene as a "
         "whole; it ignores spatial context, so large uniform objects may score low. Complex "
