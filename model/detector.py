@@ -46,8 +46,16 @@ def _round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:
     return -(-int(value) // multiple) * multiple
 
 
+THREADS_ENV = "ANOMALY_DETECTOR_TORCH_THREADS"
+
+
 def use_all_cores() -> int:
-    """Let torch use every core for intra-op parallelism (it may default to fewer)."""
+    """Let torch use every core (it may default to fewer), or ``$ANOMALY_DETECTOR_TORCH_THREADS``
+    threads (set by the batch runner, which shares the cores between its workers)."""
+    wanted = os.environ.get(THREADS_ENV, "").strip()
+    if wanted.isdigit() and int(wanted) > 0:
+        torch.set_num_threads(int(wanted))
+        return torch.get_num_threads()
     cores = os.cpu_count() or 1
     if torch.get_num_threads() < cores:
         torch.set_num_threads(cores)

@@ -1,0 +1,335 @@
+"""Score many rasters on a Dask distributed cluster (headless batch entry).
+
+    python -m anomaly_detector.model.batch INPUT [INPUT ...] --out DIR
+        [--workers N] [--scheduler tcp://host:8786] [--method top_fraction]
+        [--threshold 0.005] [--min-area 1] [--top-n 0] [--tile-size 512]
+        [--overlap 64] [--memory-mb MB] [--split-mp MP]
+
+Each input (a path or a glob pattern) gives ``<out>/<stem>_score.tif`` (the
+deviation score of ``anomaly:detect``) and ``<out>/<stem>_anomalies.gpkg`` (its
+ranked polygons, same threshold parameters and defaults as the algorithm).
+
+Work is split per scene; a scene larger than a worker's share of all pixels
+(or than ``--split-mp`` megapixels) is also split into groups of tile rows: its
+band statistics are computed once, each group scores its rows into a strip
+GeoTIFF with the scene's single tile plan, and the strips are assembled. The
+score map is the one ``detect_raster`` writes in one process.
+
+A ``LocalCluster`` is started unless ``--scheduler`` names a running one (then
+inputs and ``--out`` must be paths that every worker can reach). A scene that
+fails is reported in the summary and does not stop the others; the exit code
+is 1 when any failed.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from . import engine
+from .detector import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, TileScorer, _round_up
+from .network import SIZE_MULTIPLE
+
+from .detector import THREADS_ENV  # noqa: E402
+
+
+@dataclass
+class Settings:
+    """Scoring and threshold settings shared by every task (defaults = anomaly:detect's)."""
+
+    tile_size: int = DEFAULT_TILE_SIZE
+    overlap: int = DEFAULT_OVERLAP
+    memory_mb: Optional[float] = None
+    method: str = "top_fraction"
+    threshold: float = 0.005
+    min_area: int = 1
+    top_n: int = 0
+    torch_threads: Optional[int] = None
+    weights_path: Optional[str] = None
+
+    def rounded(self) -> "Settings":
+        self.tile_size = _round_up(max(self.tile_size, 32))
+        self.overlap = _round_up(max(self.overlap, 0))
+        return self
+
+
+@dataclass
+class SceneResult:
+    source: str
+    ok: bool
+    score: str = ""
+    polygons: str = ""
+    count: int = 0
+    strips: int = 1
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class Scene:
+    source: str
+    score: str
+    polygons: str
+    strip_dir: str
+    pixels: int = 0
+    groups: List[tuple] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------
+# tasks (run on workers; plain functions of plain arguments)
+
+def _set_threads(settings: Settings) -> None:
+    import torch
+    threads = settings.torch_threads
+    if not threads:
+        try:
+            from distributed import get_worker
+            threads = max(1, (os.cpu_count() or 1) // max(1, get_worker().state.nthreads))
+        except (ImportError, ValueError, AttributeError):
+            threads = os.cpu_count() or 1
+    os.environ[THREADS_ENV] = str(threads)
+    torch.set_num_threads(int(threads))
+
+
+_MODELS: dict = {}
+
+
+def _scorer(settings: Settings, mean, covariance) -> TileScorer:
+    from .features import SpectralReduction
+    from .weights import load_detector
+    _set_threads(settings)
+    key = settings.weights_path or ""
+    if key not in _MODELS:
+        _MODELS[key] = load_detector(settings.weights_path, "cpu")
+    return TileScorer(_MODELS[key], SpectralReduction.fit(mean, covariance), "cpu")
+
+
+def _plan(source: str, settings: Settings) -> engine.TilePlan:
+    info = engine.open_raster_checked(source)
+    return engine.plan_tiles(info, TileScorer, tile_size=settings.tile_size,
+                             overlap=settings.overlap, align=SIZE_MULTIPLE,
+                             memory_mb=settings.memory_mb)
+
+
+def task_statistics(source: str, settings: Settings):
+    """Pass 1 of a scene: exact band mean and covariance (once per scene)."""
+    engine.limit_gdal_cache(settings.memory_mb)
+    mean, covariance, _ = engine.band_statistics(source, memory_mb=settings.memory_mb)
+    return mean, covariance
+
+
+def task_strip(source: str, statistics, rows: tuple, strip_path: str, settings: Settings) -> tuple:
+    """Score the tile rows ``rows`` of a scene into a strip GeoTIFF; returns (path, first row)."""
+    engine.limit_gdal_cache(settings.memory_mb)
+    plan = _plan(source, settings)
+    scorer = _scorer(settings, *statistics)
+    os.makedirs(os.path.dirname(strip_path), exist_ok=True)
+    engine.score_raster(source, strip_path, scorer, plan=plan, row_range=tuple(rows),
+                        overlap=settings.overlap, align=SIZE_MULTIPLE)
+    return strip_path, plan.write_rows(*rows)[0]
+
+
+def task_whole(source: str, statistics, score_path: str, settings: Settings) -> str:
+    """Score a whole scene in one task (what ``detect_raster`` does after its statistics)."""
+    engine.limit_gdal_cache(settings.memory_mb)
+    plan = _plan(source, settings)
+    scorer = _scorer(settings, *statistics)
+    engine.score_raster(source, score_path, scorer, plan=plan, overlap=settings.overlap,
+                        align=SIZE_MULTIPLE)
+    return score_path
+
+
+def task_finish(source: str, scored, scene: Scene, settings: Settings, started: float):
+    """Assemble the strips (if any) and polygonize; returns a :class:`SceneResult`."""
+    from .polygons import polygonize_scores
+    if isinstance(scored, list):
+        engine.assemble_strips(scored, scene.score, source)
+        shutil.rmtree(scene.strip_dir, ignore_errors=True)
+    result = polygonize_scores(scene.score, scene.polygons, method=settings.method,
+                               threshold=settings.threshold, min_area=settings.min_area,
+                               top_n=settings.top_n)
+    return SceneResult(source, True, scene.score, scene.polygons, int(result.count),
+                       max(1, len(scene.groups)), time.time() - started)
+
+
+def _gather(*parts):
+    return list(parts)
+
+
+# --------------------------------------------------------------------------
+# driver
+
+def expand_inputs(patterns: Sequence[str]) -> List[str]:
+    """Paths and glob patterns -> sorted unique paths (a pattern matching nothing is kept,
+    so that it is reported as a missing input)."""
+    out: List[str] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        for path in matches or [pattern]:
+            if path not in out:
+                out.append(path)
+    return out
+
+
+def _scene(source: str, out_dir: Path) -> Scene:
+    stem = Path(source).stem
+    return Scene(source, str(out_dir / f"{stem}_score.tif"),
+                 str(out_dir / f"{stem}_anomalies.gpkg"), str(out_dir / f".{stem}.strips"))
+
+
+def submit_scenes(client, sources: Sequence[str], out_dir: Path, settings: Settings,
+                  workers: int, split_mp: Optional[float] = None):
+    """Submit every scene; returns ``(futures by source, results of scenes that failed early)``."""
+    scenes, failed = [], []
+    for source in sources:
+        scene = _scene(source, out_dir)
+        try:
+            plan = _plan(source, settings)
+            info = engine.open_raster_checked(source)
+        except Exception as error:  # noqa: BLE001 - reported in the summary
+            failed.append(SceneResult(source, False, error=str(error)))
+            continue
+        scene.pixels = info.width * info.height
+        scenes.append((scene, plan))
+    total = sum(s.pixels for s, _ in scenes)
+    share = total / max(1, workers)
+    limit = split_mp * 1e6 if split_mp else share
+    futures = {}
+    for scene, plan in scenes:
+        started = time.time()
+        stats = client.submit(task_statistics, scene.source, settings, pure=False)
+        parts = max(1, math.ceil(scene.pixels / max(1.0, limit))) if scene.pixels > limit else 1
+        parts = min(parts, len(plan.rows))
+        if parts > 1:
+            scene.groups = plan.row_groups(parts)
+            strips = [client.submit(task_strip, scene.source, stats, rows,
+                                    os.path.join(scene.strip_dir, f"rows_{rows[0]:05d}.tif"),
+                                    settings, pure=False) for rows in scene.groups]
+            scored = client.submit(_gather, *strips, pure=False)
+        else:
+            scored = client.submit(task_whole, scene.source, stats, scene.score, settings,
+                                   pure=False)
+        futures[scene.source] = client.submit(task_finish, scene.source, scored, scene, settings,
+                                              started, pure=False)
+    return futures, failed
+
+
+def run_batch(inputs: Sequence[str], out_dir: str, *, settings: Optional[Settings] = None,
+              workers: int = 2, scheduler: Optional[str] = None, split_mp: Optional[float] = None,
+              show_progress: bool = True, stream=None) -> List[SceneResult]:
+    """Score ``inputs`` on a Dask cluster; returns one :class:`SceneResult` per input."""
+    from distributed import Client, LocalCluster, wait
+    stream = stream or sys.stdout
+    settings = (settings or Settings()).rounded()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = expand_inputs(inputs)
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+    else:
+        cores = os.cpu_count() or 1
+        workers = max(1, int(workers))
+        if settings.torch_threads is None:
+            settings.torch_threads = max(1, cores // workers)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", memory_limit=0)
+        client = Client(cluster)
+    try:
+        print(f"Dask dashboard: {client.dashboard_link}", file=stream, flush=True)
+        futures, results = submit_scenes(client, sources, out, settings, workers, split_mp)
+        pending = list(futures.values())
+        if show_progress and pending:
+            _text_progress(pending, stream)
+        wait(pending)
+        for source, future in futures.items():
+            if future.status == "finished":
+                results.append(future.result())
+            else:
+                error = future.exception()
+                results.append(SceneResult(source, False, error=str(error) or repr(error)))
+                shutil.rmtree(_scene(source, out).strip_dir, ignore_errors=True)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    order = {s: i for i, s in enumerate(sources)}
+    results.sort(key=lambda r: order.get(r.source, len(order)))
+    return results
+
+
+def _text_progress(futures, stream, width: int = 30) -> None:
+    """A plain text progress bar over the scenes (one line, updated in place)."""
+    from distributed import as_completed
+    total = len(futures)
+    for done, _ in enumerate(as_completed(futures), start=1):
+        filled = int(width * done / total)
+        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} scenes",
+              end="", file=stream, flush=True)
+    print(file=stream, flush=True)
+
+
+def summary_table(results: Sequence[SceneResult]) -> str:
+    rows = [("scene", "status", "polygons", "strips", "seconds", "output / error")]
+    for r in results:
+        rows.append((Path(r.source).name, "ok" if r.ok else "FAILED",
+                     str(r.count) if r.ok else "-", str(r.strips) if r.ok else "-",
+                     f"{r.seconds:.1f}" if r.ok else "-",
+                     r.score if r.ok else r.error.splitlines()[0][:200] if r.error else "error"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1]
+             for row in rows]
+    failed = sum(not r.ok for r in results)
+    lines.append(f"{len(results) - failed} scene(s) scored, {failed} failed.")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m anomaly_detector.model.batch",
+        description="Score rasters with the bundled anomaly detector on a Dask cluster.")
+    parser.add_argument("inputs", nargs="+", help="raster paths or glob patterns")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="LocalCluster worker processes (default 2); torch threads are "
+                             "split between them")
+    parser.add_argument("--scheduler", help="address of a running Dask scheduler, "
+                                            "e.g. tcp://10.0.0.5:8786")
+    parser.add_argument("--method", default="top_fraction",
+                        choices=["top_fraction", "fixed", "automatic"])
+    parser.add_argument("--threshold", type=float, default=0.005)
+    parser.add_argument("--min-area", type=int, default=1)
+    parser.add_argument("--top-n", type=int, default=0)
+    parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE)
+    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP)
+    parser.add_argument("--memory-mb", type=float, default=None,
+                        help="memory setting per task (default $%s or %d)"
+                             % (engine.MEMORY_ENV, engine.DEFAULT_MEMORY_MB))
+    parser.add_argument("--torch-threads", type=int, default=None)
+    parser.add_argument("--split-mp", type=float, default=None,
+                        help="split scenes above this many megapixels into tile-row groups "
+                             "(default: a worker's share of all pixels)")
+    parser.add_argument("--weights", default=None, help="detector weights (default: bundled)")
+    args = parser.parse_args(argv)
+    settings = Settings(tile_size=args.tile_size, overlap=args.overlap, memory_mb=args.memory_mb,
+                        method=args.method, threshold=args.threshold, min_area=args.min_area,
+                        top_n=args.top_n, torch_threads=args.torch_threads,
+                        weights_path=args.weights)
+    results = run_batch(args.inputs, args.out, settings=settings, workers=args.workers,
+                        scheduler=args.scheduler, split_mp=args.split_mp)
+    print(summary_table(results))
+    return 0 if results and all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    # run the package's module, so that workers unpickle tasks by reference
+    from anomaly_detector.model import batch as _batch
+    sys.exit(_batch.main())
