@@ -1,5 +1,5 @@
 # Anomaly Detector - QGIS Processing plugin.
-# Targets: setup test demo deploy package clean
+# Targets: setup test bench batch demo deploy package clean
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
@@ -25,7 +25,7 @@ export XDG_RUNTIME_DIR        := $(BUILD)/xdg-runtime
 export PYTHONPATH             := $(PYPATH):$(SITE)
 export QGIS_PLUGINPATH        := $(PYPATH)
 
-.PHONY: setup test fuzz demo train evaluate deploy package clean dirs
+.PHONY: setup test fuzz bench batch demo train evaluate deploy package clean dirs
 
 setup: $(STAMP) dirs
 
@@ -60,6 +60,19 @@ FUZZ_CASES ?= 200
 FUZZ_SEED  ?= 20240501
 fuzz: setup dirs
 	FUZZ_CASES=$(FUZZ_CASES) FUZZ_SEED=$(FUZZ_SEED) $(PY) -m pytest -q tests/test_fuzz.py
+
+# Throughput and peak memory of anomaly:detect and anomaly:rx on generated rasters
+# (needs ~4 GB free under build/; BENCH_ARGS=--quick skips the > 3 GB raster).
+bench: setup dirs
+	$(PY) tools/bench.py $(BENCH_ARGS)
+
+# Score many rasters on a Dask cluster: make batch INPUTS="a.tif 'dir/*.tif'" OUT=results
+# [WORKERS=2] [SCHEDULER=tcp://host:8786] [BATCH_ARGS="--threshold 0.01"]
+WORKERS ?= 2
+batch: setup dirs
+	@test -n "$(INPUTS)" -a -n "$(OUT)" || { echo 'usage: make batch INPUTS="a.tif dir/*.tif" OUT=folder'; exit 2; }
+	$(PY) -m $(PLUGIN).model.batch $(INPUTS) --out $(OUT) --workers $(WORKERS) \
+	  $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(BATCH_ARGS)
 
 demo: setup
 	PYTHON=$(PY) tools/demo.sh

@@ -1,0 +1,304 @@
+"""Throughput and memory benchmark of anomaly:detect and anomaly:rx (``make bench``).
+
+Generates its own rasters in a scratch folder (build/bench/, removed afterwards),
+scores each in a fresh subprocess (the exact core calls of the algorithms:
+``detect_raster`` and ``rx_score_raster``) and records megapixels per second and
+the subprocess's peak resident memory (VmHWM). Prints a table and writes
+bench/results.json.
+
+    python tools/bench.py [--quick] [--keep] [--out bench/results.json]
+
+``--quick`` skips the > 3 GB raster (c).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PYPATH = REPO / "build" / "pythonpath"
+if str(PYPATH) not in sys.path:
+    sys.path.insert(0, str(PYPATH))
+
+import numpy as np  # noqa: E402
+from osgeo import gdal  # noqa: E402
+
+gdal.UseExceptions()
+
+# CPU time-per-pixel rows must stay within this of each other (linear cost)
+LINEARITY_TOLERANCE = 0.20
+REFERENCE_MP_PER_S = (0.025, 0.035)  # reference 29 M-parameter network on this machine's 2 cores
+
+
+# --------------------------------------------------------------------------
+# synthetic rasters, written window by window
+
+def write_scene(path: Path, bands: int, dtype: str, width: int, height: int, *,
+                options=("TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_NEEDED"),
+                rows: int = 512, seed: int = 0) -> Path:
+    """A textured scene with small bright targets; never more than ``rows`` rows in memory."""
+    gdt = {"uint8": gdal.GDT_Byte, "int16": gdal.GDT_Int16, "uint16": gdal.GDT_UInt16}[dtype]
+    top = {"uint8": 255, "int16": 20000, "uint16": 60000}[dtype]
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), width, height, bands, gdt, list(options))
+    ds.SetGeoTransform((500000.0, 1.0, 0.0, 4100000.0, 0.0, -1.0))
+    ds.SetProjection(_utm33())
+    rng = np.random.default_rng(seed)
+    # spectra: a few smooth endmembers mixed per band (correlated, like real imagery)
+    endmembers = min(bands, 6)
+    mix = np.abs(rng.normal(size=(bands, endmembers))) + 0.2
+    mix /= mix.sum(axis=1, keepdims=True)
+    noise = rng.normal(size=(rows, width)).astype(np.float32)
+    xs = np.arange(width, dtype=np.float32)
+    for y0 in range(0, height, rows):
+        h = min(rows, height - y0)
+        yy = (y0 + np.arange(h, dtype=np.float32))[:, None]
+        layers = np.stack([np.sin(xs[None] / (17 + 7 * e) + yy / (23 + 5 * e) + e)
+                           for e in range(endmembers)])  # (E, h, w)
+        block = np.tensordot(mix, layers, axes=1)  # (B, h, w)
+        block = 0.5 + 0.3 * block + 0.03 * np.roll(noise[:h], y0 % 97, axis=1)[None]
+        for ty in range(7, h, 211):  # a sparse grid of 3x3 bright targets
+            block[:, ty:ty + 3, 5::331][..., :3] = 0.97
+        data = np.clip(block * top, 0, top).astype(dtype)
+        for b in range(bands):
+            ds.GetRasterBand(b + 1).WriteArray(data[b], 0, y0)
+    ds.FlushCache()
+    ds = None
+    return path
+
+
+def _utm33() -> str:
+    from osgeo import osr
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    return srs.ExportToWkt()
+
+
+# --------------------------------------------------------------------------
+# one measurement in a fresh process
+
+def child(kind: str, src: str, dst: str, memory_mb: float | None, tile_size: int | None) -> None:
+    from anomaly_detector.model import engine
+    engine.limit_gdal_cache(memory_mb)
+    start = time.perf_counter()
+    if kind == "detect":
+        from anomaly_detector.model.detector import detect_raster
+        kwargs = {} if tile_size is None else {"tile_size": tile_size}
+        detect_raster(src, dst, device="cpu", memory_mb=memory_mb, **kwargs)
+    else:
+        from anomaly_detector.model.rx import rx_score_raster
+        rx_score_raster(src, dst, memory_mb=memory_mb)
+    seconds = time.perf_counter() - start
+    status = open("/proc/self/status").read()
+    hwm_kb = int(status.split("VmHWM:")[1].split()[0])
+    print("RESULT " + json.dumps({"seconds": seconds, "peak_rss_mb": hwm_kb / 1024}))
+
+
+def measure(kind: str, src: Path, dst: Path, memory_mb: float | None = None,
+            tile_size: int | None = None) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, str(src), str(dst),
+           "--memory-mb", str(memory_mb or 0), "--tile-size", str(tile_size or 0)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PYPATH)] + sys.path[1:])}
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if run.returncode != 0:
+        raise RuntimeError(f"{kind} on {src.name} failed:\n{run.stderr[-3000:]}")
+    line = [x for x in run.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+# --------------------------------------------------------------------------
+# machine figures
+
+def cpu_model() -> str:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def network_figures() -> dict:
+    """MACs per pixel of the detector (counted from its convolutions), the machine's
+    conv throughput (a large 3x3 convolution) and the detector network's own rate."""
+    import torch
+    from anomaly_detector.model.detector import TileScorer, use_all_cores
+    from anomaly_detector.model.features import SpectralReduction
+    from anomaly_detector.model.weights import load_detector
+    threads = use_all_cores()
+    model = load_detector().to(memory_format=torch.channels_last)
+    total = [0]
+
+    def hook(module, inputs, output):
+        total[0] += (module.in_channels // module.groups * module.out_channels
+                     * module.kernel_size[0] * module.kernel_size[1] * output[0, 0].numel())
+
+    side = 512
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        model.score(torch.zeros(1, model.config["in_channels"], side, side))
+    for h in handles:
+        h.remove()
+    macs_per_pixel = total[0] / side / side
+
+    def rate(fn, x, repeat=3):
+        with torch.inference_mode():
+            fn(x)
+            start = time.perf_counter()
+            for _ in range(repeat):
+                fn(x)
+            return (time.perf_counter() - start) / repeat
+
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(1, 64, 512, 512).contiguous(memory_format=torch.channels_last)
+    conv_gmacs = 9 * 64 * 64 * 512 * 512 / rate(conv, x) / 1e9
+    bands = 3
+    reduction = SpectralReduction.fit(np.zeros(bands), np.eye(bands))
+    scorer = TileScorer(model, reduction, "cpu")
+    tile = np.random.default_rng(0).normal(size=(bands, 644, 644)).astype(np.float32)
+    seconds = rate(lambda t: scorer(t), tile)
+    net_mps = 644 * 644 / seconds / 1e6
+    t224 = np.random.default_rng(0).normal(size=(bands, 224, 224)).astype(np.float32)
+    s224 = rate(lambda t: scorer(t), t224, repeat=10)
+    return {"torch_threads": threads, "macs_per_pixel": macs_per_pixel,
+            "conv3x3_64x64_gmac_per_s": conv_gmacs,
+            "network_644px_tile_mp_per_s": net_mps,
+            "network_gmac_per_s": net_mps * macs_per_pixel / 1e3,
+            "network_fraction_of_conv_peak": net_mps * macs_per_pixel / 1e3 / conv_gmacs,
+            "tile_224px_forward_ms": s224 * 1e3,
+            "tile_224px_mp_per_s": 224 * 224 / s224 / 1e6,
+            "reference_network_mp_per_s": list(REFERENCE_MP_PER_S)}
+
+
+def training_running() -> bool:
+    run = subprocess.run(["pgrep", "-f", "model.train"], capture_output=True, text=True)
+    return bool(run.stdout.strip())
+
+
+# --------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(REPO / "bench" / "results.json"))
+    parser.add_argument("--scratch", default=str(REPO / "build" / "bench"))
+    parser.add_argument("--quick", action="store_true", help="skip the > 3 GB raster (c)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch rasters")
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "SRC", "DST"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-mb", type=float, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--tile-size", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(*args.child, args.memory_mb or None, args.tile_size or None)
+        return 0
+
+    from anomaly_detector.model import engine
+    scratch = Path(args.scratch)
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    busy_before = training_running()
+    results = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
+                           "python": platform.python_version(), "gdal": gdal.__version__},
+               "memory_setting_mb": engine.memory_budget() / 2 ** 20,
+               "rows": []}
+    rows = results["rows"]
+
+    def case(name, kind, src, **kw):
+        info = gdal.Open(str(src))
+        pixels = info.RasterXSize * info.RasterYSize
+        shape = f"{info.RasterCount}x{info.RasterYSize}x{info.RasterXSize}"
+        dtype = gdal.GetDataTypeName(info.GetRasterBand(1).DataType)
+        info = None
+        r = measure(kind, src, scratch / f"{name}_{kind}.tif", **kw)
+        row = {"case": name, "algorithm": f"anomaly:{kind}", "raster": f"{shape} {dtype}",
+               "megapixels": pixels / 1e6, "seconds": r["seconds"],
+               "mp_per_s": pixels / 1e6 / r["seconds"], "peak_rss_mb": r["peak_rss_mb"],
+               "us_per_pixel": r["seconds"] / pixels * 1e6}
+        row.update({k: v for k, v in kw.items() if v})
+        rows.append(row)
+        print(f"{name:<10} {row['algorithm']:<15} {row['raster']:<24} "
+              f"{row['mp_per_s']:8.2f} MP/s {row['seconds']:8.1f} s "
+              f"{row['peak_rss_mb']:8.0f} MB peak", flush=True)
+        return row
+
+    try:
+        print("machine:", results["machine"], flush=True)
+        results["network"] = net = network_figures()
+        print(f"network: {net['macs_per_pixel']:.0f} MAC/pixel; conv 3x3 64->64 "
+              f"{net['conv3x3_64x64_gmac_per_s']:.1f} GMAC/s; detector network "
+              f"{net['network_gmac_per_s']:.1f} GMAC/s "
+              f"({100 * net['network_fraction_of_conv_peak']:.0f} % of it); 224 px tile "
+              f"{net['tile_224px_forward_ms']:.1f} ms ({net['tile_224px_mp_per_s']:.2f} MP/s; "
+              f"reference network {REFERENCE_MP_PER_S[0]}-{REFERENCE_MP_PER_S[1]} MP/s)",
+              flush=True)
+        a = write_scene(scratch / "a_3b_u8_4096.tif", 3, "uint8", 4096, 4096)
+        b = write_scene(scratch / "b_200b_i16_1024.tif", 200, "int16", 1024, 1024,
+                        options=("TILED=YES", "INTERLEAVE=BAND"))
+        for side in (1024, 2048):
+            src = write_scene(scratch / f"lin_3b_u8_{side}.tif", 3, "uint8", side, side)
+            case(f"lin{side}", "detect", src)
+        case("a", "detect", a)
+        case("a", "rx", a)
+        case("b", "detect", b)
+        case("b", "rx", b)
+        lin = [r for r in rows if r["algorithm"] == "anomaly:detect" and
+               r["raster"].startswith("3x") and r["case"] in ("lin1024", "lin2048", "a")]
+        per_pixel = [r["us_per_pixel"] for r in lin]
+        results["linearity"] = {
+            "sides": [int(math.sqrt(r["megapixels"] * 1e6)) for r in lin],
+            "us_per_pixel": per_pixel,
+            "max_over_min": max(per_pixel) / min(per_pixel),
+            "within_20_percent": max(per_pixel) / min(per_pixel) <= 1 + LINEARITY_TOLERANCE}
+        if not args.quick:
+            side = 20480
+            t0 = time.perf_counter()
+            c = write_scene(scratch / "c_4b_u16_20480.tif", 4, "uint16", side, side,
+                            options=("TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256",
+                                     "BIGTIFF=YES", "COMPRESS=NONE"))
+            size_gb = c.stat().st_size / 1e9
+            print(f"(c) written: {size_gb:.2f} GB in {time.perf_counter() - t0:.0f} s", flush=True)
+            rc = case("c", "detect", c)
+            rc["file_gb"] = size_gb
+            case("c", "rx", c)["file_gb"] = size_gb
+            # same scores with a larger tile and memory setting, on a 4096 x 4096 crop
+            crop = scratch / "c_crop.tif"
+            gdal.Translate(str(crop), str(c), srcWin=[8192, 8192, 4096, 4096],
+                           creationOptions=["TILED=YES"])
+            small = scratch / "c_crop_default.tif"
+            large = scratch / "c_crop_large.tif"
+            measure("detect", crop, small)
+            measure("detect", crop, large, memory_mb=6144, tile_size=2048)
+            diff = 0.0
+            sa, la = gdal.Open(str(small)), gdal.Open(str(large))
+            for y in range(0, 4096, 512):
+                d = np.abs(sa.ReadAsArray(0, y, 4096, 512) - la.ReadAsArray(0, y, 4096, 512))
+                diff = max(diff, float(d.max()))
+            sa = la = None
+            results["c_tile_invariance"] = {
+                "window": "4096 x 4096 crop of (c) at (8192, 8192)",
+                "default": f"tile 512, memory {engine.memory_budget() / 2 ** 20:.0f} MB",
+                "large": "tile 2048, memory 6144 MB", "max_abs_diff": diff,
+                "identical": diff < 1e-5}
+            print(f"(c) crop: default vs large tile/memory max abs diff {diff:.2e}", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    results["training_running"] = busy_before or training_running()
+    results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"linearity (us/pixel at 1024^2, 2048^2, 4096^2): "
+          f"{', '.join(f'{v:.3f}' for v in results['linearity']['us_per_pixel'])}")
+    if results["training_running"]:
+        print("note: a training process was running during the benchmark (numbers depressed)")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
