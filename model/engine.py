@@ -32,6 +32,7 @@ NODATA = -9999.0
 
 GTIFF_OPTIONS = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER",
                  "BLOCKXSIZE=256", "BLOCKYSIZE=256"]
+_BLOCK = 256  # block side of GTIFF_OPTIONS
 
 ProgressFn = Optional[Callable[[float], None]]
 CancelFn = Optional[Callable[[], bool]]
@@ -533,6 +534,7 @@ class _Writer(_Worker):
     def __init__(self, band, overlap, row_offset, depth) -> None:
         super().__init__("anomaly-writer", depth)
         self.band, self.overlap, self.row_offset = band, overlap, row_offset
+        self.width = band.XSize
 
     def run(self) -> None:
         try:
@@ -549,6 +551,10 @@ class _Writer(_Worker):
                 core = np.where(cvalid & np.isfinite(core), core, np.float32(NODATA))
                 self.band.WriteArray(core.astype(np.float32, copy=False), wx0,
                                      wy0 - self.row_offset)
+                if wx1 == self.width and (wy1 - self.row_offset) % _BLOCK == 0:
+                    # a finished band of whole blocks: compress it now, overlapping the
+                    # scoring of the next tiles (and keeping the block cache small)
+                    self.band.FlushCache()
         except BaseException as error:  # noqa: BLE001 - re-raised by the scoring thread
             self.error = error
             self.stop.set()
