@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+PREVIEWS_PER_MODALITY = 2
+
 
 @dataclass
 class Scene:
@@ -102,8 +104,8 @@ def evaluate(data: Path, out_dir: Path, weights: str | None = None, device: str 
                 row[f"{method}_seconds"] = time.perf_counter() - start
                 scores = read_array(target)[0].astype(np.float64)
                 row[f"{method}_auc"] = roc_auc(scores, mask)
-                if method == "detector" and len(previews) < 8 and \
-                        not any(p[0] == scene.modality for p in previews[-1:]):
+                if method == "detector" and \
+                        sum(p[0] == scene.modality for p in previews) < PREVIEWS_PER_MODALITY:
                     previews.append((scene.modality, scene.name, scores, mask))
             rows.append(row)
             print(f"{scene.modality:15s} {scene.name:40s} detector {row['detector_auc']:.4f}  "
