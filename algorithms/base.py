@@ -8,11 +8,12 @@ from xml.sax.saxutils import escape
 from osgeo import gdal
 from qgis.core import (QgsMapLayer, QgsProcessingAlgorithm, QgsProcessingException, QgsRasterLayer,
                        QgsProcessingParameterRasterLayer, QgsProcessingUtils)
-from qgis.PyQt.QtCore import QUrl
+from qgis.PyQt.QtCore import QCoreApplication, QThread, QUrl
 from qgis.PyQt.QtGui import QIcon
 
 from ..model.engine import Cancelled, RasterInputError, open_raster_checked
 from .params import THRESHOLD, check_threshold_parameters
+from .styles import register_output
 
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icon.svg")
 
@@ -107,7 +108,41 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
 
     def __init__(self):
         super().__init__()
-        self._inputs, self._temporary = [], []
+        self._inputs, self._temporary, self._styles = [], [], []
+
+    # -- output names and styles -------------------------------------------
+
+    @staticmethod
+    def may_load(context, destination):
+        """Whether QGIS may load ``destination`` after the run.
+
+        From a dialog the algorithm runs in a worker thread with a local context
+        that does not list the layers to load: assume it will be loaded there.
+        """
+        if context.willLoadLayerOnCompletion(destination):
+            return True
+        app = QCoreApplication.instance()
+        return app is not None and QThread.currentThread() != app.thread()
+
+    def input_name(self, parameters, name, context):
+        """Display name of a raster input: the layer name, else the file's base name."""
+        layer = self.parameterAsRasterLayer(parameters, name, context)
+        if layer is not None and layer.name():
+            return layer.name()
+        path = self._inputs[0] if self._inputs else ""
+        return os.path.splitext(os.path.basename(path))[0]
+
+    def style_output(self, destination, kind, name, **kwargs):
+        """Name and style ``destination`` once QGIS loads it (registered in
+        :meth:`postProcessAlgorithm`, which runs in the main thread with the
+        context that loads the layers)."""
+        self._styles.append((destination, kind, name, kwargs))
+
+    def postProcessAlgorithm(self, context, feedback):  # noqa: N802
+        for destination, kind, name, kwargs in self._styles:
+            register_output(context, destination, kind, name, **kwargs)
+        self._styles = []
+        return {}
 
     # -- helpers for subclasses --------------------------------------------
 
@@ -121,8 +156,11 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
     def raster_path(self, parameters, name, context):
         """File path of a raster layer parameter (GDAL-readable), or a clear error."""
         layer = self.parameterAsRasterLayer(parameters, name, context)
+        value = parameters.get(name) if isinstance(parameters, dict) else None
+        if layer is None and isinstance(value, str) and value.startswith("/vsi"):
+            # a GDAL virtual path registered in another thread's context
+            layer = QgsRasterLayer(value, os.path.basename(value), "gdal")
         if layer is None or not layer.isValid():
-            value = parameters.get(name) if isinstance(parameters, dict) else None
             raise QgsProcessingException(
                 f"The {name} raster '{value}' could not be opened. Check that the file exists "
                 "and is a raster GDAL can read.")
@@ -247,7 +285,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         return super().checkParameterValues(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        self._inputs, self._temporary = [], []
+        self._inputs, self._temporary, self._styles = [], [], []
         try:
             return self.process_core(parameters, context, feedback)
         except RasterInputError as err:

@@ -12,8 +12,7 @@ from .. import deps
 from ..model.polygons import polygonize_scores
 from .base import CITATION, AnomalyAlgorithm
 from .params import THRESHOLD_HELP, add_threshold_parameters, read_threshold_parameters
-from .styles import (POLYGONS_SUFFIX, SCORE_SUFFIX, layer_name, register_output,
-                     score_stretch)
+from .styles import POLYGONS_SUFFIX, SCORE_SUFFIX, layer_name, score_stretch
 
 DEVICES = ["auto", "cpu", "cuda"]
 
@@ -156,12 +155,11 @@ class DetectAlgorithm(AnomalyAlgorithm):
             progress=None if progress is None else (lambda f: progress(0.9 + 0.1 * f)),
             **threshold)
         feedback.pushInfo(f"Threshold {polygons.threshold:.6g}: {polygons.count} anomaly polygon(s).")
-        input_name = self.parameterAsRasterLayer(parameters, self.INPUT, context).name()
-        if context.willLoadLayerOnCompletion(score_path):
+        input_name = self.input_name(parameters, self.INPUT, context)
+        if self.may_load(context, score_path):
             low, high = score_stretch(score_path, is_cancelled=cancelled)
-            register_output(context, score_path, "score", layer_name(input_name, SCORE_SUFFIX),
-                            low=low, high=high, below=layer_name(input_name, POLYGONS_SUFFIX))
-        register_output(context, polygons_path, "polygons",
-                        layer_name(input_name, POLYGONS_SUFFIX))
+            self.style_output(score_path, "score", layer_name(input_name, SCORE_SUFFIX),
+                              low=low, high=high, below=layer_name(input_name, POLYGONS_SUFFIX))
+        self.style_output(polygons_path, "polygons", layer_name(input_name, POLYGONS_SUFFIX))
         return {self.OUTPUT_SCORE: score_path, self.OUTPUT_POLYGONS: polygons_path,
                 self.COUNT: int(polygons.count), self.DEVICE_USED: result.device}

@@ -5,7 +5,7 @@ from qgis.core import (QgsProcessing, QgsProcessingOutputNumber,
 
 from ..model.polygons import polygonize_scores
 from .base import CITATION, AnomalyAlgorithm
-from .styles import POLYGONS_SUFFIX, layer_name, register_output
+from .styles import POLYGONS_SUFFIX, layer_name
 from .params import THRESHOLD_HELP, add_threshold_parameters, read_threshold_parameters
 
 
@@ -59,7 +59,7 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
         feedback.pushInfo(
             f"Threshold {res.threshold:.6g}: {res.n_flagged} of {res.n_valid} valid pixels, "
             f"{res.count} polygon(s).")
-        input_layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        register_output(context, dst, "polygons", layer_name(input_layer.name(), POLYGONS_SUFFIX))
+        self.style_output(dst, "polygons", layer_name(
+            self.input_name(parameters, self.INPUT, context), POLYGONS_SUFFIX))
         return {self.OUTPUT: dst, self.COUNT: int(res.count),
                 self.THRESHOLD_VALUE: float(res.threshold)}

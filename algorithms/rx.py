@@ -5,7 +5,7 @@ from qgis.core import (QgsProcessingParameterBand, QgsProcessingParameterRasterD
 
 from ..model.rx import rx_score_raster
 from .base import AnomalyAlgorithm
-from .styles import layer_name, register_output, score_stretch
+from .styles import layer_name, score_stretch
 
 
 class RxAlgorithm(AnomalyAlgorithm):
@@ -60,9 +60,9 @@ class RxAlgorithm(AnomalyAlgorithm):
         mean, cov, n = rx_score_raster(src, dst, bands, progress=progress,
                                        is_cancelled=cancelled)
         feedback.pushInfo(f"RX statistics from {n} valid pixels over {len(mean)} band(s).")
-        if context.willLoadLayerOnCompletion(dst):
+        if self.may_load(context, dst):
             low, high = score_stretch(dst, is_cancelled=cancelled)
-            input_layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-            register_output(context, dst, "score", layer_name(input_layer.name(), "RX score"),
-                            low=low, high=high)
+            self.style_output(dst, "score",
+                              layer_name(self.input_name(parameters, self.INPUT, context),
+                                         "RX score"), low=low, high=high)
         return {self.OUTPUT: dst}

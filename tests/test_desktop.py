@@ -71,6 +71,17 @@ def main():
         result["not_raster_message"] = [i.text() for i in items]
         iface.messageBar().clearWidgets()
 
+        # what a user without PyTorch sees: a message with an install button
+        result["stage"] = "torch offer"
+        plugin.offer_torch_install()
+        settle()
+        from qgis.PyQt.QtWidgets import QPushButton
+        items = iface.messageBar().items()
+        result["torch_offer"] = [i.text() for i in items]
+        result["torch_button"] = [b.text() for i in items for b in i.findChildren(QPushButton)
+                                  if b.objectName() == "anomalyDetectorInstallTorch"]
+        iface.messageBar().clearWidgets()
+
         result["stage"] = "layer"
         layer = QgsRasterLayer(os.environ["ANOMALY_DESKTOP_INPUT"], "baboons")
         QgsProject.instance().addMapLayer(layer)
@@ -88,6 +99,31 @@ def main():
             result["dialog_title"] = dialog.windowTitle()
             dialog.close()
             plugin.dialog = None
+
+        result["stage"] = "dialog run"
+        # click Run in the dialog: the algorithm runs in a background task
+        plugin.action.trigger()
+        settle()
+        dialog = plugin.dialog
+        dialog.setParameters({"INPUT": layer, "TILE_SIZE": 256, "TOP_N": 5,
+                              "OUTPUT_SCORE": os.path.join(OUT, "dialog_score.tif"),
+                              "OUTPUT_POLYGONS": os.path.join(OUT, "dialog_anomalies.gpkg")})
+        before = set(QgsProject.instance().mapLayers())
+        dialog.runAlgorithm()
+        for _ in range(600):  # up to 60 s
+            settle(100)
+            if len(set(QgsProject.instance().mapLayers()) - before) >= 2:
+                break
+        added = [QgsProject.instance().mapLayer(i)
+                 for i in set(QgsProject.instance().mapLayers()) - before]
+        result["dialog_layers"] = sorted(l.name() for l in added)
+        result["dialog_styles"] = sorted(
+            l.renderer().type() + (":labels" if getattr(l, "labelsEnabled", lambda: False)() else "")
+            for l in added)
+        dialog.close()
+        plugin.dialog = None
+        QgsProject.instance().removeMapLayers([l.id() for l in added])
+        settle()
 
         result["stage"] = "run"
         feedback = QgsProcessingFeedback()
@@ -188,10 +224,15 @@ def test_plugin_in_qgis_desktop(tmp_path):
     assert result["loaded"] and result["toolbar"]
     assert "Detect anomalies in active layer" in result["menu"]
     assert any("not a raster" in m for m in result["not_raster_message"])
+    assert any("needs PyTorch" in m and "anomaly_detector_deps" in m for m in result["torch_offer"])
+    assert result["torch_button"] == ["Install PyTorch"]
     # the action opens the detect dialog with the active raster preselected
     assert result["dialog_visible"]
     assert result["dialog_input"] == result["layer_id"]
-    # two named, styled layers
+    # Run in the dialog (background task): two named, styled layers
+    assert result["dialog_layers"] == ["baboons - anomalies", "baboons - anomaly score"]
+    assert result["dialog_styles"] == ["singleSymbol:labels", "singlebandpseudocolor"]
+    # the same through the plugin's run_detect (screenshot below)
     assert result["count"] >= 1
     assert "baboons - anomaly score" in result["layers"]
     assert "baboons - anomalies" in result["layers"]
