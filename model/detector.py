@@ -63,26 +63,50 @@ def use_all_cores() -> int:
 
 
 class _FusedForward:
-    """``DeviationNet.score`` with each convolution and its ReLU fused into one oneDNN call.
+    """``DeviationNet.score`` computed with fewer passes over memory, same weights and result.
 
-    Same weights, same operations and order: the output equals ``model.score`` (it is
-    checked once at construction; any difference or a missing operator falls back to
-    the module). About a quarter faster on CPU: the ReLUs no longer make extra passes
-    over the feature maps.
+    Each convolution and its ReLU are one oneDNN call, and the two merge convolutions
+    over concatenated maps are split by input group and accumulated in place
+    (``conv(cat[a, b]) = conv_a(a) + conv_b(b)``), so the concatenated maps are never
+    written. The output equals ``model.score`` up to float rounding (checked once at
+    construction, within 1e-6; any difference or a missing operator falls back to the
+    module). Measured on 2 cores: about a third less CPU time per pixel.
     """
 
     def __init__(self, model: DeviationNet) -> None:
         self.op = torch.ops.mkldnn._convolution_pointwise
-        self.model = model
+        self.add_op = torch.ops.mkldnn._convolution_pointwise.binary
         self.fine = [model.fine[0], model.fine[2]]
         self.middle = [model.middle[0], model.middle[2]]
         self.coarse = [model.coarse[0], model.coarse[2], model.coarse[4]]
-        self.merge_middle, self.merge_fine, self.head = (model.merge_middle[0],
-                                                         model.merge_fine[0], model.head)
+        self.head = model.head
+        width = model.fine[0].out_channels
+        inputs = model.fine[0].in_channels
+        # merge_middle sees cat([up(coarse), middle]); merge_fine cat([up(middle), fine, x])
+        self.merge_middle = self._split(model.merge_middle[0], [model.coarse[4].out_channels,
+                                                                model.middle[2].out_channels])
+        self.merge_fine = self._split(model.merge_fine[0], [model.merge_middle[0].out_channels,
+                                                            width, inputs])
+
+    @staticmethod
+    def _split(conv: torch.nn.Conv2d, sizes: list[int]):
+        with torch.no_grad():
+            weights = [w.detach().contiguous(memory_format=torch.channels_last)
+                       for w in torch.split(conv.weight, sizes, dim=1)]
+        return conv, weights
 
     def _conv(self, x: torch.Tensor, conv: torch.nn.Conv2d, relu: bool = True) -> torch.Tensor:
         return self.op(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation,
                        conv.groups, "relu" if relu else "none", [], "")
+
+    def _merge(self, inputs: list[torch.Tensor], merge) -> torch.Tensor:
+        conv, weights = merge
+        acc = self.op(inputs[-1], weights[-1], conv.bias, conv.padding, conv.stride,
+                      conv.dilation, 1, "none", [], "")
+        for x, weight in zip(inputs[-2::-1], weights[-2::-1]):
+            acc = self.add_op(x, acc, weight, None, conv.padding, conv.stride, conv.dilation, 1,
+                              "add", None, None, [], "")
+        return torch.relu_(acc)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         conv = self._conv
@@ -92,9 +116,9 @@ class _FusedForward:
         for layer in self.coarse:
             coarse = conv(coarse, layer)
         up = F.interpolate(coarse, size=middle.shape[-2:], mode="bilinear", align_corners=False)
-        middle = conv(torch.cat([up, middle], dim=1), self.merge_middle)
+        middle = self._merge([up, middle], self.merge_middle)
         up = F.interpolate(middle, size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        features = conv(torch.cat([up, fine, x], dim=1), self.merge_fine)
+        features = self._merge([up, fine, x], self.merge_fine)
         return torch.sigmoid(conv(features, self.head, relu=False)[:, 0])
 
     @classmethod
@@ -104,13 +128,47 @@ class _FusedForward:
             return None
         try:
             fused = cls(model)
-            probe = torch.linspace(-2, 2, model.config["in_channels"] * 40 * 48).reshape(
-                1, model.config["in_channels"], 40, 48).contiguous(memory_format=torch.channels_last)
+            channels = model.fine[0].in_channels
+            probe = torch.linspace(-2, 2, channels * 40 * 48).reshape(1, channels, 40, 48)
+            probe = probe.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
                 same = torch.allclose(fused(probe), model.score(probe), rtol=0, atol=1e-6)
             return fused if same else None
         except Exception:  # noqa: BLE001 - an unexpected layout or operator: use the module
             return None
+
+
+_ALLOCATOR_TUNED = False
+
+
+def keep_freed_memory() -> None:
+    """Let glibc reuse freed feature maps instead of unmapping and re-faulting them.
+
+    Large tensors are otherwise mmap'ed and returned to the system on every layer;
+    the page faults cost ~15 % of the CPU time of a forward pass on 2 cores. Memory
+    stays bounded by the engine's memory setting; :func:`release_memory` gives it
+    back after a run. No effect outside glibc (Windows, macOS).
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return
+    _ALLOCATOR_TUNED = True
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: large blocks from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: trimmed by release_memory()
+    except (OSError, AttributeError):
+        pass
+
+
+def release_memory() -> None:
+    """Return freed heap memory to the system (glibc ``malloc_trim``; no-op elsewhere)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class TileScorer:
@@ -129,6 +187,7 @@ class TileScorer:
         self.reduction, self.device = reduction, device
         if device == "cpu":
             use_all_cores()
+            keep_freed_memory()
         self._forward = _FusedForward.build(self.model, device) or self.model.score
         if device != "cpu":
             self.max_batch = 4
@@ -191,7 +250,10 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
     mean, covariance, _ = engine.band_statistics(
         src_path, bands, progress=report(0.0, 0.1), is_cancelled=is_cancelled, memory_mb=memory_mb)
     scorer = TileScorer(model, SpectralReduction.fit(mean, covariance), device)
-    engine.score_raster(src_path, dst_path, scorer, bands=bands, tile_size=tile_size,
-                        overlap=overlap, align=SIZE_MULTIPLE, progress=report(0.1, 0.9), is_cancelled=is_cancelled,
-                        memory_mb=memory_mb)
+    try:
+        engine.score_raster(src_path, dst_path, scorer, bands=bands, tile_size=tile_size,
+                            overlap=overlap, align=SIZE_MULTIPLE, progress=report(0.1, 0.9),
+                            is_cancelled=is_cancelled, memory_mb=memory_mb)
+    finally:
+        release_memory()
     return DetectionResult(device, time.perf_counter() - start, tile_size, overlap)
