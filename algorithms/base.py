@@ -144,7 +144,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         self._styles = []
         return {}
 
-    # -- helpers for subclasses --------------------------------------------
+    # -- shared by subclasses -----------------------------------------------
 
     @staticmethod
     def callbacks(feedback):

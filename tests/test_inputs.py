@@ -21,7 +21,7 @@ GT = (500000.0, 10.0, 0.0, 4100000.0, 0.0, -10.0)
 
 
 # --------------------------------------------------------------------------
-# helpers
+# raster writers and checks
 
 def scene(bands=3, height=24, width=20, seed=0):
     """Small textured float64 scene with one bright target."""
