@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from . import engine
 from .engine import RasterInputError
-from .features import SpectralReduction, fit_from_array
+from .features import INPUT_CHANNELS, SpectralReduction, fit_from_array
 from .network import SIZE_MULTIPLE, DeviationNet
 from .weights import WeightsError, load_detector
 
@@ -156,8 +156,8 @@ def keep_freed_memory() -> None:
     try:
         import ctypes
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: large blocks from the heap
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: trimmed by release_memory()
+        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD: feature maps from the heap
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: give back large free tops
     except (OSError, AttributeError):
         pass
 
@@ -181,6 +181,7 @@ class TileScorer:
 
     max_batch = 1  # on CPU a batch is no faster than its tiles one by one (measured)
     bytes_per_pixel = 800  # measured peak of a forward pass: ~600-700 bytes per tile pixel
+    prepared_bytes_per_pixel = 4 * INPUT_CHANNELS + 1  # a reduced tile and its mask
 
     def __init__(self, model: DeviationNet, reduction: SpectralReduction, device: str = "cpu") -> None:
         self.model = model.to(memory_format=torch.channels_last)
@@ -192,20 +193,29 @@ class TileScorer:
         if device != "cpu":
             self.max_batch = 4
 
+    def prepare(self, bands: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """The spectral reduction of one (B, h, w) tile -> (channels, h, w) float32.
+
+        The engine runs it in its reader thread, so that only the reduced tiles (not the
+        raw bands) wait in its queue."""
+        return self.reduction.apply(bands, valid)
+
     @torch.inference_mode()
-    def score_batch(self, bands: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-        """Score (N, B, h, w) tiles (with (N, h, w) masks) -> (N, h, w) float32."""
-        count = bands.shape[0]
-        channels = [self.reduction.apply(bands[i], None if valid is None else valid[i])
-                    for i in range(count)]
-        height, width = channels[0].shape[1:]
+    def score_prepared(self, prepared: list[np.ndarray]) -> np.ndarray:
+        """Score equal-shaped prepared tiles in one forward pass -> (N, h, w) float32."""
+        height, width = prepared[0].shape[1:]
         pad_h, pad_w = _round_up(height) - height, _round_up(width) - width
-        batch = np.stack(channels)
+        batch = np.stack(prepared) if len(prepared) > 1 else prepared[0][None]
         if pad_h or pad_w:
             batch = np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="symmetric")
         tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         scores = self._forward(tensor.contiguous(memory_format=torch.channels_last))
         return scores[:, :height, :width].float().cpu().numpy()
+
+    def score_batch(self, bands: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """Score (N, B, h, w) tiles (with (N, h, w) masks) -> (N, h, w) float32."""
+        return self.score_prepared([self.prepare(bands[i], None if valid is None else valid[i])
+                                    for i in range(bands.shape[0])])
 
     def __call__(self, bands: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         return self.score_batch(bands[None], None if valid is None else valid[None])[0]

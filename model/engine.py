@@ -426,7 +426,9 @@ def plan_tiles(info: RasterInfo, score_tile: Optional[ScoreTileFn] = None, *,
 
     A tile in flight costs ``4 * bands + 1`` bytes per window pixel (read data
     and mask) plus, while scored, ``score_tile.bytes_per_pixel`` (default
-    ``8 * bands + 16``). Up to ``score_tile.max_batch`` (default 1) equal-shaped
+    ``8 * bands + 16``). A scorer with ``prepare(tile, valid)`` (run by the
+    reader thread, e.g. a band reduction) and ``score_prepared(list)`` keeps
+    only prepared tiles in flight (``prepared_bytes_per_pixel`` each). Up to ``score_tile.max_batch`` (default 1) equal-shaped
     tiles are scored per call when the scorer has ``score_batch``; two tiles are
     prefetched. If one tile of ``tile_size`` does not fit, smaller tiles are
     used (a multiple of ``align``): with a seam-free scorer (receptive field
@@ -436,6 +438,9 @@ def plan_tiles(info: RasterInfo, score_tile: Optional[ScoreTileFn] = None, *,
     nb = len(info.bands)
     read_bpp = 4 * nb + 1
     score_bpp = float(getattr(score_tile, "bytes_per_pixel", 8 * nb + 16))
+    prepared = hasattr(score_tile, "prepare") and hasattr(score_tile, "score_prepared")
+    queued_bpp = float(getattr(score_tile, "prepared_bytes_per_pixel", read_bpp)) \
+        if prepared else read_bpp
     max_batch = int(batch_size or getattr(score_tile, "max_batch", 1) or 1)
     if not hasattr(score_tile, "score_batch"):
         max_batch = 1
@@ -450,7 +455,8 @@ def plan_tiles(info: RasterInfo, score_tile: Optional[ScoreTileFn] = None, *,
 
     def cost(t, b):
         px = window_px(t)
-        return (prefetch + b) * px * read_bpp + b * px * score_bpp + px * 8
+        raw = px * read_bpp * 2 if prepared else 0  # the tile being read and prepared
+        return raw + (prefetch + b) * px * queued_bpp + b * px * score_bpp + px * 8
 
     while tile > 4 * align and cost(tile, 1) > budget:
         tile = max(4 * align, int(tile * 0.8) // align * align)
@@ -507,9 +513,10 @@ class _Worker(threading.Thread):
 class _Reader(_Worker):
     """Reads (and mirror-pads) the tiles of a plan ahead of the scorer."""
 
-    def __init__(self, src_path, bands, jobs, overlap, depth) -> None:
+    def __init__(self, src_path, bands, jobs, overlap, depth, prepare=None) -> None:
         super().__init__("anomaly-reader", depth)
         self.src_path, self.bands, self.jobs, self.overlap = src_path, bands, jobs, overlap
+        self.prepare = prepare
 
     def run(self) -> None:
         try:
@@ -519,6 +526,8 @@ class _Reader(_Worker):
                     return
                 (ry, th, _, _), (rx, tw, _, _) = job
                 tile, valid = read_padded_tile(ds, info, rx, ry, tw, th, self.overlap)
+                if self.prepare is not None:
+                    tile = self.prepare(tile, valid)
                 if not self.put((job, tile, valid)):
                     return
             ds = None
@@ -560,7 +569,9 @@ class _Writer(_Worker):
             self.stop.set()
 
 
-def _score_batch(score_tile, tiles, valids):
+def _score_batch(score_tile, tiles, valids, prepared=False):
+    if prepared:
+        return [np.asarray(s, dtype=np.float32) for s in score_tile.score_prepared(tiles)]
     if len(tiles) > 1:
         out = score_tile.score_batch(np.stack(tiles), np.stack(valids))
         return [np.asarray(s, dtype=np.float32) for s in out]
@@ -580,7 +591,9 @@ def score_tiles(src_path: str, out_band, score_tile: ScoreTileFn, plan: TilePlan
     start, stop = row_range or (0, len(plan.rows))
     jobs = [(r, c) for r in plan.rows[start:stop] for c in plan.cols]
     total = len(jobs)
-    reader = _Reader(src_path, bands, jobs, plan.overlap, plan.prefetch)
+    prepared = hasattr(score_tile, "prepare") and hasattr(score_tile, "score_prepared")
+    reader = _Reader(src_path, bands, jobs, plan.overlap, plan.prefetch,
+                     score_tile.prepare if prepared else None)
     writer = _Writer(out_band, plan.overlap, row_offset, plan.batch + 1)
     reader.start()
     writer.start()
@@ -598,14 +611,15 @@ def score_tiles(src_path: str, out_band, score_tile: ScoreTileFn, plan: TilePlan
                     break
                 if isinstance(item, _Failure):
                     raise item.error
-                if group and item[1].shape != group[0][1].shape:
+                if group and item[2].shape != group[0][2].shape:
                     pending = item
                     break
                 group.append(item)
             if not group:
                 break
             _check(is_cancelled)
-            scored = _score_batch(score_tile, [g[1] for g in group], [g[2] for g in group])
+            scored = _score_batch(score_tile, [g[1] for g in group], [g[2] for g in group],
+                                  prepared)
             for (job, _, valid), scores in zip(group, scored):
                 if scores.shape != valid.shape:
                     raise ValueError(

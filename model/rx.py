@@ -42,7 +42,39 @@ def rx_whitening(precision: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(np.clip(values, 0.0, None))).T
 
 
-_CHUNK_VALUES = 1 << 21  # float64 values per chunk (bounded, cache-friendly temporaries)
+_CHUNK_VALUES = 1 << 18  # float64 values per chunk (bounded, cache-friendly temporaries)
+
+
+class _RxScorer:
+    """``score_tile`` for :func:`score_raster`; also offers ``prepare`` so that the engine
+    scores in its reader thread and keeps only score tiles (not raw bands) in flight."""
+
+    prepared_bytes_per_pixel = 5  # a float32 score and the mask
+
+    def __init__(self, mean: np.ndarray, cov: np.ndarray) -> None:
+        self.whitening = rx_whitening(rx_precision(cov))
+        self.mean = np.asarray(mean, np.float64)[:, None]
+        self.bytes_per_pixel = 8 * 8 + 4  # chunked temporaries, amortised over a tile
+
+    def __call__(self, tile: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        b, h, w = tile.shape
+        flat = tile.reshape(b, -1)
+        out = np.empty(h * w, dtype=np.float32)
+        step = max(1024, _CHUNK_VALUES // max(b, 1))
+        with np.errstate(invalid="ignore", over="ignore"):
+            for start in range(0, h * w, step):
+                x = flat[:, start:start + step].astype(np.float64)
+                x -= self.mean
+                y = self.whitening @ x
+                y *= y
+                out[start:start + step] = np.sqrt(y.sum(axis=0))
+        return out.reshape(h, w)
+
+    prepare = __call__
+
+    @staticmethod
+    def score_prepared(prepared):
+        return prepared
 
 
 def make_rx_scorer(mean: np.ndarray, cov: np.ndarray):
@@ -51,25 +83,7 @@ def make_rx_scorer(mean: np.ndarray, cov: np.ndarray):
     Same score as :func:`rx_distance`, computed in float64 as the norm of the
     whitened pixel, chunk by chunk.
     """
-    precision = rx_precision(cov)
-    whitening = rx_whitening(precision)
-    mean = np.asarray(mean, np.float64)[:, None]
-
-    def score_tile(tile: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        b, h, w = tile.shape
-        flat = tile.reshape(b, -1)
-        out = np.empty(h * w, dtype=np.float32)
-        step = max(1024, _CHUNK_VALUES // max(b, 1))
-        with np.errstate(invalid="ignore", over="ignore"):
-            for start in range(0, h * w, step):
-                x = flat[:, start:start + step].astype(np.float64)
-                x -= mean
-                y = whitening @ x
-                y *= y
-                out[start:start + step] = np.sqrt(y.sum(axis=0))
-        return out.reshape(h, w)
-
-    return score_tile
+    return _RxScorer(mean, cov)
 
 
 def rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence[int]] = None, *,
