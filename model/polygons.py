@@ -227,20 +227,26 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fracti
             srs = osr.SpatialReference()
             srs.ImportFromWkt(info.projection_wkt)
             srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        mem = ogr.GetDriverByName("Memory").CreateDataSource("poly")
-        tl = mem.CreateLayer("poly", srs=srs, geom_type=ogr.wkbPolygon)
+        # (a file, not memory: the number of polygons grows with the raster)
+        mem = ogr.GetDriverByName("GPKG").CreateDataSource(os.path.join(tmpdir, "poly.gpkg"))
+        tl = mem.CreateLayer("poly", srs=srs, geom_type=ogr.wkbPolygon,
+                             options=["SPATIAL_INDEX=NO"])
         tl.CreateField(ogr.FieldDefn("v", ogr.OFTInteger))
         _check(is_cancelled)
+        tl.StartTransaction()
         gdal.Polygonize(mband, mband, tl, 0, ["8CONNECTED=8"])
+        tl.CommitTransaction()
         _report(progress, 0.6)
 
         # 3. label raster: burn a 1-based polygon id, then per-polygon statistics
         fids = [f.GetFID() for f in tl]
         npoly = len(fids)
         fid_to_id = {fid: i + 1 for i, fid in enumerate(fids)}
+        tl.StartTransaction()
         for f in tl:
             f.SetField("v", fid_to_id[f.GetFID()])
             tl.SetFeature(f)
+        tl.CommitTransaction()
         smax = np.full(npoly + 1, -np.inf)
         ssum = np.zeros(npoly + 1)
         cnt = np.zeros(npoly + 1, dtype=np.int64)
@@ -293,12 +299,10 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fracti
             ol = out.CreateLayer(name, srs=srs, geom_type=ogr.wkbPolygon, options=lopts)
             for fname, ftype in FIELDS:
                 ol.CreateField(ogr.FieldDefn(fname, ftype))
-            by_id = {}
-            for f in tl:
-                by_id[f.GetField("v")] = f.GetGeometryRef().Clone()
             ol.StartTransaction()
             for rank, i in enumerate(keep, start=1):
-                geom = by_id[i]
+                source = tl.GetFeature(fids[i - 1])  # keep it alive while cloning
+                geom = source.GetGeometryRef().Clone()
                 centroid = geom.Centroid()
                 feat = ogr.Feature(ol.GetLayerDefn())
                 feat.SetField("rank", rank)
@@ -325,6 +329,7 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fracti
         mband = None
         mds = None
         ds = None
+        tl = mem = None  # noqa: F841 - closes the temporary polygon file
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
