@@ -42,7 +42,8 @@ def rx_whitening(precision: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(np.clip(values, 0.0, None))).T
 
 
-_CHUNK_VALUES = 1 << 18  # float64 values per chunk (bounded, cache-friendly temporaries)
+_CHUNK_VALUES = 1 << 22  # values per chunk (bounded temporaries)
+_FLOAT32_EIGEN_RATIO = 1e-5  # as in features.SpectralReduction.apply
 
 
 class _RxScorer:
@@ -52,20 +53,31 @@ class _RxScorer:
     prepared_bytes_per_pixel = 5  # a float32 score and the mask
 
     def __init__(self, mean: np.ndarray, cov: np.ndarray) -> None:
-        self.whitening = rx_whitening(rx_precision(cov))
-        self.mean = np.asarray(mean, np.float64)[:, None]
+        whitening = rx_whitening(rx_precision(cov))
+        mean = np.asarray(mean, np.float64)
+        norms = np.sqrt((whitening * whitening).sum(axis=1))
+        kept = norms[norms > 0]
+        # float32 when rounding, amplified by the whitening's spread, stays far below 1e-5
+        well = kept.size and (kept.min() / kept.max()) ** 2 >= _FLOAT32_EIGEN_RATIO
+        self.dtype = np.float32 if well else np.float64
+        self.mean = mean.astype(self.dtype)[:, None]
+        self.whitening = whitening.astype(self.dtype)
+        # the rounding of the mean to dtype, corrected once in float64
+        self.offset = (whitening @ (mean - self.mean[:, 0].astype(np.float64))).astype(
+            self.dtype)[:, None]
         self.bytes_per_pixel = 8 * 8 + 4  # chunked temporaries, amortised over a tile
 
     def __call__(self, tile: np.ndarray, valid: np.ndarray) -> np.ndarray:
         b, h, w = tile.shape
         flat = tile.reshape(b, -1)
         out = np.empty(h * w, dtype=np.float32)
-        step = max(1024, _CHUNK_VALUES // max(b, 1))
+        step = min(65536, max(8192, _CHUNK_VALUES // max(b, 1)))
         with np.errstate(invalid="ignore", over="ignore"):
             for start in range(0, h * w, step):
-                x = flat[:, start:start + step].astype(np.float64)
+                x = flat[:, start:start + step].astype(self.dtype)
                 x -= self.mean
                 y = self.whitening @ x
+                y -= self.offset
                 y *= y
                 out[start:start + step] = np.sqrt(y.sum(axis=0))
         return out.reshape(h, w)
