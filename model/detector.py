@@ -80,6 +80,7 @@ class _FusedForward:
         self.middle = [model.middle[0], model.middle[2]]
         self.coarse = [model.coarse[0], model.coarse[2], model.coarse[4]]
         self.head = model.head
+        self.expand_inputs = model.expand_inputs
         width = model.fine[0].out_channels
         inputs = model.fine[0].in_channels
         # merge_middle sees cat([up(coarse), middle]); merge_fine cat([up(middle), fine, x])
@@ -110,6 +111,7 @@ class _FusedForward:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         conv = self._conv
+        x = self.expand_inputs(x)
         fine = conv(conv(x, self.fine[0]), self.fine[1])
         middle = conv(conv(F.avg_pool2d(fine, 2), self.middle[0]), self.middle[1])
         coarse = F.avg_pool2d(middle, 2)

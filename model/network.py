@@ -23,6 +23,18 @@ SIZE_MULTIPLE = 4
 RECEPTIVE_RADIUS = 44  # pixels of context on each side that influence a score (tested)
 
 
+def local_contrast(x: torch.Tensor, radius: int, floor: float = 0.05) -> torch.Tensor:
+    """(x - local mean) / local standard deviation over a (2r+1)^2 window around each
+    pixel (windows clipped at the tile edge); ``floor`` keeps flat areas from
+    amplifying noise. A fixed function of the neighbourhood, so tiling stays exact."""
+    def box(values: torch.Tensor) -> torch.Tensor:
+        values = F.avg_pool2d(values, (2 * radius + 1, 1), 1, (radius, 0), count_include_pad=False)
+        return F.avg_pool2d(values, (1, 2 * radius + 1), 1, (0, radius), count_include_pad=False)
+    mean = box(x)
+    variance = (box(x * x) - mean * mean).clamp_min(0)
+    return (x - mean) / torch.sqrt(variance + floor * floor)
+
+
 def _conv(in_channels: int, out_channels: int, dilation: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation)
 
@@ -30,10 +42,15 @@ def _conv(in_channels: int, out_channels: int, dilation: int = 1) -> nn.Conv2d:
 class DeviationNet(nn.Module):
     """Per-pixel deviation scorer. ``forward`` returns (logits, last features)."""
 
-    def __init__(self, in_channels: int = INPUT_CHANNELS, width: int = 16) -> None:
+    def __init__(self, in_channels: int = INPUT_CHANNELS, width: int = 16,
+                 contrast_radius: int = 0) -> None:
         super().__init__()
         w1, w2, w3 = width, 2 * width, 3 * width
-        self.config = {"in_channels": in_channels, "width": width}
+        self.config = {"in_channels": in_channels, "width": width,
+                       "contrast_radius": contrast_radius}
+        self.contrast_radius = contrast_radius
+        if contrast_radius:
+            in_channels *= 2
         self.fine = nn.Sequential(_conv(in_channels, w1), nn.ReLU(inplace=True),
                                   _conv(w1, w1), nn.ReLU(inplace=True))
         self.middle = nn.Sequential(_conv(w1, w2), nn.ReLU(inplace=True),
@@ -45,7 +62,14 @@ class DeviationNet(nn.Module):
         self.merge_fine = nn.Sequential(_conv(w2 + w1 + in_channels, w1), nn.ReLU(inplace=True))
         self.head = nn.Conv2d(w1, 1, 1)
 
+    def expand_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The input channels, followed by their local contrast when configured."""
+        if not self.contrast_radius:
+            return x
+        return torch.cat([x, local_contrast(x, self.contrast_radius)], dim=1)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.expand_inputs(x)
         fine = self.fine(x)
         middle = self.middle(F.avg_pool2d(fine, 2))
         coarse = self.coarse(F.avg_pool2d(middle, 2))

@@ -9,7 +9,7 @@ of sample, drawn with equal probability:
   random gain, under irregular masks. Small ones are anomalies, large ones normal.
   Small, dim, blurred point targets (infrared) are added to half of them.
 
-Then: random band subsets, single-band conversion, SAR-like speckle and dynamic range
+Then: smooth illumination trends, random band subsets, single-band conversion, SAR-like speckle and dynamic range
 (amplitude, intensity, decibels, 8-bit quantisation), and Gaussian noise. Every crop
 is mapped to the detector's input channels by the same per-raster reduction as at
 inference (:mod:`.features`), fitted on the crop itself.
@@ -219,6 +219,23 @@ class AnomalySimulator:
 
     # -- radiometric variety -----------------------------------------------------------
     @staticmethod
+    def _illumination_trend(image: np.ndarray, rng: np.random.Generator) -> None:
+        """Add a smooth ramp and/or broad bump (vignetting, haze, sun angle) of
+        0.5-4 standard deviations: background, not anomaly."""
+        size = image.shape[1]
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+        angle = rng.uniform(0, 2 * np.pi)
+        field = np.cos(angle) * xx + np.sin(angle) * yy
+        if rng.random() < 0.5:
+            cy, cx = rng.uniform(-0.5, 1.5, 2)
+            width = rng.uniform(0.2, 0.8)
+            field = field * rng.uniform(0, 1) + rng.choice([-1.0, 1.0]) * \
+                np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * width ** 2))
+        field = (field - field.mean()) / (field.std() + 1e-6)
+        spread = image.std(axis=(1, 2)) + 1e-6
+        image += (rng.uniform(0.5, 4.0) * spread)[:, None, None] * field[None]
+
+    @staticmethod
     def _sar_like(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         intensity = image - image.min() + 1e-3 * (np.ptp(image) + 1e-6)
         looks = int(rng.integers(1, 5))
@@ -250,6 +267,8 @@ class AnomalySimulator:
             background = BackgroundImage(background.modality, background.name,
                                          background.pixels[chosen])
         labels = np.zeros((self.crop, self.crop), dtype=np.uint8)
+        if rng.random() < 0.4:
+            self._illumination_trend(image, rng)
         if image.shape[0] >= 2 and rng.random() < 0.5:
             self._spectral(image, labels, rng)
         else:

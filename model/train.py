@@ -11,6 +11,7 @@ a terminal also gets a progress bar with loss and ETA. Uses a GPU when present.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import sys
 import time
@@ -43,6 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=96)
     parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--contrast-radius", type=int, default=0)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=20241)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
@@ -89,7 +91,7 @@ def train(args: argparse.Namespace) -> Path:
     log_path = args.log or args.out.with_suffix(".log")
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
-    model = DeviationNet(width=args.width).to(device)
+    model = DeviationNet(width=args.width, contrast_radius=args.contrast_radius).to(device)
     pixel_loss, feature_loss = PixelMarginLoss().to(device), FeatureMarginLoss().to(device)
     optimiser = torch.optim.Adam(list(model.parameters()) + list(feature_loss.parameters()),
                                  lr=args.lr, weight_decay=1e-5)
@@ -149,10 +151,9 @@ def train(args: argparse.Namespace) -> Path:
                         "step": step}, checkpoint_path)
         if scenes and (step % args.validate_every == 0 or step == args.steps):
             from .evaluate import validate_in_memory
-            model.eval()
-            means = validate_in_memory(model, scenes) if device == "cpu" else \
-                validate_in_memory(model.cpu(), scenes)
-            model.to(device)
+            threads = torch.get_num_threads()
+            means = validate_in_memory(copy.deepcopy(model).cpu().eval(), scenes)
+            torch.set_num_threads(threads)  # inference may have changed it
             log.write(f"validate step {step} " + " ".join(f"{k} {v:.4f}" for k, v in means.items()) + "\n")
     checksum = save_weights(model.cpu(), args.out, extra={
         "training": {"steps": args.steps, "seed": args.seed, "batch": args.batch, "crop": args.crop,
