@@ -101,3 +101,17 @@ def test_reader_errors_reach_the_caller_and_leave_no_file(tmp_path, monkeypatch)
     with pytest.raises(engine.RasterInputError, match="read failed"):
         engine.score_raster(src, str(tmp_path / "s.tif"), lambda t, v: t[0], tile_size=16)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]
+
+
+def test_fused_path_only_for_the_known_layout():
+    model = load_detector()
+    assert _FusedForward.build(model, "cpu") is not None
+    assert _FusedForward.build(model, "cuda") is None
+
+    class Variant(type(model)):
+        def forward(self, x):  # another computation: must not be replaced
+            return super().forward(x)
+
+    variant = Variant(**model.config)
+    variant.load_state_dict(model.state_dict())
+    assert _FusedForward.build(variant, "cpu") is None
