@@ -36,7 +36,8 @@ gdal.UseExceptions()
 
 # CPU time-per-pixel rows must stay within this of each other (linear cost)
 LINEARITY_TOLERANCE = 0.20
-REFERENCE_MP_PER_S = (0.025, 0.035)  # reference 29 M-parameter network on this machine's 2 cores
+REFERENCE_MP_PER_S = (0.025, 0.035)
+REPEAT = 2  # runs per case up to 50 MP (the fastest is kept)  # reference 29 M-parameter network on this machine's 2 cores
 
 
 # --------------------------------------------------------------------------
@@ -211,6 +212,7 @@ def main(argv=None) -> int:
     results = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                            "python": platform.python_version(), "gdal": gdal.__version__},
                "memory_setting_mb": engine.memory_budget() / 2 ** 20,
+               "runs_per_case": f"fastest of {REPEAT} up to 50 MP, else 1",
                "rows": []}
     rows = results["rows"]
 
@@ -220,7 +222,11 @@ def main(argv=None) -> int:
         shape = f"{info.RasterCount}x{info.RasterYSize}x{info.RasterXSize}"
         dtype = gdal.GetDataTypeName(info.GetRasterBand(1).DataType)
         info = None
-        r = measure(kind, src, scratch / f"{name}_{kind}.tif", **kw)
+        # the faster of REPEAT runs for the small cases: less noise from other processes
+        runs = [measure(kind, src, scratch / f"{name}_{kind}.tif", **kw)
+                for _ in range(1 if pixels > 50e6 else REPEAT)]
+        r = min(runs, key=lambda run: run["seconds"])
+        r["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs)
         row = {"case": name, "algorithm": f"anomaly:{kind}", "raster": f"{shape} {dtype}",
                "megapixels": pixels / 1e6, "seconds": r["seconds"],
                "mp_per_s": pixels / 1e6 / r["seconds"], "peak_rss_mb": r["peak_rss_mb"],
