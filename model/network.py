@@ -20,7 +20,10 @@ from torch.nn import functional as F
 from .features import INPUT_CHANNELS
 
 SIZE_MULTIPLE = 4
-RECEPTIVE_RADIUS = 44  # pixels of context on each side that influence a score (tested)
+CONTRAST_RADIUS = 10
+# Pixels of context on each side that influence a score (tested): 44 from the
+# convolutions and pooling, plus the local-contrast window.
+RECEPTIVE_RADIUS = 44 + CONTRAST_RADIUS
 
 
 def local_contrast(x: torch.Tensor, radius: int, floor: float = 0.05) -> torch.Tensor:
@@ -43,7 +46,7 @@ class DeviationNet(nn.Module):
     """Per-pixel deviation scorer. ``forward`` returns (logits, last features)."""
 
     def __init__(self, in_channels: int = INPUT_CHANNELS, width: int = 16,
-                 contrast_radius: int = 0) -> None:
+                 contrast_radius: int = CONTRAST_RADIUS) -> None:
         super().__init__()
         w1, w2, w3 = width, 2 * width, 3 * width
         self.config = {"in_channels": in_channels, "width": width,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .losses import FEATURE_LOSS_WEIGHT, FeatureMarginLoss, PixelMarginLoss
-from .network import DeviationNet, parameter_count
+from .network import CONTRAST_RADIUS, DeviationNet, parameter_count
 from .simulation import AnomalySimulator, load_backgrounds, make_batch
 from .weights import save_weights
 
@@ -44,7 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=96)
     parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--contrast-radius", type=int, default=0)
+    parser.add_argument("--contrast-radius", type=int, default=CONTRAST_RADIUS,
+                        help="local-contrast window radius of the input (0 = none)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=20241)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
