@@ -26,15 +26,28 @@ CONTRAST_RADIUS = 10
 RECEPTIVE_RADIUS = 44 + CONTRAST_RADIUS
 
 
+def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over the (2r+1)^2 window around each pixel, the window clipped at the
+    tile edge: two depthwise box convolutions (fast in channels-last layout)."""
+    channels, height, width = x.shape[1:]
+    size = 2 * radius + 1
+    ones = x.new_ones(channels, 1, size, 1)
+    total = F.conv2d(x, ones, padding=(radius, 0), groups=channels)
+    total = F.conv2d(total, ones.transpose(2, 3), padding=(0, radius), groups=channels)
+
+    def count(n: int) -> torch.Tensor:
+        index = torch.arange(n, device=x.device, dtype=x.dtype)
+        return (index + radius).clamp(max=n - 1) - (index - radius).clamp(min=0) + 1
+
+    return total / (count(height)[:, None] * count(width)[None, :])
+
+
 def local_contrast(x: torch.Tensor, radius: int, floor: float = 0.05) -> torch.Tensor:
     """(x - local mean) / local standard deviation over a (2r+1)^2 window around each
     pixel (windows clipped at the tile edge); ``floor`` keeps flat areas from
     amplifying noise. A fixed function of the neighbourhood, so tiling stays exact."""
-    def box(values: torch.Tensor) -> torch.Tensor:
-        values = F.avg_pool2d(values, (2 * radius + 1, 1), 1, (radius, 0), count_include_pad=False)
-        return F.avg_pool2d(values, (1, 2 * radius + 1), 1, (0, radius), count_include_pad=False)
-    mean = box(x)
-    variance = (box(x * x) - mean * mean).clamp_min(0)
+    mean = _box_mean(x, radius)
+    variance = (_box_mean(x * x, radius) - mean * mean).clamp_min(0)
     return (x - mean) / torch.sqrt(variance + floor * floor)
 
 

@@ -6,7 +6,7 @@ import torch
 
 from anomaly_detector.model.features import INPUT_CHANNELS, SpectralReduction, fit_from_array
 from anomaly_detector.model.losses import FeatureMarginLoss, PixelMarginLoss
-from anomaly_detector.model.network import RECEPTIVE_RADIUS, DeviationNet, parameter_count
+from anomaly_detector.model.network import RECEPTIVE_RADIUS, DeviationNet, local_contrast, parameter_count
 from anomaly_detector.model.simulation import (ANOMALY, BACKGROUND, LARGE_NORMAL, AnomalySimulator,
                                                BackgroundImage, random_shape)
 
@@ -142,3 +142,13 @@ def test_spectral_reduction_round_trip_from_statistics():
     pixels = image.reshape(5, -1)
     reduction = SpectralReduction.fit(pixels.mean(axis=1), np.cov(pixels))
     np.testing.assert_allclose(reduction.apply(image), fit_from_array(image).apply(image), atol=1e-5)
+
+
+def test_local_contrast_matches_its_definition_at_borders_and_inside():
+    rng = np.random.default_rng(2)
+    values = rng.normal(0, 1, (1, 2, 30, 26)).astype(np.float32)
+    result = local_contrast(torch.from_numpy(values), 4).numpy()
+    for row, col in [(0, 0), (3, 25), (15, 12), (29, 7)]:
+        window = values[0, :, max(row - 4, 0):row + 5, max(col - 4, 0):col + 5].reshape(2, -1)
+        expected = (values[0, :, row, col] - window.mean(axis=1)) / np.sqrt(window.var(axis=1) + 0.05 ** 2)
+        np.testing.assert_allclose(result[0, :, row, col], expected, rtol=1e-4, atol=1e-4)
