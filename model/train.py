@@ -84,6 +84,7 @@ class ProgressBar:
 
 def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
+    torch.set_flush_denormal(True)  # denormal gradients late in training slow CPUs down a lot
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
