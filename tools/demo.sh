@@ -4,9 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The scoring algorithm used by the demo (switch to anomaly:detect here).
-ALG="${DEMO_ALG:-anomaly:rx}"
-
 PYTHON="${PYTHON:-.venv/bin/python}"
 SAMPLE="${SAMPLE:-resources/sample_thermal_baboons.tif}"
 OUT="${OUT:-demo-output}"
@@ -26,14 +23,12 @@ rm -f "$OUT/score.tif" "$OUT/anomalies.gpkg" "$OUT/quicklook.png"
 
 qgis_process.bin plugins enable anomaly_detector >/dev/null 2>&1 || true
 
-echo "== $ALG on $SAMPLE"
-qgis_process.bin run "$ALG" --INPUT="$SAMPLE" --OUTPUT="$OUT/score.tif" 2>&1 \
-    | grep -v -e "setapi() is deprecated" -e "^$" | tail -n 4
-echo "== anomaly:polygonize"
-qgis_process.bin --json run anomaly:polygonize --INPUT="$OUT/score.tif" "${THRESHOLD_ARGS[@]}" \
-    --OUTPUT="$OUT/anomalies.gpkg" 2>/dev/null > "$OUT/polygonize.json"
-COUNT="$("$PYTHON" -c 'import json,sys; t=open(sys.argv[1]).read(); print(int(json.loads(t[t.index("{"):])["results"]["COUNT"]))' "$OUT/polygonize.json")"
-rm -f "$OUT/polygonize.json"
+echo "== anomaly:detect on $SAMPLE"
+qgis_process.bin --json run anomaly:detect --INPUT="$SAMPLE" "${THRESHOLD_ARGS[@]}" \
+    --OUTPUT_SCORE="$OUT/score.tif" --OUTPUT_POLYGONS="$OUT/anomalies.gpkg" \
+    2>/dev/null > "$OUT/detect.json"
+COUNT="$("$PYTHON" -c 'import json,sys; t=open(sys.argv[1]).read(); r=json.loads(t[t.index("{"):])["results"]; print(r["COUNT"], "anomalies found on device", r["DEVICE_USED"])' "$OUT/detect.json")"
+rm -f "$OUT/detect.json"
 "$PYTHON" tools/quicklook.py "$OUT/score.tif" "$OUT/anomalies.gpkg" "$OUT/quicklook.png" "$SAMPLE"
 
 echo
@@ -41,4 +36,4 @@ echo "Wrote:"
 for f in score.tif anomalies.gpkg quicklook.png; do
     printf '  %-24s %8s bytes\n' "$OUT/$f" "$(stat -c %s "$OUT/$f")"
 done
-echo "Found $COUNT anomalies (polygons ranked by score, see $OUT/anomalies.gpkg)."
+echo "$COUNT (polygons ranked by score, see $OUT/anomalies.gpkg)."
