@@ -5,7 +5,9 @@
   registered ``anomaly`` provider.
 * ``run_qgis_process(args)``: runs ``qgis_process.bin`` with the plugin from
   this checkout enabled, in a private profile; returns ``CompletedProcess``.
-* ``write_raster(path, array, ...)``: writes a georeferenced GeoTIFF.
+* ``write_raster(path, array, ...)``: writes a georeferenced GeoTIFF (any numpy dtype or
+  GDAL type name, Int8 and complex included; other drivers and creation options).
+* ``make_bad_input(path, case)``: a missing, text, empty or all-nodata input.
 * ``read_raster(path)``: ``(array, geotransform, wkt, nodata)`` of band 1..n.
 """
 
@@ -44,18 +46,49 @@ for _p in (str(PYPATH), QGIS_PYTHON_PLUGINS):
 # --------------------------------------------------------------------------
 # raster helpers
 
+# numpy dtype name -> GDAL type name ("int8" is a Byte band with PIXELTYPE=SIGNEDBYTE, GDAL 3.6)
+_GDAL_TYPE_OF = {"float32": "Float32", "float64": "Float64", "uint8": "Byte", "int8": "Int8",
+                 "uint16": "UInt16", "int16": "Int16", "int32": "Int32", "uint32": "UInt32",
+                 "complex64": "CFloat32", "complex128": "CFloat64"}
+
+
+def _block_size(options, key):
+    for option in options:
+        name, _, value = option.partition("=")
+        if name.upper() == key:
+            return int(value)
+    return 0
+
+
 def write_raster(path, array, *, geotransform=DEFAULT_GT, epsg=DEFAULT_EPSG, nodata=None,
-                 dtype=None, options=("TILED=YES",)):
-    """Write ``array`` (H, W) or (B, H, W) to a GeoTIFF with CRS and nodata; return str path."""
+                 dtype=None, options=("TILED=YES",), driver="GTiff"):
+    """Write ``array`` (H, W) or (B, H, W) to a raster with CRS and nodata; return str path.
+
+    ``dtype``: a numpy dtype (the array is cast to it; default: the array's own) or a GDAL
+    type name such as ``"CInt16"`` or ``"Int8"`` (the array is written as it is and GDAL
+    converts it; ``"Int8"`` is a Byte band with ``PIXELTYPE=SIGNEDBYTE``). ``options``
+    (creation options) apply only when the raster is at least as large as the
+    ``BLOCKXSIZE`` x ``BLOCKYSIZE`` they name. ``geotransform=None`` or ``epsg=None``
+    leaves the raster without one.
+    """
     arr = np.asarray(array)
     if arr.ndim == 2:
         arr = arr[None]
-    dtype = np.dtype(dtype or arr.dtype)
-    gdt = gdal.GetDataTypeByName({"float32": "Float32", "float64": "Float64", "uint8": "Byte",
-                                  "uint16": "UInt16", "int16": "Int16", "int32": "Int32",
-                                  "uint32": "UInt32"}[dtype.name])
     b, h, w = arr.shape
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), w, h, b, gdt, list(options))
+    if isinstance(dtype, str) and (dtype == "Int8" or
+                                   gdal.GetDataTypeByName(dtype) != gdal.GDT_Unknown):
+        type_name, cast = dtype, None
+    else:
+        cast = np.dtype(dtype or arr.dtype)
+        type_name = _GDAL_TYPE_OF[cast.name]
+    fits = w >= _block_size(options, "BLOCKXSIZE") and h >= _block_size(options, "BLOCKYSIZE")
+    opts = list(options) if fits else []
+    if type_name == "Int8":
+        type_name, opts = "Byte", opts + ["PIXELTYPE=SIGNEDBYTE"]
+        if cast is not None:
+            arr, cast = arr.astype(cast).view(np.uint8), None
+    ds = gdal.GetDriverByName(driver).Create(str(path), w, h, b,
+                                             gdal.GetDataTypeByName(type_name), opts)
     if geotransform is not None:
         ds.SetGeoTransform(geotransform)
     if epsg is not None:
@@ -66,9 +99,26 @@ def write_raster(path, array, *, geotransform=DEFAULT_GT, epsg=DEFAULT_EPSG, nod
         band = ds.GetRasterBand(i + 1)
         if nodata is not None:
             band.SetNoDataValue(float(nodata))
-        band.WriteArray(arr[i].astype(dtype))
+        band.WriteArray(arr[i] if cast is None else arr[i].astype(cast))
     ds.FlushCache()
     ds = None
+    return str(path)
+
+
+def make_bad_input(path, case, *, bands=1, size=6, nodata=0):
+    """Write the unusable input ``case`` at ``path``; return str path.
+
+    ``"missing"``: nothing is written; ``"text"``: a text file; ``"empty"``: an empty file;
+    ``"nodata"``: a ``bands`` x ``size`` x ``size`` Float32 raster that is all ``nodata``.
+    """
+    if case == "text":
+        Path(path).write_text("not a raster")
+    elif case == "empty":
+        Path(path).write_bytes(b"")
+    elif case == "nodata":
+        write_raster(path, np.full((bands, size, size), nodata, np.float32), nodata=nodata)
+    elif case != "missing":
+        raise ValueError(f"unknown bad input case {case!r}")
     return str(path)
 
 

@@ -5,7 +5,7 @@ import pytest
 from osgeo import gdal
 
 from anomaly_detector.model.engine import NODATA
-from conftest import read_raster, write_raster
+from conftest import make_bad_input, read_raster, write_raster
 from test_polygons import ND, ORDER, check_features, synthetic_scores
 from test_rx import _scene, numpy_rx
 
@@ -113,13 +113,7 @@ def test_polygonize_algorithm(tmp_path, run_alg):
 ])
 def test_bad_inputs_raise_clear_error(tmp_path, run_alg, case, words):
     from qgis.core import QgsProcessingException
-    p = tmp_path / "bad.tif"
-    if case == "text":
-        p.write_text("not a raster")
-    elif case == "empty":
-        p.write_bytes(b"")
-    elif case == "nodata":
-        write_raster(p, np.full((2, 8, 8), ND, np.float32), nodata=ND)
+    p = make_bad_input(tmp_path / "bad.tif", case, bands=2, size=8, nodata=ND)
     with pytest.raises(QgsProcessingException, match=words):
-        run_alg("anomaly:rx", {"INPUT": str(p), "OUTPUT": str(tmp_path / "o.tif")})
+        run_alg("anomaly:rx", {"INPUT": p, "OUTPUT": str(tmp_path / "o.tif")})
     assert not (tmp_path / "o.tif").exists()

@@ -13,16 +13,15 @@ import os
 
 import numpy as np
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal
 
 from anomaly_detector.model.engine import NODATA
+from conftest import write_raster
 
 CASES = int(os.environ.get("FUZZ_CASES", "12"))
 SEED = int(os.environ.get("FUZZ_SEED", "20240501"))
 
-TYPES = [(gdal.GDT_Byte, np.uint8), (gdal.GDT_Int16, np.int16), (gdal.GDT_UInt16, np.uint16),
-         (gdal.GDT_Int32, np.int32), (gdal.GDT_UInt32, np.uint32),
-         (gdal.GDT_Float32, np.float32), (gdal.GDT_Float64, np.float64)]
+TYPES = [np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.float32, np.float64]
 PATTERNS = ["none", "random", "block", "rows", "nan", "all"]
 KNOWN_REFUSALS = ("contains no valid pixels",)
 
@@ -31,7 +30,7 @@ def make_case(rng, path):
     """Write one random raster; return ``(path, valid mask, description)``."""
     height, width = (int(v) for v in rng.integers(1, 71, size=2))
     bands = int(rng.integers(1, 21))
-    gdt, dtype = TYPES[int(rng.integers(len(TYPES)))]
+    dtype = TYPES[int(rng.integers(len(TYPES)))]
     pattern = PATTERNS[int(rng.integers(len(PATTERNS)))]
     info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
     lo, hi = (max(info.min, -5000), min(info.max, 5000)) if info else (-1e4, 1e4)
@@ -60,18 +59,9 @@ def make_case(rng, path):
     elif pattern == "nan" and not info:
         invalid = rng.random((height, width)) < 0.2
         data[int(rng.integers(bands))][invalid] = np.nan
-    options = ["TILED=YES", "BLOCKXSIZE=16", "BLOCKYSIZE=16"] if min(height, width) >= 16 else []
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), width, height, bands, gdt, options)
-    ds.SetGeoTransform((300000.0 + rng.integers(1000), 2.0, 0.0, 5000000.0, 0.0, -2.0))
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32631)
-    ds.SetProjection(srs.ExportToWkt())
-    for b in range(bands):
-        band = ds.GetRasterBand(b + 1)
-        if nodata is not None:
-            band.SetNoDataValue(float(nodata))
-        band.WriteArray(data[b])
-    ds = None
+    write_raster(path, data, nodata=nodata, epsg=32631,
+                 geotransform=(300000.0 + rng.integers(1000), 2.0, 0.0, 5000000.0, 0.0, -2.0),
+                 options=("TILED=YES", "BLOCKXSIZE=16", "BLOCKYSIZE=16"))
     desc = f"{height}x{width}x{bands} {np.dtype(dtype).name} nodata={pattern}"
     return str(path), ~invalid, desc
 

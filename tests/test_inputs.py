@@ -11,13 +11,13 @@ import zipfile
 
 import numpy as np
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal
 
 from anomaly_detector.model import weights as weights_module
 from anomaly_detector.model.engine import NODATA
-from conftest import read_raster, write_raster
+from conftest import DEFAULT_GT, read_raster, write_raster
 
-GT = (500000.0, 10.0, 0.0, 4100000.0, 0.0, -10.0)
+GT = DEFAULT_GT  # the grid write_raster gives a raster
 
 
 # --------------------------------------------------------------------------
@@ -33,31 +33,7 @@ def scene(bands=3, height=24, width=20, seed=0):
     return image
 
 
-def gdal_raster(path, array, gdal_type, *, geotransform=GT, epsg=32633, nodata=None,
-                options=("TILED=YES", "BLOCKXSIZE=16", "BLOCKYSIZE=16"), driver="GTiff"):
-    """Write ``array`` (B, H, W) with an explicit GDAL type (complex, signed byte...)."""
-    arr = np.asarray(array)
-    if arr.ndim == 2:
-        arr = arr[None]
-    b, h, w = arr.shape
-    opts = list(options) if (w >= 16 and h >= 16) else []
-    if gdal_type == "Int8":
-        gdal_type, opts = gdal.GDT_Byte, opts + ["PIXELTYPE=SIGNEDBYTE"]
-    ds = gdal.GetDriverByName(driver).Create(str(path), w, h, b, gdal_type, opts)
-    if geotransform is not None:
-        ds.SetGeoTransform(geotransform)
-    if epsg is not None:
-        srs = osr.SpatialReference()
-        srs.ImportFromEPSG(epsg)
-        ds.SetProjection(srs.ExportToWkt())
-    for i in range(b):
-        band = ds.GetRasterBand(i + 1)
-        if nodata is not None:
-            band.SetNoDataValue(float(nodata))
-        band.WriteArray(arr[i])
-    ds.FlushCache()
-    ds = None
-    return str(path)
+TILES_16 = ("TILED=YES", "BLOCKXSIZE=16", "BLOCKYSIZE=16")  # rasters of 16 x 16 or more
 
 
 def outputs(folder):
@@ -236,39 +212,35 @@ def test_constant_image(tmp_path, run_alg, alg):
 # --------------------------------------------------------------------------
 # data types
 
-TYPES = {"Byte": (gdal.GDT_Byte, np.uint8, 0, 255), "Int8": ("Int8", np.int8, -128, 127),
-         "Int16": (gdal.GDT_Int16, np.int16, -3000, 3000),
-         "UInt16": (gdal.GDT_UInt16, np.uint16, 0, 60000),
-         "Int32": (gdal.GDT_Int32, np.int32, -100000, 100000),
-         "UInt32": (gdal.GDT_UInt32, np.uint32, 0, 4000000000),
-         "Float32": (gdal.GDT_Float32, np.float32, -1e6, 1e6),
-         "Float64": (gdal.GDT_Float64, np.float64, -1e12, 1e12)}
+TYPES = {"Byte": (np.uint8, 0, 255), "Int8": (np.int8, -128, 127),
+         "Int16": (np.int16, -3000, 3000), "UInt16": (np.uint16, 0, 60000),
+         "Int32": (np.int32, -100000, 100000), "UInt32": (np.uint32, 0, 4000000000),
+         "Float32": (np.float32, -1e6, 1e6), "Float64": (np.float64, -1e12, 1e12)}
 
 
 @pytest.mark.parametrize("alg", ["detect", "rx"])
 @pytest.mark.parametrize("name", list(TYPES))
 def test_data_types(tmp_path, run_alg, alg, name):
-    gdt, dtype, lo, hi = TYPES[name]
+    dtype, lo, hi = TYPES[name]
     image = scene(3, 18, 20)
     image = lo + (image - image.min()) / (image.max() - image.min()) * (hi - lo)
     if name == "Int8":  # GDAL 3.6: signed bytes are Byte with PIXELTYPE=SIGNEDBYTE
         image = image.astype(np.int8).view(np.uint8)
     else:
         image = image.astype(dtype)
-    src = gdal_raster(tmp_path / "in.tif", image, gdt)
+    src = write_raster(tmp_path / "in.tif", image, dtype=name, options=TILES_16)
     RUNNERS[alg](run_alg, src, tmp_path / "out")
     check_scores(src, tmp_path / "out" / "score.tif")
 
 
-@pytest.mark.parametrize("name, gdt", [("CInt16", gdal.GDT_CInt16),
-                                       ("CFloat32", gdal.GDT_CFloat32)])
-def test_complex_data_is_scored_on_its_magnitude(tmp_path, run_alg, name, gdt):
+@pytest.mark.parametrize("name", ["CInt16", "CFloat32"])
+def test_complex_data_is_scored_on_its_magnitude(tmp_path, run_alg, name):
     rng = np.random.default_rng(3)
     real, imag = scene(2, 16, 18, seed=1), rng.normal(0, 30, (2, 16, 18))
     if name == "CInt16":
         real, imag = np.round(real), np.round(imag)
     data = (real + 1j * imag).astype(np.complex64)
-    src = gdal_raster(tmp_path / "in.tif", data, gdt)
+    src = write_raster(tmp_path / "in.tif", data, dtype=name, options=TILES_16)
     magnitude = write_raster(tmp_path / "mag.tif", np.abs(data).astype(np.float64))
     run_rx(run_alg, src, tmp_path / "out")
     run_rx(run_alg, magnitude, tmp_path / "ref")

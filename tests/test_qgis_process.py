@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import DATA, read_raster, run_qgis_process, write_raster
+from conftest import DATA, make_bad_input, read_raster, run_qgis_process, write_raster
 from test_rx import _scene
 
 
@@ -62,13 +62,7 @@ def test_model3_chain_runs_headless(scene):
     ("nodata", "no valid pixels"),
 ])
 def test_bad_inputs_exit_code_1(tmp_path, case, words):
-    p = tmp_path / "bad.tif"
-    if case == "text":
-        p.write_text("not a raster")
-    elif case == "empty":
-        p.write_bytes(b"")
-    elif case == "nodata":
-        write_raster(p, np.zeros((1, 6, 6), np.float32), nodata=0)
+    p = make_bad_input(tmp_path / "bad.tif", case, bands=1, size=6, nodata=0)
     r = run_qgis_process(["run", "anomaly:rx", f"--INPUT={p}", f"--OUTPUT={tmp_path / 'o.tif'}"])
     assert r.returncode == 1
     assert words in r.stdout + r.stderr
