@@ -6,8 +6,8 @@ Layout read: ``<data>/<modality>/<scene>/{image.tif, mask.tif}`` (mask > 0 = ano
 
 runs the detector exactly as ``anomaly:detect`` does (:func:`.detector.detect_raster`,
 tiles and all) and global RX (:mod:`.rx`), writes ``DIR/evaluation.tsv`` (per-scene
-AUC and seconds) and ``DIR/evaluation.png`` (score maps of a few scenes beside their
-masks), and prints the mean AUC per modality and the mean of the modality means.
+AUC and seconds), ``DIR/evaluation.png`` (score maps of a few scenes beside their
+masks) and the detector's maps as ``DIR/maps/<modality>/<scene>.tif``, and prints the mean AUC per modality and the mean of the modality means.
 """
 from __future__ import annotations
 
@@ -98,7 +98,10 @@ def evaluate(data: Path, out_dir: Path, weights: str | None = None, device: str 
             for method, run in (("detector", lambda s, d: detect_raster(s, d, device=device,
                                                                         weights_path=weights)),
                                 ("rx", rx_score_raster)):
-                target = Path(scratch) / f"{scene.modality}_{scene.name}_{method}.tif"
+                # detector maps are kept in the layout ../shared/tools/evaluate.py --scores reads
+                folder = out_dir / "maps" / scene.modality if method == "detector" else Path(scratch)
+                folder.mkdir(parents=True, exist_ok=True)
+                target = folder / f"{scene.name}.tif"
                 start = time.perf_counter()
                 run(str(scene.image_path), str(target))
                 row[f"{method}_seconds"] = time.perf_counter() - start
