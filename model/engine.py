@@ -118,7 +118,8 @@ def open_dataset(path: str, bands: Optional[Sequence[int]] = None):
     for b in sel:
         band = ds.GetRasterBand(b)
         nodata.append(band.GetNoDataValue())
-        dtypes.append(gdal.GetDataTypeName(band.DataType))
+        signed_byte = band.GetMetadataItem("PIXELTYPE", "IMAGE_STRUCTURE") == "SIGNEDBYTE"
+        dtypes.append("Int8" if signed_byte else gdal.GetDataTypeName(band.DataType))
         if gdal.DataTypeIsComplex(band.DataType):
             raise RasterInputError(
                 f"Band {b} of '{path}' holds complex values ({dtypes[-1]}). Score its "
@@ -215,6 +216,10 @@ def read_window(ds, info: RasterInfo, x: int, y: int, w: int, h: int):
         raise RasterInputError(
             f"Could not read bands {info.bands} of '{info.path}'. The file may be damaged.")
     arr = arr.reshape(nb, h, w)
+    for i, name in enumerate(info.dtypes):
+        if name == "Int8":  # GDAL 3.6 reads signed bytes as unsigned: restore the sign
+            arr = arr.astype(np.float32, copy=False)
+            arr[i][arr[i] > 127] -= 256
     valid = np.ones((h, w), dtype=bool)
     for i, nd in enumerate(info.nodata):
         band = arr[i]

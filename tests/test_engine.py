@@ -179,3 +179,12 @@ def test_tile_starts_cover_exactly(align):
             assert r % align == 0 and n < min(16, size) + align
             cover.extend(range(s, e))
         assert cover == list(range(size))
+
+
+def test_signed_bytes_are_read_with_their_sign(tmp_path):
+    values = np.array([[-128, -1, 0], [1, 100, 127]], dtype=np.int8)
+    path = write_raster(tmp_path / "int8.tif", values, dtype="Int8")
+    ds, info = engine.open_dataset(path)
+    data, valid = engine.read_window(ds, info, 0, 0, 3, 2)
+    assert info.dtypes == ["Int8"] and valid.all()
+    np.testing.assert_array_equal(data[0], values.astype(np.float32))
