@@ -1,7 +1,8 @@
 """The compact deviation-scoring network.
 
 A small three-scale encoder-decoder over the fixed input channels of
-:mod:`.features`: full resolution for the pixel and its immediate neighbours, 1/2 and
+:mod:`.features` and their local contrast (a fixed, parameter-free filter: value
+minus local mean over local standard deviation, 21 x 21 window): full resolution for the pixel and its immediate neighbours, 1/2 and
 1/4 resolution (with dilated convolutions) for the surroundings it is compared with.
 Skip connections bring the fine detail back; a 1x1 head turns the last feature map
 into a per-pixel logit, and ``sigmoid(logit)`` is the deviation score in [0, 1].
