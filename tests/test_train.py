@@ -1,0 +1,36 @@
+"""Training is seeded (same command, same weights) and resumable from its checkpoint."""
+
+import numpy as np
+import torch
+
+from anomaly_detector.model.train import main as train_main
+from conftest import write_raster
+
+
+def _backgrounds(root):
+    rng = np.random.default_rng(0)
+    write_raster(root / "multispectral" / "a.tif", rng.normal(100, 10, (6, 40, 44)).astype(np.float32))
+    write_raster(root / "sar" / "b.tif", rng.gamma(1.0, 50, (1, 48, 40)).astype(np.float32))
+    return root
+
+
+def _train(data, out, steps, *extra):
+    train_main(["--data", str(data), "--steps", str(steps), "--out", str(out), "--batch", "2",
+                "--crop", "32", "--width", "4", "--checkpoint-every", "2", "--threads", "1", *extra])
+    return torch.load(out, weights_only=True)
+
+
+def test_training_is_seeded_and_resumable(tmp_path):
+    (tmp_path / "bg" / "multispectral").mkdir(parents=True)
+    (tmp_path / "bg" / "sar").mkdir()
+    data = _backgrounds(tmp_path / "bg")
+    first = _train(data, tmp_path / "one" / "w.pt", 4)
+    second = _train(data, tmp_path / "two" / "w.pt", 4)
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+    checkpoint = tmp_path / "one" / "w.checkpoint.pt"
+    assert torch.load(checkpoint, weights_only=True)["step"] == 4
+    resumed = _train(data, tmp_path / "one" / "w.pt", 6, "--resume", str(checkpoint))
+    assert any(not torch.equal(first[name], resumed[name]) for name in first)
+    log = (tmp_path / "one" / "w.log").read_text()
+    assert "# start step 4 of 6" in log and "step 6 loss" in log
