@@ -167,7 +167,10 @@ def train(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    train(parse_args(argv))
+    try:
+        train(parse_args(argv))
+    finally:
+        torch.set_flush_denormal(False)  # process-wide: do not leave it on for the caller
     return 0
 
 
