@@ -1,0 +1,47 @@
+"""Channel ablation of the bundled detector on labelled scenes (figures of weights/MODEL.md).
+
+    PYTHONPATH=build/pythonpath .venv/bin/python tools/ablation.py ../shared/data/dev
+
+Scores every ``<data>/<modality>/<scene>/image.tif`` whole (no tiling) with the
+shipped weights, once with all input channels and once with each group of the
+spectral reduction's channels set to zero, and prints the mean AUC per modality.
+"""
+import sys
+
+import numpy as np
+import torch
+
+from anomaly_detector.model.evaluate import find_scenes, read_array, roc_auc, summarise
+from anomaly_detector.model.features import fit_from_array
+from anomaly_detector.model.network import SIZE_MULTIPLE
+from anomaly_detector.model.weights import load_detector
+
+VARIANTS = {"all channels": [], "without the RX distance channel": [4],
+            "without components 2-4": [1, 2, 3], "without component 1": [0]}
+MODALITIES = ["hyperspectral", "infrared", "sar", "visible_aerial", "mean_of_modalities"]
+
+
+def main(data: str) -> None:
+    model = load_detector()
+    rows = {name: [] for name in VARIANTS}
+    for scene in find_scenes(data):
+        image = read_array(scene.image_path).astype(np.float32)
+        mask = read_array(scene.mask_path)[0] > 0
+        channels = fit_from_array(image).apply(image)
+        height, width = channels.shape[1:]
+        channels = np.pad(channels, ((0, 0), (0, -height % SIZE_MULTIPLE), (0, -width % SIZE_MULTIPLE)),
+                          mode="symmetric")
+        for name, zeroed in VARIANTS.items():
+            masked = channels.copy()
+            masked[zeroed] = 0
+            with torch.inference_mode():
+                scores = model.score(torch.from_numpy(masked)[None])[0, :height, :width].numpy()
+            rows[name].append({"modality": scene.modality, "auc": roc_auc(scores, mask)})
+    print("| channels fed | " + " | ".join(MODALITIES) + " |")
+    for name in VARIANTS:
+        means = summarise(rows[name], "auc")
+        print(f"| {name} | " + " | ".join(f"{means.get(m, float('nan')):.3f}" for m in MODALITIES) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/dev")
