@@ -17,6 +17,7 @@ get zero channels for the missing components.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -56,14 +57,21 @@ class SpectralReduction:
     def band_count(self) -> int:
         return int(self.mean.size)
 
-    def _compute_dtype(self) -> type:
-        """float32 unless the components are so ill-conditioned that float32 rounding,
-        amplified by the whitening of the weakest component, could exceed about 1e-4."""
-        if self.full.shape[1] == 0:
-            return np.float64
-        norms = np.sqrt((self.full * self.full).sum(axis=0))  # 1 / sqrt(eigenvalue)
-        ratio = (norms.min() / norms.max()) ** 2  # smallest / largest kept eigenvalue
-        return np.float32 if ratio >= _FLOAT32_EIGEN_RATIO else np.float64
+    @cached_property
+    def _kernel(self) -> tuple[type, np.ndarray, np.ndarray, np.ndarray]:
+        """(dtype, mean, projection (r, B), offset (r, 1)) used by :meth:`apply`, derived
+        once per raster. float32 unless the components are so ill-conditioned that
+        float32 rounding, amplified by the whitening of the weakest component, could
+        exceed about 1e-4; the offset corrects the rounding of the mean to that type."""
+        dtype = np.float64
+        if self.full.shape[1]:
+            norms = np.sqrt((self.full * self.full).sum(axis=0))  # 1 / sqrt(eigenvalue)
+            if (norms.min() / norms.max()) ** 2 >= _FLOAT32_EIGEN_RATIO:
+                dtype = np.float32
+        mean = self.mean.astype(dtype)
+        projection = np.ascontiguousarray(self.full.T.astype(dtype))
+        offset = (self.full.T @ (self.mean - mean.astype(np.float64))).astype(dtype)[:, None]
+        return dtype, mean, projection, offset
 
     def apply(self, bands: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Map a (B, h, w) block to (INPUT_CHANNELS, h, w) float32; invalid pixels become 0.
@@ -75,14 +83,10 @@ class SpectralReduction:
         count, height, width = bands.shape
         if count != self.band_count:
             raise ValueError(f"expected {self.band_count} bands, got {count}")
-        dtype = self._compute_dtype()
+        dtype, mean, projection, offset = self._kernel
         size = height * width
         flat = bands.reshape(count, size)
         valid_flat = None if valid is None else valid.reshape(size)
-        mean = self.mean.astype(dtype)
-        projection = np.ascontiguousarray(self.full.T.astype(dtype))  # (r, B)
-        # the rounding of the mean to ``dtype``, corrected in float64 once
-        offset = (self.full.T @ (self.mean - mean.astype(np.float64))).astype(dtype)[:, None]
         rank, k = projection.shape[0], self.leading.shape[1]
         channels = np.zeros((INPUT_CHANNELS, size), dtype=np.float32)
         step = max(1024, _CHUNK_VALUES // max(count, rank, 1))
