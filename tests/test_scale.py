@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from anomaly_detector.model import engine
-from anomaly_detector.model.detector import TileScorer, _FusedForward, detect_raster
+from anomaly_detector.model.detector import TileScorer, detect_raster
+from anomaly_detector.model.network import FusedScorer
 from anomaly_detector.model.features import (INPUT_CHANNELS, LEADING_COMPONENTS,
                                              SpectralReduction, fit_from_array)
 from anomaly_detector.model.weights import load_detector
@@ -49,7 +50,7 @@ def test_chunked_reduction_matches_float64(bands, rank, noise):
 
 def test_fused_forward_and_batches_equal_the_module():
     model = load_detector()
-    fused = _FusedForward.build(model, "cpu")
+    fused = FusedScorer.build(model, "cpu")
     assert fused is not None
     x = torch.randn(2, INPUT_CHANNELS, 96, 132).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
@@ -105,8 +106,8 @@ def test_reader_errors_reach_the_caller_and_leave_no_file(tmp_path, monkeypatch)
 
 def test_fused_path_only_for_the_known_layout():
     model = load_detector()
-    assert _FusedForward.build(model, "cpu") is not None
-    assert _FusedForward.build(model, "cuda") is None
+    assert FusedScorer.build(model, "cpu") is not None
+    assert FusedScorer.build(model, "cuda") is None
 
     class Variant(type(model)):
         def forward(self, x):  # another computation: must not be replaced
@@ -114,4 +115,4 @@ def test_fused_path_only_for_the_known_layout():
 
     variant = Variant(**model.config)
     variant.load_state_dict(model.state_dict())
-    assert _FusedForward.build(variant, "cpu") is None
+    assert FusedScorer.build(variant, "cpu") is None
