@@ -325,35 +325,22 @@ def _tile_starts(size: int, tile: int, align: int = 1) -> List[Tuple[int, int, i
     return out
 
 
-def _mirror_pad(arr: np.ndarray, pads: Tuple[int, int, int, int]) -> np.ndarray:
-    """Reflect-pad the last two axes by (top, bottom, left, right)."""
-    top, bottom, left, right = pads
-    if not any(pads):
-        return arr
-    width = [(0, 0)] * (arr.ndim - 2) + [(top, bottom), (left, right)]
-    # reflect needs at least 2 samples along an axis; a 1-pixel axis repeats
-    mode = "reflect" if min(arr.shape[-2:]) > 1 else "edge"
-    return np.pad(arr, width, mode=mode)
+def read_tile_with_margin(ds, info: RasterInfo, x0: int, y0: int, w: int, h: int, overlap: int):
+    """Read the window ``(x0, y0, w, h)`` grown by ``overlap`` on each side, clipped
+    to the raster: at the raster's edges the tile simply ends, as the raster does.
 
-
-def read_padded_tile(ds, info: RasterInfo, x0: int, y0: int, w: int, h: int, overlap: int):
-    """Read the window ``(x0, y0, w, h)`` grown by ``overlap`` on each side.
-
-    The part of the margin outside the raster is filled by mirror (reflect)
-    padding. Because the read part always reaches ``overlap`` pixels inwards
-    (or spans the whole raster), the result equals the same window cut from
-    ``np.pad(full_raster, overlap, mode="reflect")``: tiled scoring is
-    seam-free wherever the scorer's receptive field fits in the overlap.
-    Returns ``(tile (B, h+2o, w+2o), valid (h+2o, w+2o))``.
+    Because every tile reads ``overlap`` real pixels beyond its core wherever the
+    raster has them, tiled scoring equals scoring the whole raster at once wherever
+    the scorer's receptive field fits in the overlap: no seams, and no invented
+    (mirrored or constant) context at the raster's edges.
+    Returns ``(tile (B, h', w'), valid (h', w'))``; the core starts at
+    ``(y0 - max(0, y0 - overlap), x0 - max(0, x0 - overlap))`` in it.
     """
     rx0 = max(0, x0 - overlap)
     ry0 = max(0, y0 - overlap)
     rx1 = min(info.width, x0 + w + overlap)
     ry1 = min(info.height, y0 + h + overlap)
-    data, valid = read_window(ds, info, rx0, ry0, rx1 - rx0, ry1 - ry0)
-    pads = (ry0 - (y0 - overlap), (y0 + h + overlap) - ry1,
-            rx0 - (x0 - overlap), (x0 + w + overlap) - rx1)
-    return _mirror_pad(data, pads), _mirror_pad(valid, pads)
+    return read_window(ds, info, rx0, ry0, rx1 - rx0, ry1 - ry0)
 
 
 def create_score_raster(path: str, info: RasterInfo, options: Sequence[str] = GTIFF_OPTIONS, *,
@@ -518,7 +505,7 @@ class _Worker(threading.Thread):
 
 
 class _Reader(_Worker):
-    """Reads (and mirror-pads) the tiles of a plan ahead of the scorer."""
+    """Reads the tiles (with their margins) of a plan ahead of the scorer."""
 
     def __init__(self, src_path, bands, jobs, overlap, depth, prepare=None) -> None:
         super().__init__("anomaly-reader", depth)
@@ -532,7 +519,7 @@ class _Reader(_Worker):
                 if self.stop.is_set():
                     return
                 (ry, th, _, _), (rx, tw, _, _) = job
-                tile, valid = read_padded_tile(ds, info, rx, ry, tw, th, self.overlap)
+                tile, valid = read_tile_with_margin(ds, info, rx, ry, tw, th, self.overlap)
                 if self.prepare is not None:
                     tile = self.prepare(tile, valid)
                 if not self.put((job, tile, valid)):
@@ -560,8 +547,8 @@ class _Writer(_Worker):
                     return
                 job, scores, valid = item
                 (ry, _, wy0, wy1), (rx, _, wx0, wx1) = job
-                oy = self.overlap + (wy0 - ry)
-                ox = self.overlap + (wx0 - rx)
+                oy = wy0 - max(0, ry - self.overlap)
+                ox = wx0 - max(0, rx - self.overlap)
                 core = scores[oy:oy + (wy1 - wy0), ox:ox + (wx1 - wx0)]
                 cvalid = valid[oy:oy + (wy1 - wy0), ox:ox + (wx1 - wx0)]
                 core = np.where(cvalid & np.isfinite(core), core, np.float32(NODATA))
@@ -591,7 +578,7 @@ def score_tiles(src_path: str, out_band, score_tile: ScoreTileFn, plan: TilePlan
                 is_cancelled: CancelFn = None) -> None:
     """Score the tiles of ``plan`` (tile rows ``row_range``) into ``out_band``.
 
-    Three threads overlap the work: a reader prefetches padded tiles, this
+    Three threads overlap the work: a reader prefetches tiles with margins, this
     thread scores them (``plan.batch`` equal-shaped tiles per call), a writer
     crops, masks and writes the cores (at raster row minus ``row_offset``).
     """
@@ -655,12 +642,11 @@ def score_raster(src_path: str, dst_path: str, score_tile: ScoreTileFn, *,
     """Score ``src_path`` tile by tile and write a float32 score GeoTIFF.
 
     ``score_tile(tile, valid)`` gets ``tile`` float32 ``(B, h, w)`` (the core
-    window grown by ``overlap`` on every side, mirror-padded where the margin
-    leaves the raster) and ``valid`` bool ``(h, w)``; it returns float32
-    ``(h, w)`` scores. Every tile has the full size ``tile_size + 2*overlap``
-    unless the raster is smaller than ``tile_size`` along an axis (then that
-    axis spans the whole raster plus padding; with ``align > 1`` the last tile
-    may be up to ``align - 1`` pixels longer). Invalid pixels reach
+    window grown by ``overlap`` on every side, clipped to the raster: see
+    :func:`read_tile_with_margin`) and ``valid`` bool ``(h, w)``; it returns float32
+    ``(h, w)`` scores. Cores are ``tile_size`` long unless the raster is smaller
+    along an axis (then one tile spans it); the last core is shifted back to stay
+    full-sized (with ``align > 1`` it may be up to ``align - 1`` pixels longer). Invalid pixels reach
     ``score_tile`` with the values as read and ``valid=False``; the engine
     writes :data:`NODATA` there whatever is returned.
 

@@ -4,7 +4,8 @@ Labels per pixel: 0 background, 1 anomaly, 2 ignore, 3 large normal object. Two 
 of sample, drawn with equal probability:
 
 * spectral (multi-band crops): regions whose spectra are band-shuffled. Small regions
-  (0.6-2.3 % of the crop) are anomalies, large ones (2.3-50 %) are normal.
+  (0.6-2.3 % of the crop) are anomalies, large ones (2.3-50 %) are normal. Often
+  also 1-12 pixel sub-pixel targets: a foreign spectrum mixed into the background.
 * spatial (any crop): object cut-outs pasted from elsewhere in the imagery, with a
   random gain, under irregular masks. Small ones are anomalies, large ones normal.
   Small, dim, blurred point targets (infrared) are added to half of them.
@@ -171,6 +172,26 @@ class AnomalySimulator:
                 change = float(np.median(np.abs(after - before).mean(axis=0) /
                                          spread.mean()))
                 labels[mask] = label if label != ANOMALY or change > 0.5 else IGNORE
+        if rng.random() < 0.6:
+            self._subpixel_targets(image, labels, rng)
+
+    def _subpixel_targets(self, image: np.ndarray, labels: np.ndarray,
+                          rng: np.random.Generator) -> None:
+        """1-12 pixel targets whose spectrum is a foreign material (a band-shuffled
+        spectrum from the crop) mixed into the background at 30-100 % (sub-pixel
+        targets of hyperspectral scenes). Mixtures that stay within the noise are ignored."""
+        bands, size = image.shape[0], self.crop
+        spread = image.std(axis=(1, 2)) + 1e-6
+        for _ in range(rng.integers(1, 6)):
+            mask = random_shape(size, _log_uniform(rng, 1, 12), rng)
+            y, x = rng.integers(0, size, 2)
+            material = image[rng.permutation(bands), y, x][:, None]
+            fraction = rng.uniform(0.3, 1.0)
+            before = image[:, mask]
+            after = (1 - fraction) * before + fraction * material
+            image[:, mask] = after
+            change = float(np.median(np.abs(after - before).mean(axis=0) / spread.mean()))
+            labels[mask] = ANOMALY if change > 0.5 else IGNORE
 
     def _paste_objects(self, image: np.ndarray, source: np.ndarray, labels: np.ndarray,
                        rng: np.random.Generator) -> None:

@@ -3,7 +3,9 @@
     python -m anomaly_detector.model.train --data DIR [DIR ...] --steps N --out weights/detector.pt
                                            [--resume CHECKPOINT] [--validate DEV_DIR]
 
-Seeded and resumable: a checkpoint (network, losses, optimisers, schedule, random
+The saved and validated weights are an exponential moving average of the trained
+ones (``--ema``), steadier from checkpoint to checkpoint than the last step's.
+Seeded and resumable: a checkpoint (network, its average, losses, optimisers, random
 state) is written every ``--checkpoint-every`` steps next to ``--out``; ``--resume``
 continues from it bit for bit. Loss and a periodic validation AUC go to the log file;
 a terminal also gets a progress bar with loss and ETA. Uses a GPU when present.
@@ -47,10 +49,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--contrast-radius", type=int, default=CONTRAST_RADIUS,
                         help="local-contrast window radius of the input (0 = none)")
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--ema", type=float, default=0.998,
+                        help="decay of the exponential moving average of the weights that is "
+                             "validated and saved (0 = save the raw weights)")
     parser.add_argument("--seed", type=int, default=20241)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     parser.add_argument("--log", type=Path, default=None, help="log file (default: <out>.log)")
     return parser.parse_args(argv)
+
+
+def update_average(average: torch.nn.Module, model: torch.nn.Module, decay: float,
+                   step: int) -> None:
+    """Move ``average``'s weights towards ``model``'s (decay warmed up over the first steps)."""
+    decay = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for kept, current in zip(average.parameters(), model.parameters()):
+            kept.lerp_(current, 1 - decay)
 
 
 def learning_rate(step: int, steps: int, peak: float, warmup: int = 200, floor: float = 1e-4) -> float:
@@ -98,10 +112,12 @@ def train(args: argparse.Namespace) -> Path:
     optimiser = torch.optim.Adam(list(model.parameters()) + list(feature_loss.parameters()),
                                  lr=args.lr, weight_decay=1e-5)
     multiplier_optimiser = torch.optim.Adam(pixel_loss.parameters(), lr=1e-3, maximize=True)
+    average = copy.deepcopy(model)
     step = 0
     if args.resume:
         state = torch.load(args.resume, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
+        average.load_state_dict(state["average"])
         pixel_loss.load_state_dict(state["pixel_loss"])
         feature_loss.load_state_dict(state["feature_loss"])
         optimiser.load_state_dict(state["optimiser"])
@@ -137,6 +153,7 @@ def train(args: argparse.Namespace) -> Path:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
         optimiser.step()
         multiplier_optimiser.step()
+        update_average(average, model, args.ema, step)
         step += 1
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         bar.update(step, running)
@@ -146,7 +163,8 @@ def train(args: argparse.Namespace) -> Path:
                       f"feature {loss_feature.item():.4f} lr {optimiser.param_groups[0]['lr']:.5f} "
                       f"multipliers {multipliers} elapsed {time.time() - started:.0f}s\n")
         if step % args.checkpoint_every == 0 or step == args.steps:
-            torch.save({"model": model.state_dict(), "pixel_loss": pixel_loss.state_dict(),
+            torch.save({"model": model.state_dict(), "average": average.state_dict(),
+                        "pixel_loss": pixel_loss.state_dict(),
                         "feature_loss": feature_loss.state_dict(), "optimiser": optimiser.state_dict(),
                         "multiplier_optimiser": multiplier_optimiser.state_dict(),
                         "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
@@ -154,12 +172,12 @@ def train(args: argparse.Namespace) -> Path:
         if scenes and (step % args.validate_every == 0 or step == args.steps):
             from .evaluate import validate_in_memory
             threads = torch.get_num_threads()
-            means = validate_in_memory(copy.deepcopy(model).cpu().eval(), scenes)
+            means = validate_in_memory(copy.deepcopy(average).cpu().eval(), scenes)
             torch.set_num_threads(threads)  # inference may have changed it
             log.write(f"validate step {step} " + " ".join(f"{k} {v:.4f}" for k, v in means.items()) + "\n")
-    checksum = save_weights(model.cpu(), args.out, extra={
+    checksum = save_weights(average.cpu(), args.out, extra={
         "training": {"steps": args.steps, "seed": args.seed, "batch": args.batch, "crop": args.crop,
-                     "data": [str(p) for p in args.data]},
+                     "ema": args.ema, "data": [str(p) for p in args.data]},
         "parameters": parameter_count(model)})
     log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")
     log.close()
