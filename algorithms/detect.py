@@ -15,6 +15,10 @@ from .params import THRESHOLD_HELP, add_threshold_parameters, read_threshold_par
 from .styles import POLYGONS_SUFFIX, SCORE_SUFFIX, layer_name, score_stretch
 
 DEVICES = ["auto", "cpu", "cuda"]
+# analysis scale of each SCALE option (model.detector.SCALES)
+SCALE_OPTIONS = [(1, "Full resolution"),
+                 (2, "1/2 resolution: about 4x faster, for objects of 2 or more pixels"),
+                 (4, "1/4 resolution: about 10x faster, for objects of 4 or more pixels")]
 
 
 def torch_missing_message():
@@ -39,6 +43,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
     BANDS = "BANDS"
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
+    SCALE = "SCALE"
     DEVICE = "DEVICE"
     OUTPUT_SCORE = "OUTPUT_SCORE"
     OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
@@ -79,9 +84,14 @@ class DetectAlgorithm(AnomalyAlgorithm):
         (BANDS, "Bands to use (optional, default: all bands)."),
         (TILE_SIZE, "Side of the square tiles scored at once, in pixels (rounded up to a "
                     "multiple of 4). Larger tiles are faster but need more memory. Default 512."),
-        (OVERLAP, "Context margin read around each tile, in pixels (rounded up to a multiple "
-                  "of 4). Default 64 covers the network's receptive field: results do not "
-                  "depend on the tile size."),
+        (OVERLAP, "Context margin read around each tile, in analysed pixels (rounded up to a "
+                  "multiple of 4). Default 64 covers the network's receptive field: results "
+                  "do not depend on the tile size."),
+        (SCALE, "Resolution the detector analyses. Full resolution finds the smallest "
+                "targets. 1/2 or 1/4 averages 2 x 2 or 4 x 4 pixel blocks first: several "
+                "times faster on very large or very high-resolution rasters (e.g. 10 cm "
+                "orthophotos, where objects span many pixels), but targets smaller than a "
+                "block fade. The score map is always written on the input's grid."),
         (DEVICE, "auto (a CUDA GPU when PyTorch sees one, else the CPU), cpu or cuda. The "
                  "device actually used is written to the log."),
     ] + THRESHOLD_HELP + [
@@ -102,6 +112,9 @@ class DetectAlgorithm(AnomalyAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.OVERLAP, "Tile overlap (pixels)", type=QgsProcessingParameterNumber.Integer,
             defaultValue=64, minValue=0, maxValue=1024))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.SCALE, "Analysis resolution", options=[label for _, label in SCALE_OPTIONS],
+            defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum(
             self.DEVICE, "Device", options=DEVICES, defaultValue=0))
         add_threshold_parameters(self)
@@ -140,6 +153,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
                 src, score_path, bands=bands,
                 tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
                 overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
+                scale=SCALE_OPTIONS[self.parameterAsEnum(parameters, self.SCALE, context)][0],
                 device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
                 progress=None if progress is None else (lambda f: progress(0.9 * f)),
                 is_cancelled=cancelled)
@@ -149,7 +163,9 @@ class DetectAlgorithm(AnomalyAlgorithm):
             raise QgsProcessingException(str(error)) from error
         self._score_written = True
         feedback.pushInfo(f"Scored on device '{result.device}' in {result.seconds:.1f} s "
-                          f"(tiles {result.tile_size} px, overlap {result.overlap} px).")
+                          f"(tiles {result.tile_size} px, margin {result.overlap} px, "
+                          f"analysed at {'full' if result.scale == 1 else f'1/{result.scale}'} "
+                          "resolution).")
         polygons = polygonize_scores(
             score_path, polygons_path, is_cancelled=cancelled,
             progress=None if progress is None else (lambda f: progress(0.9 + 0.1 * f)),

@@ -3,7 +3,7 @@
     python -m anomaly_detector.model.batch INPUT [INPUT ...] --out DIR
         [--workers N] [--scheduler tcp://host:8786] [--method top_fraction]
         [--threshold 0.005] [--min-area 1] [--top-n 0] [--tile-size 512]
-        [--overlap 64] [--memory-mb MB] [--split-mp MP]
+        [--overlap 64] [--scale 1] [--memory-mb MB] [--split-mp MP]
 
 Each input (a path or a glob pattern) gives ``<out>/<stem>_score.tif`` (the
 deviation score of ``anomaly:detect``) and ``<out>/<stem>_anomalies.gpkg`` (its
@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from . import engine
-from .detector import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, TileScorer, _round_up
-from .network import SIZE_MULTIPLE
+from .detector import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, SCALES, TileScorer, _round_up,
+                       check_scale, tile_align, tile_margin)
 
 from .detector import THREADS_ENV  # noqa: E402
 
@@ -46,6 +46,7 @@ class Settings:
 
     tile_size: int = DEFAULT_TILE_SIZE
     overlap: int = DEFAULT_OVERLAP
+    scale: int = 1
     memory_mb: Optional[float] = None
     method: str = "top_fraction"
     threshold: float = 0.005
@@ -55,7 +56,8 @@ class Settings:
     weights_path: Optional[str] = None
 
     def rounded(self) -> "Settings":
-        self.tile_size = _round_up(max(self.tile_size, 32))
+        self.scale = check_scale(self.scale)
+        self.tile_size = _round_up(max(self.tile_size, 32), tile_align(self.scale))
         self.overlap = _round_up(max(self.overlap, 0))
         return self
 
@@ -108,20 +110,22 @@ def _scorer(settings: Settings, mean, covariance) -> TileScorer:
     key = settings.weights_path or ""
     if key not in _MODELS:
         _MODELS[key] = load_detector(settings.weights_path, "cpu")
-    return TileScorer(_MODELS[key], SpectralReduction.fit(mean, covariance), "cpu")
+    return TileScorer(_MODELS[key], SpectralReduction.fit(mean, covariance), "cpu",
+                      settings.scale)
 
 
 def _plan(source: str, settings: Settings) -> engine.TilePlan:
     info = engine.open_raster_checked(source)
     return engine.plan_tiles(info, TileScorer, tile_size=settings.tile_size,
-                             overlap=settings.overlap, align=SIZE_MULTIPLE,
-                             memory_mb=settings.memory_mb)
+                             overlap=tile_margin(settings.overlap, settings.scale),
+                             align=tile_align(settings.scale), memory_mb=settings.memory_mb)
 
 
 def task_statistics(source: str, settings: Settings):
     """Pass 1 of a scene: exact band mean and covariance (once per scene)."""
     engine.limit_gdal_cache(settings.memory_mb)
-    mean, covariance, _ = engine.band_statistics(source, memory_mb=settings.memory_mb)
+    mean, covariance, _ = engine.band_statistics(source, memory_mb=settings.memory_mb,
+                                                 pool=settings.scale)
     return mean, covariance
 
 
@@ -131,8 +135,7 @@ def task_strip(source: str, statistics, rows: tuple, strip_path: str, settings: 
     plan = _plan(source, settings)
     scorer = _scorer(settings, *statistics)
     os.makedirs(os.path.dirname(strip_path), exist_ok=True)
-    engine.score_raster(source, strip_path, scorer, plan=plan, row_range=tuple(rows),
-                        overlap=settings.overlap, align=SIZE_MULTIPLE)
+    engine.score_raster(source, strip_path, scorer, plan=plan, row_range=tuple(rows))
     return strip_path, plan.write_rows(*rows)[0]
 
 
@@ -141,8 +144,7 @@ def task_whole(source: str, statistics, score_path: str, settings: Settings) -> 
     engine.limit_gdal_cache(settings.memory_mb)
     plan = _plan(source, settings)
     scorer = _scorer(settings, *statistics)
-    engine.score_raster(source, score_path, scorer, plan=plan, overlap=settings.overlap,
-                        align=SIZE_MULTIPLE)
+    engine.score_raster(source, score_path, scorer, plan=plan)
     return score_path
 
 
@@ -310,6 +312,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--top-n", type=int, default=0)
     parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE)
     parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP)
+    parser.add_argument("--scale", type=int, default=1, choices=SCALES,
+                        help="analysis resolution: 1 (full), 2 or 4 (1/2 or 1/4; faster)")
     parser.add_argument("--memory-mb", type=float, default=None,
                         help="memory setting per task (default $%s or %d)"
                              % (engine.MEMORY_ENV, engine.DEFAULT_MEMORY_MB))
@@ -319,7 +323,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "(default: a worker's share of all pixels)")
     parser.add_argument("--weights", default=None, help="detector weights (default: bundled)")
     args = parser.parse_args(argv)
-    settings = Settings(tile_size=args.tile_size, overlap=args.overlap, memory_mb=args.memory_mb,
+    settings = Settings(tile_size=args.tile_size, overlap=args.overlap, scale=args.scale,
+                        memory_mb=args.memory_mb,
                         method=args.method, threshold=args.threshold, min_area=args.min_area,
                         top_n=args.top_n, torch_threads=args.torch_threads,
                         weights_path=args.weights)

@@ -255,11 +255,32 @@ def statistics_block(band_count: int, block_size: int = 1024,
     return max(16, min(int(block_size), int(math.isqrt(max(1, pixels)))))
 
 
+def pool_mean(data: np.ndarray, valid: np.ndarray, factor: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Average ``factor`` x ``factor`` blocks of ``data`` (B, h, w) over their valid pixels.
+
+    Returns ``(float32 (B, ceil(h/f), ceil(w/f)), valid)``; a block is valid when any of
+    its pixels is. Blocks start at the window's origin (a partial last block averages
+    the pixels it has), so windows that start on multiples of ``factor`` pool like the
+    whole raster.
+    """
+    if factor == 1:
+        return data, valid
+    bands, height, width = data.shape
+    rows, cols = -(-height // factor), -(-width // factor)
+    pad = ((0, rows * factor - height), (0, cols * factor - width))
+    weights = np.pad(valid, pad).astype(np.float32)
+    data = np.pad(np.where(valid, data, np.float32(0)), ((0, 0),) + pad)
+    sums = data.reshape(bands, rows, factor, cols, factor).sum(axis=(2, 4))
+    counts = weights.reshape(rows, factor, cols, factor).sum(axis=(1, 3))
+    return (sums / np.maximum(counts, 1)).astype(np.float32), counts > 0
+
+
 def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *, block_size: int = 1024,
                     progress: ProgressFn = None, is_cancelled: CancelFn = None,
-                    memory_mb: Optional[float] = None
+                    memory_mb: Optional[float] = None, pool: int = 1
                     ) -> Tuple[np.ndarray, np.ndarray, int]:
-    """Exact streaming mean ``(B,)`` and covariance ``(B, B)`` over valid pixels.
+    """Exact streaming mean ``(B,)`` and covariance ``(B, B)`` over valid pixels
+    (of the raster averaged over ``pool`` x ``pool`` blocks, see :func:`pool_mean`).
 
     Blocks are merged with Chan et al.'s pairwise update in float64, so the
     result equals ``np.mean`` / ``np.cov`` (ddof=1) of all valid pixels up to
@@ -268,14 +289,14 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *, block_s
     """
     ds, info = open_dataset(path, bands)
     nb = len(info.bands)
-    block = statistics_block(nb, block_size, memory_mb)
+    block = max(pool, statistics_block(nb, block_size, memory_mb) // pool * pool)
     n = 0
     mean = np.zeros(nb)
     m2 = np.zeros((nb, nb))
     windows = list(iter_windows(info.width, info.height, block))
     for i, (x, y, w, h) in enumerate(windows):
         _check(is_cancelled)
-        data, valid = read_window(ds, info, x, y, w, h)
+        data, valid = pool_mean(*read_window(ds, info, x, y, w, h), pool)
         if valid.all():
             xs = data.reshape(nb, -1).astype(np.float64)
         else:
@@ -308,20 +329,23 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *, block_s
 def _tile_starts(size: int, tile: int, align: int = 1) -> List[Tuple[int, int, int, int]]:
     """Tiles along one axis as ``(read_start, read_length, write_start, write_stop)``.
 
-    Every tile read is ``min(tile, size)`` long: the last tile is shifted back
+    The axis is cut into as few tiles of at most ``tile`` as it needs, of equal
+    length (rounded up to a multiple of ``align``), so no tile is mostly margin.
+    Every read is that long (or the whole axis): the last tile is shifted back
     so that it stays full-sized, and only its part not yet written is kept.
     With ``align > 1`` the shifted start is rounded down to a multiple of
     ``align`` (and the tile grows by less than ``align``), so every read starts
     on the same ``align`` grid: scorers that pool by ``align`` see the same
     pooling grid in every tile.
     """
-    t = min(tile, size)
+    count = -(-size // max(1, tile))
+    t = min(size, -(-(-(-size // count)) // align) * align)
     out = []
-    for s in range(0, size, tile):
+    for s in range(0, size, t):
         r = min(s, size - t)
         if align > 1 and r != s:
             r = (r // align) * align
-        out.append((r, max(t, min(s + tile, size) - r), s, min(s + tile, size)))
+        out.append((r, max(t, min(s + t, size) - r), s, min(s + t, size)))
     return out
 
 

@@ -2,7 +2,7 @@
 
 Layout read: ``<data>/<modality>/<scene>/{image.tif, mask.tif}`` (mask > 0 = anomaly).
 
-    python -m anomaly_detector.model.evaluate DATA [--out DIR] [--weights FILE]
+    python -m anomaly_detector.model.evaluate DATA [--out DIR] [--weights FILE] [--scale 1]
 
 runs the detector exactly as ``anomaly:detect`` does (:func:`.detector.detect_raster`,
 tiles and all) and global RX (:mod:`.rx`), writes ``DIR/evaluation.tsv`` (per-scene
@@ -84,7 +84,8 @@ def validate_in_memory(model, scenes: list[Scene]) -> dict[str, float]:
     return summarise(rows, "auc")
 
 
-def evaluate(data: Path, out_dir: Path, weights: str | None = None, device: str = "cpu") -> list[dict]:
+def evaluate(data: Path, out_dir: Path, weights: str | None = None, device: str = "cpu",
+             scale: int = 1) -> list[dict]:
     """Score every scene with the detector and with RX; write the TSV and the figure."""
     from .detector import detect_raster
     from .rx import rx_score_raster
@@ -95,8 +96,8 @@ def evaluate(data: Path, out_dir: Path, weights: str | None = None, device: str 
         for scene in find_scenes(data):
             mask = read_array(scene.mask_path)[0] > 0
             row = {"modality": scene.modality, "scene": scene.name}
-            for method, run in (("detector", lambda s, d: detect_raster(s, d, device=device,
-                                                                        weights_path=weights)),
+            for method, run in (("detector", lambda s, d: detect_raster(
+                    s, d, device=device, weights_path=weights, scale=scale)),
                                 ("rx", rx_score_raster)):
                 # detector maps are kept in the layout ../shared/tools/evaluate.py --scores reads
                 folder = out_dir / "maps" / scene.modality if method == "detector" else Path(scratch)
@@ -155,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("evaluation"))
     parser.add_argument("--weights", default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--scale", type=int, default=1, help="analysis scale (1, 2 or 4)")
     args = parser.parse_args(argv)
-    rows = evaluate(args.data, args.out, args.weights, args.device)
+    rows = evaluate(args.data, args.out, args.weights, args.device, args.scale)
     detector, rx = summarise(rows, "detector_auc"), summarise(rows, "rx_auc")
     print(f"\n{'modality':20s} {'detector':>9s} {'RX':>9s}")
     for key in detector:

@@ -70,6 +70,29 @@ def test_tiles_are_seam_free(tmp_path, tile_size):
     assert np.abs(one - many).max() < 1e-5
 
 
+@pytest.mark.parametrize("scale", [2, 4])
+def test_coarser_analysis_is_seam_free_on_the_input_grid(tmp_path, scale):
+    image, targets = _targets_scene(height=150, width=131)
+    for row, col in targets:  # targets of a few pixels, as the coarser scales need
+        image[:, row - 3:row + 4, col - 3:col + 4] += 60
+    src = write_raster(tmp_path / "in.tif", image.astype(np.float32))
+    one = detect_raster(src, str(tmp_path / "one.tif"), tile_size=1024, scale=scale)
+    detect_raster(src, str(tmp_path / "many.tif"), tile_size=48, scale=scale)
+    assert one.scale == scale and one.overlap == 64 * scale
+    one, many = read_raster(tmp_path / "one.tif"), read_raster(tmp_path / "many.tif")
+    assert one[4] == (131, 150) and one[1] == gdal.Open(src).GetGeoTransform()
+    assert np.abs(one[0] - many[0]).max() < 1e-5
+    for row, col in targets:
+        assert one[0][row, col] > np.quantile(one[0], 0.97)
+
+
+def test_unknown_analysis_scale_is_refused(tmp_path):
+    src = write_raster(tmp_path / "in.tif", _targets_scene()[0].astype(np.float32))
+    with pytest.raises(ValueError, match="analysis scale must be one of 1, 2, 4"):
+        detect_raster(src, str(tmp_path / "out.tif"), scale=3)
+    assert not (tmp_path / "out.tif").exists()
+
+
 def test_nodata_and_grid_are_kept(tmp_path):
     image, _ = _targets_scene(bands=4)
     image[:, :10, :12] = -1
@@ -121,7 +144,7 @@ def test_detect_algorithm_scores_and_polygons(tmp_path, run_alg):
     image, targets = _targets_scene()
     src = write_raster(tmp_path / "in.tif", image.astype(np.uint16))
     result = run_alg("anomaly:detect", {
-        "INPUT": src, "TILE_SIZE": 64, "OVERLAP": 48, "DEVICE": 1, "THRESHOLD_METHOD": 0,
+        "INPUT": src, "TILE_SIZE": 64, "OVERLAP": 48, "SCALE": 0, "DEVICE": 1, "THRESHOLD_METHOD": 0,
         "THRESHOLD": 0.003, "MIN_AREA": 1, "OUTPUT_SCORE": str(tmp_path / "score.tif"),
         "OUTPUT_POLYGONS": str(tmp_path / "anomalies.gpkg")})
     assert result["DEVICE_USED"] == "cpu" and result["COUNT"] >= 1

@@ -78,6 +78,35 @@ def test_band_statistics_matches_numpy(tmp_path):
         np.testing.assert_allclose(cov, np.cov(x), rtol=1e-9, atol=1e-12)
 
 
+def test_pool_mean_averages_valid_pixels_of_each_block():
+    data = np.arange(2 * 5 * 7, dtype=np.float32).reshape(2, 5, 7)
+    valid = np.ones((5, 7), bool)
+    valid[0, 0] = False  # one invalid pixel, and below one all-invalid block
+    valid[2:4, 4:6] = False
+    data[:, ~valid] = np.nan  # invalid values must not leak into the averages
+    pooled, pooled_valid = engine.pool_mean(data, valid, 2)
+    assert pooled.shape == (2, 3, 4) and pooled.dtype == np.float32
+    for r in range(3):
+        for c in range(4):
+            block = (slice(2 * r, 2 * r + 2), slice(2 * c, 2 * c + 2))
+            inside = valid[block]
+            assert pooled_valid[r, c] == inside.any()
+            if inside.any():
+                np.testing.assert_allclose(pooled[:, r, c], data[:, block[0], block[1]][:, inside]
+                                           .mean(axis=1), rtol=1e-6)
+    assert engine.pool_mean(data, valid, 1)[0] is data
+
+
+def test_band_statistics_of_the_pooled_raster(tmp_path):
+    a = np.random.default_rng(3).normal(size=(3, 37, 50)).astype(np.float32)
+    p = write_raster(tmp_path / "a.tif", a)
+    pooled, _ = engine.pool_mean(a, np.ones(a.shape[1:], bool), 2)
+    mean, cov, n = band_statistics(p, block_size=15, pool=2)  # block rounded to 14
+    assert n == 19 * 25
+    np.testing.assert_allclose(mean, pooled.reshape(3, -1).mean(axis=1), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(cov, np.cov(pooled.reshape(3, -1)), rtol=1e-5, atol=1e-7)
+
+
 def test_band_statistics_all_nodata(tmp_path):
     p = write_raster(tmp_path / "a.tif", np.zeros((2, 5, 5), np.float32), nodata=0)
     with pytest.raises(RasterInputError, match="no valid pixels"):
@@ -173,13 +202,16 @@ def test_score_raster_progress_cancel_and_cleanup(tmp_path):
 
 @pytest.mark.parametrize("align", [1, 4, 8])
 def test_tile_starts_cover_exactly(align):
-    for size in (1, 15, 16, 17, 100):
-        cover = []
-        for r, n, s, e in engine._tile_starts(size, 16, align):
-            assert 0 <= r <= s and e <= r + n <= size and n >= min(16, size)
-            assert r % align == 0 and n < min(16, size) + align
+    for size in (1, 15, 16, 17, 100, 130):
+        cover, spans = [], engine._tile_starts(size, 16, align)
+        for r, n, s, e in spans:
+            assert 0 <= r <= s and e <= r + n <= size and n < 16 + align
+            assert r % align == 0
             cover.extend(range(s, e))
         assert cover == list(range(size))
+        # as few tiles as the size needs, and reads barely longer than the axis
+        assert len(spans) == -(-size // 16)
+        assert sum(n for _, n, _, _ in spans) < size + len(spans) * align + 16
 
 
 def test_signed_bytes_are_read_with_their_sign(tmp_path):

@@ -86,7 +86,8 @@ def _utm33() -> str:
 # --------------------------------------------------------------------------
 # one measurement in a fresh process
 
-def child(kind: str, src: str, dst: str, memory_mb: float | None, tile_size: int | None) -> None:
+def child(kind: str, src: str, dst: str, memory_mb: float | None, tile_size: int | None,
+          scale: int = 1) -> None:
     from anomaly_detector.model import engine
     engine.limit_gdal_cache(memory_mb)
     if kind == "detect":  # imported before the clock starts (QGIS has torch loaded already)
@@ -96,7 +97,7 @@ def child(kind: str, src: str, dst: str, memory_mb: float | None, tile_size: int
     start = time.perf_counter()
     if kind == "detect":
         kwargs = {} if tile_size is None else {"tile_size": tile_size}
-        detect_raster(src, dst, device="cpu", memory_mb=memory_mb, **kwargs)
+        detect_raster(src, dst, device="cpu", memory_mb=memory_mb, scale=scale, **kwargs)
     else:
         rx_score_raster(src, dst, memory_mb=memory_mb)
     seconds = time.perf_counter() - start
@@ -106,9 +107,10 @@ def child(kind: str, src: str, dst: str, memory_mb: float | None, tile_size: int
 
 
 def measure(kind: str, src: Path, dst: Path, memory_mb: float | None = None,
-            tile_size: int | None = None) -> dict:
+            tile_size: int | None = None, scale: int = 1) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, str(src), str(dst),
-           "--memory-mb", str(memory_mb or 0), "--tile-size", str(tile_size or 0)]
+           "--memory-mb", str(memory_mb or 0), "--tile-size", str(tile_size or 0),
+           "--scale", str(scale)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PYPATH)] + sys.path[1:])}
     run = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if run.returncode != 0:
@@ -196,9 +198,10 @@ def main(argv=None) -> int:
     parser.add_argument("--child", nargs=3, metavar=("KIND", "SRC", "DST"), help=argparse.SUPPRESS)
     parser.add_argument("--memory-mb", type=float, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--tile-size", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(*args.child, args.memory_mb or None, args.tile_size or None)
+        child(*args.child, args.memory_mb or None, args.tile_size or None, args.scale)
         return 0
 
     from anomaly_detector.model import engine
@@ -233,6 +236,7 @@ def main(argv=None) -> int:
                "us_per_pixel": r["seconds"] / pixels * 1e6}
         row["tile_size"] = kw.get("tile_size") or (512 if kind == "detect" else 1024)
         row["memory_mb"] = kw.get("memory_mb") or engine.memory_budget() / 2 ** 20
+        row["scale"] = kw.get("scale", 1)
         rows.append(row)
         print(f"{name:<10} {row['algorithm']:<15} {row['raster']:<24} "
               f"{row['mp_per_s']:8.2f} MP/s {row['seconds']:8.1f} s "
@@ -260,6 +264,9 @@ def main(argv=None) -> int:
         case("a", "rx", a)
         case("b", "detect", b)
         case("b", "rx", b)
+        for scale in (2, 4):  # the speed side of the speed-vs-AUC curve (analysis scale)
+            case(f"a-s{scale}", "detect", a, scale=scale)
+            case(f"b-s{scale}", "detect", b, scale=scale)
         lin = [r for r in rows if r["algorithm"] == "anomaly:detect" and
                r["raster"].startswith("3x") and r["case"] in ("lin1024", "lin2048", "a")]
         per_pixel = [r["us_per_pixel"] for r in lin]
