@@ -477,6 +477,9 @@ def plan_tiles(info: RasterInfo, score_tile: Optional[ScoreTileFn] = None, *,
     align = max(1, int(align))
     tile = max(1, int(tile_size))
 
+    # types that GDAL reads straight into float32 need no second copy of a tile
+    raw_copies = 1 if all(t in _EXACT_IN_FLOAT32 for t in info.dtypes) else 2
+
     def window_px(t):
         th = min(t, info.height) + 2 * overlap + align
         tw = min(t, info.width) + 2 * overlap + align
@@ -484,7 +487,7 @@ def plan_tiles(info: RasterInfo, score_tile: Optional[ScoreTileFn] = None, *,
 
     def cost(t, b):
         px = window_px(t)
-        raw = px * read_bpp * 2 if prepared else 0  # the tile being read and prepared
+        raw = px * read_bpp * raw_copies if prepared else 0  # the tile being read and prepared
         return raw + (prefetch + b) * px * queued_bpp + b * px * score_bpp + px * 8
 
     while tile > 4 * align and cost(tile, 1) > budget:

@@ -47,8 +47,27 @@ def save_weights(model: DeviationNet, path: Path, extra: dict | None = None) -> 
     return checksum
 
 
+# Weights below this change no score, but training leaves units that no longer fire with
+# weights decayed to 1e-30 and less: their products are denormal floats, which CPUs
+# multiply many times slower (measured: the whole forward pass 3x slower).
+NEGLIGIBLE_WEIGHT = 1e-10
+
+
+def zero_negligible_weights(model: torch.nn.Module) -> int:
+    """Set every parameter smaller than :data:`NEGLIGIBLE_WEIGHT` in magnitude to exactly
+    zero; returns how many were changed."""
+    changed = 0
+    with torch.no_grad():
+        for parameter in model.parameters():
+            negligible = (parameter.abs() < NEGLIGIBLE_WEIGHT) & (parameter != 0)
+            changed += int(negligible.sum())
+            parameter[negligible] = 0
+    return changed
+
+
 def load_detector(path: Path | str | None = None, device: str = "cpu") -> DeviationNet:
-    """The network with verified weights, in eval mode, on ``device``."""
+    """The network with verified weights (negligible ones zeroed, see
+    :func:`zero_negligible_weights`), in eval mode, on ``device``."""
     path = Path(path) if path else DEFAULT_WEIGHTS
     card_file = card_path(path)
     if not path.is_file() or not card_file.is_file():
@@ -73,4 +92,5 @@ def load_detector(path: Path | str | None = None, device: str = "cpu") -> Deviat
     except Exception as error:  # noqa: BLE001 - any failure here means unusable weights
         raise WeightsError(f"The weights file {path} cannot be loaded ({error}). "
                            "Reinstall the plugin.") from error
+    zero_negligible_weights(model)
     return model.eval().to(device)

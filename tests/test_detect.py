@@ -108,6 +108,24 @@ def test_nodata_and_grid_are_kept(tmp_path):
     assert np.isfinite(scores).all() and (scores[~expected_invalid] >= 0).all()
 
 
+def test_negligible_weights_are_zeroed_on_load_without_changing_scores(tmp_path):
+    import torch
+    from anomaly_detector.model.network import DeviationNet
+    from anomaly_detector.model.weights import save_weights
+    torch.manual_seed(0)
+    model = DeviationNet(width=4).eval()
+    with torch.no_grad():
+        model.coarse[2].weight[0, 0] = 1e-30  # a decayed unit: 9 tiny weights
+        model.coarse[2].weight[1, 0, 0, 0] = 1e-3
+    save_weights(model, tmp_path / "w.pt")
+    loaded = load_detector(tmp_path / "w.pt")
+    assert (loaded.coarse[2].weight[0, 0] == 0).all()
+    assert loaded.coarse[2].weight[1, 0, 0, 0].item() == pytest.approx(1e-3)
+    x = torch.randn(1, 5, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.score(x), model.score(x))
+
+
 def test_device_choice():
     assert resolve_device("auto") in ("cpu", "cuda")
     assert resolve_device("cpu") == "cpu"
