@@ -88,9 +88,12 @@ train: setup
 	  --validate $(SHARED_DATA)/dev $(if $(RESUME),--resume $(RESUME))
 
 # Per-scene ROC AUC of the bundled detector (run as anomaly:detect runs it) and of RX.
-DATA ?= $(SHARED_DATA)/dev
+# SCALE=2 or 4 evaluates the coarser analysis scales (into build/evaluation-scale<N>).
+DATA  ?= $(SHARED_DATA)/dev
+SCALE ?= 1
 evaluate: setup
-	$(PY) -m $(PLUGIN).model.evaluate $(DATA) --out $(BUILD)/evaluation
+	$(PY) -m $(PLUGIN).model.evaluate $(DATA) --scale $(SCALE) \
+	  --out $(BUILD)/evaluation$(if $(filter-out 1,$(SCALE)),-scale$(SCALE))
 
 # Install the packaged plugin into a QGIS profile (default: the user's default
 # profile) and enable it for qgis_process. Override QGIS_PROFILES / QGIS_PROFILE.
