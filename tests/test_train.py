@@ -34,3 +34,25 @@ def test_training_is_seeded_and_resumable(tmp_path):
     assert any(not torch.equal(first[name], resumed[name]) for name in first)
     log = (tmp_path / "one" / "w.log").read_text()
     assert "# start step 4 of 6" in log and "step 6 loss" in log
+
+
+def test_saved_weights_are_the_moving_average(tmp_path):
+    from anomaly_detector.model.train import update_average
+    model, average = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        average.weight.fill_(0.0)
+    update_average(average, model, decay=0.998, step=10_000)
+    assert torch.allclose(average.weight, torch.full_like(average.weight, 0.002))
+    update_average(average, model, decay=0.998, step=0)  # warm-up: mostly the new weights
+    assert (average.weight > 0.85).all()
+    update_average(average, model, decay=0.0, step=10_000)  # --ema 0: the trained weights
+    assert torch.equal(average.weight, model.weight)
+    # a run saves the average, which differs from the last step's weights
+    (tmp_path / "bg" / "multispectral").mkdir(parents=True)
+    (tmp_path / "bg" / "sar").mkdir()
+    data = _backgrounds(tmp_path / "bg")
+    saved = _train(data, tmp_path / "w.pt", 4)
+    last = torch.load(tmp_path / "w.checkpoint.pt", weights_only=True)
+    assert all(torch.equal(saved[k], last["average"][k]) for k in saved)
+    assert any(not torch.equal(saved[k], last["model"][k]) for k in saved)
