@@ -81,11 +81,13 @@ demo: setup
 # Reproduces weights/detector.pt: same data, seed and steps (see weights/MODEL.md).
 SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
 TRAIN_DATA  ?= $(SHARED_DATA)/train $(SHARED_DATA)/train_extra
-TRAIN_STEPS ?= 9000
+TRAIN_STEPS ?= 6500
+TRAIN_SCHEDULE ?= 9000
 TRAIN_OUT   ?= $(CURDIR)/weights/detector.pt
 train: setup
-	$(PY) -m $(PLUGIN).model.train --data $(TRAIN_DATA) --steps $(TRAIN_STEPS) --out $(TRAIN_OUT) \
-	  --validate $(SHARED_DATA)/dev $(if $(RESUME),--resume $(RESUME))
+	$(PY) -m $(PLUGIN).model.train --data $(TRAIN_DATA) --steps $(TRAIN_STEPS) \
+	  --schedule-steps $(TRAIN_SCHEDULE) --out $(TRAIN_OUT) --validate $(SHARED_DATA)/dev \
+	  $(if $(RESUME),--resume $(RESUME)) $(TRAIN_ARGS)
 
 # Per-scene ROC AUC of the bundled detector (run as anomaly:detect runs it) and of RX.
 # SCALE=2 or 4 evaluates the coarser analysis scales (into build/evaluation-scale<N>).

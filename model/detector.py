@@ -83,6 +83,9 @@ def keep_freed_memory() -> None:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD: feature maps from the heap
         libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: give back large free tops
+        # M_ARENA_MAX: the reader, writer and compute threads otherwise each keep an
+        # arena of freed tiles (measured: +230 MB peak on a 8192 x 8192 raster)
+        libc.mallopt(-8, 2)
     except (OSError, AttributeError):
         pass
 
@@ -124,8 +127,10 @@ class TileScorer:
         self.model = model.to(memory_format=torch.channels_last)
         self.reduction, self.device, self.scale = reduction, device, check_scale(scale)
         self.align = tile_align(self.scale)
-        if self.scale > 1:  # the network's share shrinks; the upsampled scores do not
-            self.bytes_per_pixel = self.bytes_per_pixel / self.scale ** 2 + 16
+        if self.scale > 1:  # the network's share shrinks; add the upsampled scores and
+            # the pooling's temporaries (rows summed, then columns) of the raw bands
+            pooling = 4 * reduction.band_count * (1 / self.scale + 1 / self.scale ** 2)
+            self.bytes_per_pixel = self.bytes_per_pixel / self.scale ** 2 + 16 + pooling
         if device == "cpu":
             use_all_cores()
             keep_freed_memory()

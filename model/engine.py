@@ -266,24 +266,37 @@ def statistics_block(band_count: int, block_size: int = 1024,
     return max(16, min(int(block_size), int(math.isqrt(max(1, pixels)))))
 
 
+def _sum_groups(array: np.ndarray, factor: int, axis: int) -> np.ndarray:
+    """Sums of consecutive groups of ``factor`` entries along ``axis`` (last group partial)."""
+    length = array.shape[axis]
+    shape = list(array.shape)
+    shape[axis] = -(-length // factor)
+    out = np.zeros(shape, array.dtype)
+    for offset in range(factor):
+        index = [slice(None)] * array.ndim
+        index[axis] = slice(offset, None, factor)
+        part = array[tuple(index)]
+        index[axis] = slice(0, part.shape[axis])
+        out[tuple(index)] += part
+    return out
+
+
 def pool_mean(data: np.ndarray, valid: np.ndarray, factor: int) -> Tuple[np.ndarray, np.ndarray]:
     """Average ``factor`` x ``factor`` blocks of ``data`` (B, h, w) over their valid pixels.
 
     Returns ``(float32 (B, ceil(h/f), ceil(w/f)), valid)``; a block is valid when any of
     its pixels is. Blocks start at the window's origin (a partial last block averages
     the pixels it has), so windows that start on multiples of ``factor`` pool like the
-    whole raster.
+    whole raster. Rows are summed first, then columns: about one pass over ``data``.
     """
     if factor == 1:
         return data, valid
-    bands, height, width = data.shape
-    rows, cols = -(-height // factor), -(-width // factor)
-    pad = ((0, rows * factor - height), (0, cols * factor - width))
-    weights = np.pad(valid, pad).astype(np.float32)
-    data = np.pad(np.where(valid, data, np.float32(0)), ((0, 0),) + pad)
-    sums = data.reshape(bands, rows, factor, cols, factor).sum(axis=(2, 4))
-    counts = weights.reshape(rows, factor, cols, factor).sum(axis=(1, 3))
-    return (sums / np.maximum(counts, 1)).astype(np.float32), counts > 0
+    if not valid.all():  # invalid pixels may hold nodata values or NaN
+        data = np.where(valid, data, np.float32(0))
+    sums = _sum_groups(_sum_groups(data.astype(np.float32, copy=False), factor, 1), factor, 2)
+    counts = _sum_groups(_sum_groups(valid.astype(np.float32), factor, 0), factor, 1)
+    sums /= np.maximum(counts, 1)
+    return sums, counts > 0
 
 
 def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *, block_size: int = 1024,

@@ -1,9 +1,11 @@
 """The compact deviation-scoring network.
 
 A small three-scale encoder-decoder over the fixed input channels of
-:mod:`.features` and their local contrast (a fixed, parameter-free filter: value
-minus local mean over local standard deviation, 21 x 21 window): full resolution for the pixel and its immediate neighbours, 1/2 and
-1/4 resolution (with dilated convolutions) for the surroundings it is compared with.
+:mod:`.features` (optionally followed by their local contrast, a fixed,
+parameter-free filter: value minus local mean over local standard deviation in a
+``2 * contrast_radius + 1`` window; the bundled weights do without it): full
+resolution for the pixel and its immediate neighbours, 1/2 and 1/4 resolution (with
+dilated convolutions) for the surroundings it is compared with.
 Skip connections bring the fine detail back; a 1x1 head turns the last feature map
 into a per-pixel logit, and ``sigmoid(logit)`` is the deviation score in [0, 1].
 
@@ -21,10 +23,10 @@ from torch.nn import functional as F
 from .features import INPUT_CHANNELS
 
 SIZE_MULTIPLE = 4
-CONTRAST_RADIUS = 10
-# Pixels of context on each side that influence a score (tested): 44 from the
-# convolutions and pooling, plus the local-contrast window.
-RECEPTIVE_RADIUS = 44 + CONTRAST_RADIUS
+CONTRAST_RADIUS = 10  # window radius of the optional local-contrast channels
+# Pixels of context on each side that influence a score through the convolutions and
+# pooling (tested); the local-contrast window, when used, adds its radius.
+CONV_RECEPTIVE_RADIUS = 44
 
 
 def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -60,7 +62,7 @@ class DeviationNet(nn.Module):
     """Per-pixel deviation scorer. ``forward`` returns (logits, last features)."""
 
     def __init__(self, in_channels: int = INPUT_CHANNELS, width: int = 16,
-                 contrast_radius: int = CONTRAST_RADIUS) -> None:
+                 contrast_radius: int = 0) -> None:
         super().__init__()
         w1, w2, w3 = width, 2 * width, 3 * width
         self.config = {"in_channels": in_channels, "width": width,
@@ -78,6 +80,11 @@ class DeviationNet(nn.Module):
         self.merge_middle = nn.Sequential(_conv(w3 + w2, w2), nn.ReLU(inplace=True))
         self.merge_fine = nn.Sequential(_conv(w2 + w1 + in_channels, w1), nn.ReLU(inplace=True))
         self.head = nn.Conv2d(w1, 1, 1)
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context on each side of a pixel that influence its score."""
+        return CONV_RECEPTIVE_RADIUS + self.contrast_radius
 
     def expand_inputs(self, x: torch.Tensor) -> torch.Tensor:
         """The input channels, followed by their local contrast when configured."""

@@ -36,7 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, nargs="+",
                         default=[SHARED_DATA / "train", SHARED_DATA / "train_extra"],
                         help="background image folders (<dir>/<modality>/*.tif)")
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=6500, help="steps to run")
+    parser.add_argument("--schedule-steps", type=int, default=9000,
+                        help="length of the learning-rate schedule (at least --steps)")
     parser.add_argument("--out", type=Path, default=REPO / "weights" / "detector.pt")
     parser.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
     parser.add_argument("--validate", type=Path, default=None,
@@ -46,8 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=96)
     parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--contrast-radius", type=int, default=CONTRAST_RADIUS,
-                        help="local-contrast window radius of the input (0 = none)")
+    parser.add_argument("--contrast-radius", type=int, default=0,
+                        help=f"add local-contrast input channels with this window radius "
+                             f"(e.g. {CONTRAST_RADIUS}; 0 = none)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ema", type=float, default=0.998,
                         help="decay of the exponential moving average of the weights that is "
@@ -141,7 +144,7 @@ def train(args: argparse.Namespace) -> Path:
         inputs = torch.from_numpy(features).to(device)
         targets = torch.from_numpy(labels).to(device)
         for group in optimiser.param_groups:
-            group["lr"] = learning_rate(step, args.steps, args.lr)
+            group["lr"] = learning_rate(step, max(args.schedule_steps, args.steps), args.lr)
         model.train()
         logits, last_features = model(inputs)
         loss_pixel = pixel_loss(logits, targets)
@@ -176,7 +179,7 @@ def train(args: argparse.Namespace) -> Path:
             torch.set_num_threads(threads)  # inference may have changed it
             log.write(f"validate step {step} " + " ".join(f"{k} {v:.4f}" for k, v in means.items()) + "\n")
     checksum = save_weights(average.cpu(), args.out, extra={
-        "training": {"steps": args.steps, "seed": args.seed, "batch": args.batch, "crop": args.crop,
+        "training": {"steps": args.steps, "schedule_steps": args.schedule_steps, "seed": args.seed, "batch": args.batch, "crop": args.crop,
                      "ema": args.ema, "data": [str(p) for p in args.data]},
         "parameters": parameter_count(model)})
     log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")

@@ -11,7 +11,6 @@ from anomaly_detector.model import weights as weights_module
 from anomaly_detector.model.detector import TileScorer, detect_raster, resolve_device
 from anomaly_detector.model.engine import NODATA
 from anomaly_detector.model.features import fit_from_array
-from anomaly_detector.model.network import RECEPTIVE_RADIUS
 from anomaly_detector.model.weights import WeightsError, load_detector
 from conftest import read_raster, run_qgis_process, write_raster
 
@@ -63,7 +62,7 @@ def test_single_tile_equals_direct_network_run(tmp_path):
 def test_tiles_are_seam_free(tmp_path, tile_size):
     image, _ = _targets_scene(height=150, width=131)
     src = write_raster(tmp_path / "in.tif", image.astype(np.float32))
-    overlap = RECEPTIVE_RADIUS + 2
+    overlap = load_detector().receptive_radius + 2
     detect_raster(src, str(tmp_path / "one.tif"), tile_size=1024, overlap=overlap)
     detect_raster(src, str(tmp_path / "many.tif"), tile_size=tile_size, overlap=overlap)
     one, many = read_raster(tmp_path / "one.tif")[0], read_raster(tmp_path / "many.tif")[0]

@@ -6,7 +6,8 @@ import torch
 
 from anomaly_detector.model.features import INPUT_CHANNELS, SpectralReduction, fit_from_array
 from anomaly_detector.model.losses import FeatureMarginLoss, PixelMarginLoss
-from anomaly_detector.model.network import RECEPTIVE_RADIUS, DeviationNet, local_contrast, parameter_count
+from anomaly_detector.model.network import (CONTRAST_RADIUS, CONV_RECEPTIVE_RADIUS, DeviationNet,
+                                           local_contrast, parameter_count)
 from anomaly_detector.model.simulation import (ANOMALY, BACKGROUND, LARGE_NORMAL, AnomalySimulator,
                                                BackgroundImage, random_shape)
 
@@ -61,16 +62,17 @@ def test_network_scores_are_probabilities_and_compact():
     assert parameter_count(model) < 5_000_000 // 4  # far below the 20 MB budget in float32
 
 
-def test_receptive_radius_is_what_the_network_declares():
+@pytest.mark.parametrize("contrast_radius", [0, CONTRAST_RADIUS])
+def test_receptive_radius_is_what_the_network_declares(contrast_radius):
     torch.manual_seed(0)
-    model = DeviationNet()
+    model = DeviationNet(contrast_radius=contrast_radius)
     for parameter in model.parameters():  # all-positive weights: no accidental zero gradients
         parameter.data.abs_()
     inputs = torch.randn(1, INPUT_CHANNELS, 160, 160, requires_grad=True)
     model(inputs)[0][0, 80, 80].backward()
     reached = torch.nonzero(inputs.grad.abs().sum(dim=1)[0] > 0)
     radius = int(max(80 - reached.min(), reached.max() - 80))
-    assert radius == RECEPTIVE_RADIUS
+    assert radius == model.receptive_radius == CONV_RECEPTIVE_RADIUS + contrast_radius
 
 
 def test_random_shape_has_about_the_requested_area():
