@@ -82,8 +82,9 @@ class DetectAlgorithm(AnomalyAlgorithm):
     PARAM_HELP = [
         (INPUT, "Raster to analyse (the active layer in the dialog)."),
         (BANDS, "Bands to use (optional, default: all bands)."),
-        (TILE_SIZE, "Side of the square tiles scored at once, in pixels (rounded up to a "
-                    "multiple of 4). Larger tiles are faster but need more memory. Default 512."),
+        (TILE_SIZE, "Side of the square tiles scored at once, in analysed pixels (rounded up "
+                    "to a multiple of 4). Larger tiles need more memory; smaller ones are used "
+                    "when a tile would not fit. Default 512."),
         (OVERLAP, "Context margin read around each tile, in analysed pixels (rounded up to a "
                   "multiple of 4). Default 64 covers the network's receptive field: results "
                   "do not depend on the tile size."),

@@ -35,7 +35,7 @@ from typing import List, Optional, Sequence
 
 from . import engine
 from .detector import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, SCALES, TileScorer, _round_up,
-                       check_scale, tile_align, tile_margin)
+                       check_scale, tile_align, tile_core, tile_margin)
 
 from .detector import THREADS_ENV  # noqa: E402
 
@@ -57,7 +57,7 @@ class Settings:
 
     def rounded(self) -> "Settings":
         self.scale = check_scale(self.scale)
-        self.tile_size = _round_up(max(self.tile_size, 32), tile_align(self.scale))
+        self.tile_size = tile_core(self.tile_size, self.scale)
         self.overlap = _round_up(max(self.overlap, 0))
         return self
 

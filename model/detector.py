@@ -22,7 +22,7 @@ from .features import INPUT_CHANNELS, SpectralReduction, fit_from_array
 from .network import SIZE_MULTIPLE, DeviationNet, FusedScorer
 from .weights import WeightsError, load_detector
 
-__all__ = ["DetectionResult", "RasterInputError", "SCALES", "TileScorer", "check_scale", "tile_align", "tile_margin", "WeightsError", "detect_raster",
+__all__ = ["DetectionResult", "RasterInputError", "SCALES", "TileScorer", "check_scale", "tile_align", "tile_core", "tile_margin", "WeightsError", "detect_raster",
            "resolve_device", "score_array"]
 
 DEFAULT_TILE_SIZE = 512
@@ -199,6 +199,11 @@ def tile_align(scale: int = 1) -> int:
     return SIZE_MULTIPLE * scale
 
 
+def tile_core(tile_size: int, scale: int = 1) -> int:
+    """Raster pixels along a tile's core for ``tile_size`` analysed pixels (at least 32)."""
+    return _round_up(max(tile_size, 32)) * scale
+
+
 def tile_margin(overlap: int, scale: int = 1) -> int:
     """Raster pixels of context read around each tile for ``overlap`` analysed pixels."""
     return _round_up(max(overlap, 0)) * scale
@@ -225,14 +230,15 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
     or :data:`engine.DEFAULT_MEMORY_MB`); ``tile_size`` is the largest tile, smaller ones
     are used when it would not fit (the result does not depend on the tile size).
     ``scale`` 2 or 4 analyses the raster at 1/2 or 1/4 resolution (see :class:`TileScorer`);
-    ``overlap`` is counted in analysed pixels. The output is always on the input's grid.
+    ``tile_size`` and ``overlap`` are counted in analysed pixels. The output is always on
+    the input's grid.
     """
     start = time.perf_counter()
     device = resolve_device(device)
     scale = check_scale(scale)
     engine.open_raster_checked(src_path, bands)
     model = load_detector(weights_path, device)
-    tile_size = _round_up(max(tile_size, 32), tile_align(scale))
+    tile_size = tile_core(tile_size, scale)
 
     def report(offset: float, share: float) -> Callable[[float], None] | None:
         return None if progress is None else (lambda fraction: progress(offset + share * fraction))
