@@ -22,8 +22,9 @@ from .features import INPUT_CHANNELS, SpectralReduction, fit_from_array
 from .network import SIZE_MULTIPLE, DeviationNet, FusedScorer
 from .weights import WeightsError, load_detector
 
-__all__ = ["DetectionResult", "RasterInputError", "SCALES", "TileScorer", "check_scale", "tile_align", "tile_core", "tile_margin", "WeightsError", "detect_raster",
-           "resolve_device", "score_array"]
+__all__ = ["DetectionResult", "RasterInputError", "SCALES", "TileScorer", "WeightsError",
+           "check_scale", "detect_raster", "resolve_device", "score_array", "tile_align",
+           "tile_core", "tile_margin"]
 
 DEFAULT_TILE_SIZE = 512
 DEFAULT_OVERLAP = 64

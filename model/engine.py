@@ -362,8 +362,9 @@ def _tile_starts(size: int, tile: int, align: int = 1) -> List[Tuple[int, int, i
     on the same ``align`` grid: scorers that pool by ``align`` see the same
     pooling grid in every tile.
     """
-    count = -(-size // max(1, tile))
-    t = min(size, -(-(-(-size // count)) // align) * align)
+    count = -(-size // max(1, tile))  # ceil divisions
+    length = -(-size // count)
+    t = min(size, -(-length // align) * align)
     out = []
     for s in range(0, size, t):
         r = min(s, size - t)

@@ -179,8 +179,9 @@ def train(args: argparse.Namespace) -> Path:
             torch.set_num_threads(threads)  # inference may have changed it
             log.write(f"validate step {step} " + " ".join(f"{k} {v:.4f}" for k, v in means.items()) + "\n")
     checksum = save_weights(average.cpu(), args.out, extra={
-        "training": {"steps": args.steps, "schedule_steps": args.schedule_steps, "seed": args.seed, "batch": args.batch, "crop": args.crop,
-                     "ema": args.ema, "data": [str(p) for p in args.data]},
+        "training": {"steps": args.steps, "schedule_steps": args.schedule_steps,
+                     "seed": args.seed, "batch": args.batch, "crop": args.crop, "ema": args.ema,
+                     "data": [str(p) for p in args.data]},
         "parameters": parameter_count(model)})
     log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")
     log.close()

@@ -53,16 +53,11 @@ def save_weights(model: DeviationNet, path: Path, extra: dict | None = None) -> 
 NEGLIGIBLE_WEIGHT = 1e-10
 
 
-def zero_negligible_weights(model: torch.nn.Module) -> int:
-    """Set every parameter smaller than :data:`NEGLIGIBLE_WEIGHT` in magnitude to exactly
-    zero; returns how many were changed."""
-    changed = 0
+def zero_negligible_weights(model: torch.nn.Module) -> None:
+    """Set every parameter smaller than :data:`NEGLIGIBLE_WEIGHT` in magnitude to exactly zero."""
     with torch.no_grad():
         for parameter in model.parameters():
-            negligible = (parameter.abs() < NEGLIGIBLE_WEIGHT) & (parameter != 0)
-            changed += int(negligible.sum())
-            parameter[negligible] = 0
-    return changed
+            parameter[parameter.abs() < NEGLIGIBLE_WEIGHT] = 0
 
 
 def load_detector(path: Path | str | None = None, device: str = "cpu") -> DeviationNet:
