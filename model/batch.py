@@ -35,7 +35,7 @@ from typing import List, Optional, Sequence
 
 from . import engine
 from .detector import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, SCALES, TileScorer, _round_up,
-                       check_scale, tile_align, tile_core, tile_margin)
+                       check_scale, detection_statistics, tile_align, tile_core, tile_margin)
 
 from .detector import THREADS_ENV  # noqa: E402
 
@@ -122,11 +122,9 @@ def _plan(source: str, settings: Settings) -> engine.TilePlan:
 
 
 def task_statistics(source: str, settings: Settings):
-    """Pass 1 of a scene: exact band mean and covariance (once per scene)."""
+    """Pass 1 of a scene: the detector's band mean and covariance (once per scene)."""
     engine.limit_gdal_cache(settings.memory_mb)
-    mean, covariance, _ = engine.band_statistics(source, memory_mb=settings.memory_mb,
-                                                 pool=settings.scale)
-    return mean, covariance
+    return detection_statistics(source, scale=settings.scale, memory_mb=settings.memory_mb)
 
 
 def task_strip(source: str, statistics, rows: tuple, strip_path: str, settings: Settings) -> tuple:

@@ -23,8 +23,8 @@ from .network import SIZE_MULTIPLE, DeviationNet, FusedScorer
 from .weights import WeightsError, load_detector
 
 __all__ = ["DetectionResult", "RasterInputError", "SCALES", "TileScorer", "WeightsError",
-           "check_scale", "detect_raster", "resolve_device", "score_array", "tile_align",
-           "tile_core", "tile_margin"]
+           "check_scale", "detect_raster", "detection_statistics", "resolve_device",
+           "score_array", "tile_align", "tile_core", "tile_margin"]
 
 DEFAULT_TILE_SIZE = 512
 DEFAULT_OVERLAP = 64
@@ -210,6 +210,25 @@ def tile_margin(overlap: int, scale: int = 1) -> int:
     return _round_up(max(overlap, 0)) * scale
 
 
+def detection_statistics(src_path: str, bands: Sequence[int] | None = None, scale: int = 1, *,
+                         progress: Callable[[float], None] | None = None,
+                         is_cancelled: Callable[[], bool] | None = None,
+                         memory_mb: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Band mean and covariance that normalise ``src_path`` for the detector.
+
+    Of the raster averaged over ``scale`` x ``scale`` blocks; exact over all valid
+    pixels up to 4 x :data:`engine.STATISTICS_SAMPLE` pixels, estimated from a regular
+    grid of at least that many beyond (the estimate barely moves, the cost of the
+    covariance of hundreds of bands drops with the grid).
+    """
+    info = engine.open_raster_checked(src_path, bands)
+    stride = engine.statistics_stride(-(-info.width // scale), -(-info.height // scale))
+    mean, covariance, _ = engine.band_statistics(
+        src_path, bands, progress=progress, is_cancelled=is_cancelled, memory_mb=memory_mb,
+        pool=scale, stride=stride)
+    return mean, covariance
+
+
 @dataclass
 class DetectionResult:
     device: str
@@ -244,9 +263,8 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
     def report(offset: float, share: float) -> Callable[[float], None] | None:
         return None if progress is None else (lambda fraction: progress(offset + share * fraction))
 
-    mean, covariance, _ = engine.band_statistics(
-        src_path, bands, progress=report(0.0, 0.1), is_cancelled=is_cancelled, memory_mb=memory_mb,
-        pool=scale)
+    mean, covariance = detection_statistics(src_path, bands, scale, progress=report(0.0, 0.1),
+                                            is_cancelled=is_cancelled, memory_mb=memory_mb)
     scorer = TileScorer(model, SpectralReduction.fit(mean, covariance), device, scale)
     margin = tile_margin(overlap, scale)
     try:

@@ -299,12 +299,23 @@ def pool_mean(data: np.ndarray, valid: np.ndarray, factor: int) -> Tuple[np.ndar
     return sums, counts > 0
 
 
+STATISTICS_SAMPLE = 1 << 18
+"""Pixels from which :func:`statistics_stride` lets a raster's statistics be estimated."""
+
+
+def statistics_stride(width: int, height: int, minimum: int = STATISTICS_SAMPLE) -> int:
+    """The largest stride ``s`` whose grid of every s-th pixel in each direction still
+    holds at least ``minimum`` pixels of a ``width`` x ``height`` raster (1 if none)."""
+    return max(1, math.isqrt(max(0, width * height) // max(1, minimum)))
+
+
 def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *, block_size: int = 1024,
                     progress: ProgressFn = None, is_cancelled: CancelFn = None,
-                    memory_mb: Optional[float] = None, pool: int = 1
+                    memory_mb: Optional[float] = None, pool: int = 1, stride: int = 1
                     ) -> Tuple[np.ndarray, np.ndarray, int]:
     """Exact streaming mean ``(B,)`` and covariance ``(B, B)`` over valid pixels
-    (of the raster averaged over ``pool`` x ``pool`` blocks, see :func:`pool_mean`).
+    (of the raster averaged over ``pool`` x ``pool`` blocks, see :func:`pool_mean`;
+    with ``stride`` > 1, of every ``stride``-th of those pixels in each direction).
 
     Blocks are merged with Chan et al.'s pairwise update in float64, so the
     result equals ``np.mean`` / ``np.cov`` (ddof=1) of all valid pixels up to
@@ -313,7 +324,8 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *, block_s
     """
     ds, info = open_dataset(path, bands)
     nb = len(info.bands)
-    block = max(pool, statistics_block(nb, block_size, memory_mb) // pool * pool)
+    step = pool * stride  # blocks start on the grid of both
+    block = max(step, statistics_block(nb, block_size, memory_mb) // step * step)
     n = 0
     mean = np.zeros(nb)
     m2 = np.zeros((nb, nb))
@@ -321,6 +333,8 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *, block_s
     for i, (x, y, w, h) in enumerate(windows):
         _check(is_cancelled)
         data, valid = pool_mean(*read_window(ds, info, x, y, w, h), pool)
+        if stride > 1:
+            data, valid = data[:, ::stride, ::stride], valid[::stride, ::stride]
         if valid.all():
             xs = data.reshape(nb, -1).astype(np.float64)
         else:

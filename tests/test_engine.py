@@ -107,6 +107,19 @@ def test_band_statistics_of_the_pooled_raster(tmp_path):
     np.testing.assert_allclose(cov, np.cov(pooled.reshape(3, -1)), rtol=1e-5, atol=1e-7)
 
 
+def test_band_statistics_on_a_regular_grid_of_pixels(tmp_path):
+    assert engine.statistics_stride(1000, 1000) == 1  # < 4 x 2^18 pixels: all of them
+    assert engine.statistics_stride(1024, 1024) == 2
+    assert engine.statistics_stride(4096, 4096) == 8  # still 2^18 pixels
+    a = np.random.default_rng(4).normal(size=(3, 45, 38)).astype(np.float32)
+    p = write_raster(tmp_path / "a.tif", a)
+    mean, cov, n = band_statistics(p, block_size=10, stride=3)  # block rounded to 9
+    grid = a[:, ::3, ::3].reshape(3, -1)
+    assert n == grid.shape[1] == 15 * 13
+    np.testing.assert_allclose(mean, grid.mean(axis=1), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(cov, np.cov(grid), rtol=1e-5, atol=1e-7)
+
+
 def test_band_statistics_all_nodata(tmp_path):
     p = write_raster(tmp_path / "a.tif", np.zeros((2, 5, 5), np.float32), nodata=0)
     with pytest.raises(RasterInputError, match="no valid pixels"):
