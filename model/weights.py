@@ -47,9 +47,10 @@ def save_weights(model: DeviationNet, path: Path, extra: dict | None = None) -> 
     return checksum
 
 
-# Weights below this change no score, but training leaves units that no longer fire with
-# weights decayed to 1e-30 and less: their products are denormal floats, which CPUs
-# multiply many times slower (measured: the whole forward pass 3x slower).
+# Weights below this change no score, but a long training schedule leaves units that no
+# longer fire with weights decayed to 1e-30 and less: their products are denormal floats,
+# which CPUs multiply several times slower (tools/bench.py records the shipped weights'
+# speed with and without zeroing them).
 NEGLIGIBLE_WEIGHT = 1e-10
 
 
