@@ -9,11 +9,10 @@ spectral reduction's channels set to zero, and prints the mean AUC per modality.
 import sys
 
 import numpy as np
-import torch
 
+from anomaly_detector.model.detector import TileScorer
 from anomaly_detector.model.evaluate import find_scenes, read_array, roc_auc, summarise
 from anomaly_detector.model.features import fit_from_array
-from anomaly_detector.model.network import SIZE_MULTIPLE
 from anomaly_detector.model.weights import load_detector
 
 VARIANTS = {"all channels": [], "without the RX distance channel": [4],
@@ -27,15 +26,12 @@ def main(data: str) -> None:
     for scene in find_scenes(data):
         image = read_array(scene.image_path).astype(np.float32)
         mask = read_array(scene.mask_path)[0] > 0
-        channels = fit_from_array(image).apply(image)
-        height, width = channels.shape[1:]
-        channels = np.pad(channels, ((0, 0), (0, -height % SIZE_MULTIPLE), (0, -width % SIZE_MULTIPLE)),
-                          mode="symmetric")
+        scorer = TileScorer(model, fit_from_array(image))
+        tile = scorer.prepare(image)
         for name, zeroed in VARIANTS.items():
-            masked = channels.copy()
+            masked = tile.channels.copy()
             masked[zeroed] = 0
-            with torch.inference_mode():
-                scores = model.score(torch.from_numpy(masked)[None])[0, :height, :width].numpy()
+            scores = scorer.score_prepared([tile._replace(channels=masked)])[0]
             rows[name].append({"modality": scene.modality, "auc": roc_auc(scores, mask)})
     print("| channels fed | " + " | ".join(MODALITIES) + " |")
     for name in VARIANTS:

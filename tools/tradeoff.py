@@ -15,18 +15,20 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SCALES = (1, 2, 4)
+PYPATH = REPO / "build" / "pythonpath"
+if str(PYPATH) not in sys.path:
+    sys.path.insert(0, str(PYPATH))
+
+from anomaly_detector.model.detector import SCALES  # noqa: E402
+from anomaly_detector.model.evaluate import summarise  # noqa: E402
 
 
 def modality_means(tsv: Path) -> dict[str, float]:
-    """Mean detector AUC per modality, plus their mean."""
-    by_modality: dict[str, list[float]] = {}
+    """Mean detector AUC per modality, plus their mean (``mean_of_modalities``)."""
     with open(tsv, newline="") as handle:
-        for row in csv.DictReader(handle, delimiter="\t"):
-            by_modality.setdefault(row["modality"], []).append(float(row["detector_auc"]))
-    means = {m: sum(v) / len(v) for m, v in sorted(by_modality.items())}
-    means["mean"] = sum(means.values()) / len(means)
-    return means
+        rows = [dict(row, detector_auc=float(row["detector_auc"]))
+                for row in csv.DictReader(handle, delimiter="\t")]
+    return summarise(rows, "detector_auc")
 
 
 def main(argv: list[str] | None = None) -> int:
