@@ -127,7 +127,6 @@ class TileScorer:
                  scale: int = 1) -> None:
         self.model = model.to(memory_format=torch.channels_last)
         self.reduction, self.device, self.scale = reduction, device, check_scale(scale)
-        self.align = tile_align(self.scale)
         if self.scale > 1:  # the network's share shrinks; add the upsampled scores and
             # the pooling's temporaries (rows summed, then columns) of the raw bands
             pooling = 4 * reduction.band_count * (1 / self.scale + 1 / self.scale ** 2)
@@ -269,7 +268,7 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
     margin = tile_margin(overlap, scale)
     try:
         engine.score_raster(src_path, dst_path, scorer, bands=bands, tile_size=tile_size,
-                            overlap=margin, align=scorer.align, progress=report(0.1, 0.9),
+                            overlap=margin, align=tile_align(scale), progress=report(0.1, 0.9),
                             is_cancelled=is_cancelled, memory_mb=memory_mb)
     finally:
         release_memory()
