@@ -1,9 +1,8 @@
 """The compact deviation-scoring network.
 
 A small three-scale encoder-decoder over the fixed input channels of
-:mod:`.features` (optionally followed by their local contrast, a fixed,
-parameter-free filter: value minus local mean over local standard deviation in a
-``2 * contrast_radius + 1`` window; the bundled weights do without it): full
+:mod:`.features` (optionally followed by the classic evidence channels of
+:mod:`.evidence`: multi-scale local contrast and dual-window local RX): full
 resolution for the pixel and its immediate neighbours, 1/2 and 1/4 resolution (with
 dilated convolutions) for the surroundings it is compared with.
 Skip connections bring the fine detail back; a 1x1 head turns the last feature map
@@ -20,38 +19,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .evidence import EVIDENCE_CHANNELS, EVIDENCE_RADIUS, evidence_channels
 from .features import INPUT_CHANNELS
 
 SIZE_MULTIPLE = 4
-CONTRAST_RADIUS = 10  # window radius of the optional local-contrast channels
 # Pixels of context on each side that influence a score through the convolutions and
-# pooling (tested); the local-contrast window, when used, adds its radius.
+# pooling (tested); the evidence channels, when used, add their window radius.
 CONV_RECEPTIVE_RADIUS = 44
-
-
-def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over the (2r+1)^2 window around each pixel, the window clipped at the
-    tile edge: two depthwise box convolutions (fast in channels-last layout)."""
-    channels, height, width = x.shape[1:]
-    size = 2 * radius + 1
-    ones = x.new_ones(channels, 1, size, 1)
-    total = F.conv2d(x, ones, padding=(radius, 0), groups=channels)
-    total = F.conv2d(total, ones.transpose(2, 3), padding=(0, radius), groups=channels)
-
-    def count(n: int) -> torch.Tensor:
-        index = torch.arange(n, device=x.device, dtype=x.dtype)
-        return (index + radius).clamp(max=n - 1) - (index - radius).clamp(min=0) + 1
-
-    return total / (count(height)[:, None] * count(width)[None, :])
-
-
-def local_contrast(x: torch.Tensor, radius: int, floor: float = 0.05) -> torch.Tensor:
-    """(x - local mean) / local standard deviation over a (2r+1)^2 window around each
-    pixel (windows clipped at the tile edge); ``floor`` keeps flat areas from
-    amplifying noise. A fixed function of the neighbourhood, so tiling stays exact."""
-    mean = _box_mean(x, radius)
-    variance = (_box_mean(x * x, radius) - mean * mean).clamp_min(0)
-    return (x - mean) / torch.sqrt(variance + floor * floor)
 
 
 def _conv(in_channels: int, out_channels: int, dilation: int = 1) -> nn.Conv2d:
@@ -62,14 +36,13 @@ class DeviationNet(nn.Module):
     """Per-pixel deviation scorer. ``forward`` returns (logits, last features)."""
 
     def __init__(self, in_channels: int = INPUT_CHANNELS, width: int = 16,
-                 contrast_radius: int = 0) -> None:
+                 evidence: bool = False) -> None:
         super().__init__()
         w1, w2, w3 = width, 2 * width, 3 * width
-        self.config = {"in_channels": in_channels, "width": width,
-                       "contrast_radius": contrast_radius}
-        self.contrast_radius = contrast_radius
-        if contrast_radius:
-            in_channels *= 2
+        self.config = {"in_channels": in_channels, "width": width, "evidence": evidence}
+        self.evidence = evidence
+        if evidence:
+            in_channels += EVIDENCE_CHANNELS
         self.fine = nn.Sequential(_conv(in_channels, w1), nn.ReLU(inplace=True),
                                   _conv(w1, w1), nn.ReLU(inplace=True))
         self.middle = nn.Sequential(_conv(w1, w2), nn.ReLU(inplace=True),
@@ -84,13 +57,13 @@ class DeviationNet(nn.Module):
     @property
     def receptive_radius(self) -> int:
         """Pixels of context on each side of a pixel that influence its score."""
-        return CONV_RECEPTIVE_RADIUS + self.contrast_radius
+        return CONV_RECEPTIVE_RADIUS + (EVIDENCE_RADIUS if self.evidence else 0)
 
     def expand_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """The input channels, followed by their local contrast when configured."""
-        if not self.contrast_radius:
+        """The input channels, followed by the classic evidence channels when configured."""
+        if not self.evidence:
             return x
-        return torch.cat([x, local_contrast(x, self.contrast_radius)], dim=1)
+        return torch.cat([x, evidence_channels(x)], dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.expand_inputs(x)

@@ -10,6 +10,11 @@ of sample, drawn with equal probability:
   random gain, under irregular masks. Small ones are anomalies, large ones normal.
   Small, dim, blurred point targets (infrared) are added to half of them.
 
+Hard negatives (straight edges, thin lines, clouds) are added to half the crops as
+background; speckled crops get ships (compact bright clusters), visible ones
+solar-panel-like arrays, and 12 % of spatial crops become night-time scenes (dim,
+noisy, with point lights as anomalies).
+
 Then: smooth illumination trends, random band subsets, single-band conversion, SAR-like speckle and dynamic range
 (amplitude, intensity, decibels, 8-bit quantisation), and Gaussian noise. Every crop
 is mapped to the detector's input channels by the same per-raster reduction as at
@@ -116,6 +121,33 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
+def gaussian_blur(array: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of the last two axes (edges clipped and renormalised)."""
+    radius = max(1, int(3 * sigma))
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+
+    def along(values: np.ndarray, axis: int) -> np.ndarray:
+        length = values.shape[axis]
+        padded = np.moveaxis(values, axis, -1)
+        padded = np.pad(padded, [(0, 0)] * (padded.ndim - 1) + [(radius, radius)])
+        weight = np.convolve(np.ones(length), kernel, mode="full")[radius:radius + length]
+        total = sum(k * padded[..., i:i + length] for i, k in enumerate(kernel))
+        return np.moveaxis(total / weight, -1, axis)
+
+    return along(along(np.asarray(array, dtype=np.float32), -1), -2).astype(np.float32)
+
+
+def _gaussian_spot(size: int, centre: np.ndarray, sigma: tuple[float, float],
+                   angle: float = 0.0) -> np.ndarray:
+    """(size, size) elongated Gaussian of peak 1 (sigma along and across ``angle``)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    dy, dx = yy - centre[0], xx - centre[1]
+    u = dx * np.cos(angle) + dy * np.sin(angle)
+    v = -dx * np.sin(angle) + dy * np.cos(angle)
+    return np.exp(-0.5 * ((u / sigma[0]) ** 2 + (v / sigma[1]) ** 2)).astype(np.float32)
+
+
 class AnomalySimulator:
     """Draws (image (B, S, S) float32, labels (S, S) uint8) training samples."""
 
@@ -219,6 +251,11 @@ class AnomalySimulator:
                         (sign + 0.5 * rng.normal(0, 1, (image.shape[0], 1)))
                     patch = patch.copy()
                     patch[:, mask] = around + offset + texture
+                    if rng.random() < 0.5:  # seen through the sensor's point-spread function
+                        alpha = gaussian_blur(mask.astype(np.float32), rng.uniform(0.5, 1.2))
+                        image[:] = image * (1 - alpha) + patch * alpha
+                        labels[alpha > 0.5] = label
+                        continue
                 image[:, mask] = patch[:, mask]
                 labels[mask] = label
 
@@ -237,6 +274,106 @@ class AnomalySimulator:
             amplitude = sign * _log_uniform(rng, 1.5, 10.0) * _local_spread(image, core)
             image += amplitude[:, None] * blob[None]
             labels[core] = ANOMALY
+
+    def _hard_negatives(self, image: np.ndarray, labels: np.ndarray,
+                        rng: np.random.Generator) -> None:
+        """What fools a detector, taught as background: straight (sharp or soft) edges,
+        long thin lines (roads, wires, field borders) and large smooth bright or dark
+        areas (clouds, haze, glint), 1-5 standard deviations strong."""
+        size = self.crop
+        spread = image.std(axis=(1, 2)) + 1e-6
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        for _ in range(rng.integers(1, 3)):
+            angle = rng.uniform(0, np.pi)
+            distance = (xx - rng.uniform(0, size)) * np.cos(angle) + \
+                (yy - rng.uniform(0, size)) * np.sin(angle)
+            kind, normal = rng.integers(3), None
+            if kind == 0:  # step edge
+                field = (distance > 0).astype(np.float32)
+                if rng.random() < 0.5:
+                    field = gaussian_blur(field, rng.uniform(0.5, 2.0))
+            elif kind == 1:  # line
+                field = np.exp(-0.5 * (distance / rng.uniform(0.6, 2.5)) ** 2)
+                normal = field > 0.3
+            else:  # cloud
+                noise = gaussian_blur(rng.normal(0, 1, (size, size)), rng.uniform(6, 16))
+                field = np.clip((noise - noise.mean()) / (noise.std() + 1e-9)
+                                - rng.uniform(-0.5, 1.0), 0, None)
+                field /= field.max() + 1e-9
+                normal = field > 0.2
+            tint = 1 + 0.3 * rng.normal(0, 1, image.shape[0])
+            amplitude = rng.choice([-1.0, 1.0]) * _log_uniform(rng, 1.0, 5.0) * spread * tint
+            image += amplitude[:, None, None].astype(np.float32) * field[None]
+            if normal is not None:
+                labels[normal & (labels == BACKGROUND)] = LARGE_NORMAL
+
+    def _ships(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> None:
+        """Ships in speckle: 1-4 compact, bright, elongated clusters (about 2-30 px long)
+        with their own speckle, 2-12 standard deviations above the scene."""
+        size = self.crop
+        spread = image.std(axis=(1, 2)) + 1e-6
+        for _ in range(rng.integers(1, 5)):
+            length = _log_uniform(rng, 0.7, 8.0)
+            spot = _gaussian_spot(size, rng.uniform(0, size - 1, 2),
+                                  (length, max(length / _log_uniform(rng, 1.5, 5.0), 0.5)),
+                                  rng.uniform(0, np.pi))
+            looks = int(rng.integers(1, 4))
+            speckle = rng.gamma(looks, 1.0 / looks, spot.shape).astype(np.float32)
+            gain = _log_uniform(rng, 2.0, 12.0) * spread
+            image += gain[:, None, None] * (spot * speckle)[None]
+            labels[spot > 0.3] = ANOMALY
+
+    def _low_light(self, image: np.ndarray, labels: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+        """Night-time imagery: the scene dimmed to 1-15 % of its range, sometimes a large
+        glow (a town: normal), 1-8 point lights (boats, vehicles, people: 0.5-2.5 px spots
+        well above the noise: anomalies), shot and read noise, often 8-bit quantised."""
+        size = self.crop
+        low, high = np.percentile(image, [1, 99])
+        image = np.clip((image - low) / (high - low + 1e-9), 0, None) * _log_uniform(rng, 0.01, 0.15)
+        if rng.random() < 0.4:
+            glow = _gaussian_spot(size, rng.uniform(0, size - 1, 2),
+                                  (rng.uniform(8, 25), rng.uniform(8, 25)), rng.uniform(0, np.pi))
+            image = image + rng.uniform(0.05, 0.4) * glow[None]
+            labels[(glow > 0.3) & (labels == BACKGROUND)] = LARGE_NORMAL
+        tint = 1 + 0.2 * rng.normal(0, 1, (image.shape[0], 1, 1))
+        for _ in range(rng.integers(1, 9)):
+            sigma = _log_uniform(rng, 0.5, 2.5)
+            spot = _gaussian_spot(size, rng.uniform(0, size - 1, 2),
+                                  (sigma, sigma * rng.uniform(0.7, 1.4)), rng.uniform(0, np.pi))
+            image = image + _log_uniform(rng, 0.1, 1.0) * tint * spot[None]
+            labels[spot > 0.3] = ANOMALY
+        read = _log_uniform(rng, 0.002, 0.03)
+        shot = np.sqrt(np.clip(image, 0, None) * _log_uniform(rng, 1e-4, 1e-2))
+        image = image + rng.normal(0, 1, image.shape) * (read + shot)
+        if rng.random() < 0.6:
+            image = np.round(np.clip(image, 0, 1) * 255)
+        return image.astype(np.float32)
+
+    def _panel_arrays(self, image: np.ndarray, labels: np.ndarray,
+                      rng: np.random.Generator) -> None:
+        """Solar-panel-like arrays: a regular grid of dark (often bluish) rectangles with
+        narrow gaps, at a random angle; panels are anomalies, the gaps ignored."""
+        size = self.crop
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        angle = rng.uniform(0, np.pi)
+        cy, cx = rng.uniform(0, size - 1, 2)
+        u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
+        v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
+        panel_u, panel_v = rng.uniform(2, 8), rng.uniform(2, 5)
+        gap = rng.uniform(0.8, 2.5)
+        rows, columns = rng.integers(1, 5), rng.integers(2, 8)
+        inside = (u >= 0) & (u < columns * (panel_u + gap)) & (v >= 0) & (v < rows * (panel_v + gap))
+        panels = inside & (np.mod(u, panel_u + gap) < panel_u) & (np.mod(v, panel_v + gap) < panel_v)
+        if not panels.any():
+            return
+        local = _local_spread(image, panels)
+        around = image[:, _ring(inside)].mean(axis=1, keepdims=True)
+        tint = 1 + 0.4 * rng.normal(0, 1, (image.shape[0], 1))
+        level = around - _log_uniform(rng, 1.0, 4.0) * local * tint
+        image[:, panels] = level + 0.2 * local * rng.normal(0, 1, (image.shape[0], int(panels.sum())))
+        labels[inside] = IGNORE
+        labels[panels] = ANOMALY
 
     # -- radiometric variety -----------------------------------------------------------
     @staticmethod
@@ -290,6 +427,8 @@ class AnomalySimulator:
         labels = np.zeros((self.crop, self.crop), dtype=np.uint8)
         if rng.random() < 0.4:
             self._illumination_trend(image, rng)
+        if rng.random() < 0.5:
+            self._hard_negatives(image, labels, rng)
         if image.shape[0] >= 2 and rng.random() < 0.5:
             self._spectral(image, labels, rng)
         else:
@@ -299,10 +438,18 @@ class AnomalySimulator:
                 source = background.pixels.mean(axis=0, keepdims=True)
             else:
                 source = background.pixels
-            if background.modality != "sar" and image.shape[0] == 1 and rng.random() < 0.25:
+            if rng.random() < 0.12:
+                return self._low_light(image, labels, rng), labels
+            speckled = background.modality == "sar"
+            if not speckled and image.shape[0] == 1 and rng.random() < 0.25:
                 image = self._sar_like(image, rng)
                 source = self._sar_like(self._crop_from(source, rng), rng)
+                speckled = True
             self._paste_objects(image, source, labels, rng)
+            if speckled and rng.random() < 0.6:
+                self._ships(image, labels, rng)
+            if background.modality in ("visible_aerial", "multispectral") and rng.random() < 0.25:
+                self._panel_arrays(image, labels, rng)
             if rng.random() < 0.5:
                 self._point_targets(image, labels, rng)
         if rng.random() < 0.7:

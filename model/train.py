@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .losses import FEATURE_LOSS_WEIGHT, FeatureMarginLoss, PixelMarginLoss
-from .network import CONTRAST_RADIUS, DeviationNet, parameter_count
+from .network import DeviationNet, parameter_count
 from .simulation import AnomalySimulator, load_backgrounds, make_batch
 from .weights import save_weights
 
@@ -48,9 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=96)
     parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--contrast-radius", type=int, default=0,
-                        help=f"add local-contrast input channels with this window radius "
-                             f"(e.g. {CONTRAST_RADIUS}; 0 = none)")
+    parser.add_argument("--evidence", action=argparse.BooleanOptionalAction, default=True,
+                        help="add the classic evidence channels (local contrast, local RX) "
+                             "to the network's input")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ema", type=float, default=0.998,
                         help="decay of the exponential moving average of the weights that is "
@@ -110,7 +110,7 @@ def train(args: argparse.Namespace) -> Path:
     log_path = args.log or args.out.with_suffix(".log")
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
-    model = DeviationNet(width=args.width, contrast_radius=args.contrast_radius).to(device)
+    model = DeviationNet(width=args.width, evidence=args.evidence).to(device)
     pixel_loss, feature_loss = PixelMarginLoss().to(device), FeatureMarginLoss().to(device)
     optimiser = torch.optim.Adam(list(model.parameters()) + list(feature_loss.parameters()),
                                  lr=args.lr, weight_decay=1e-5)

@@ -6,8 +6,10 @@ import torch
 
 from anomaly_detector.model.features import INPUT_CHANNELS, SpectralReduction, fit_from_array
 from anomaly_detector.model.losses import FeatureMarginLoss, PixelMarginLoss
-from anomaly_detector.model.network import (CONTRAST_RADIUS, CONV_RECEPTIVE_RADIUS, DeviationNet,
-                                           local_contrast, parameter_count)
+from anomaly_detector.model.evidence import (CONTRAST_SCALES, EVIDENCE_CHANNELS, EVIDENCE_RADIUS,
+                                            GUARD_RADIUS, OUTER_RADIUS, RIDGE, evidence_channels,
+                                            local_contrast, local_rx)
+from anomaly_detector.model.network import CONV_RECEPTIVE_RADIUS, DeviationNet, parameter_count
 from anomaly_detector.model.simulation import (ANOMALY, BACKGROUND, LARGE_NORMAL, AnomalySimulator,
                                                BackgroundImage, random_shape)
 
@@ -62,17 +64,17 @@ def test_network_scores_are_probabilities_and_compact():
     assert parameter_count(model) < 5_000_000 // 4  # far below the 20 MB budget in float32
 
 
-@pytest.mark.parametrize("contrast_radius", [0, CONTRAST_RADIUS])
-def test_receptive_radius_is_what_the_network_declares(contrast_radius):
+@pytest.mark.parametrize("evidence", [False, True])
+def test_receptive_radius_is_what_the_network_declares(evidence):
     torch.manual_seed(0)
-    model = DeviationNet(contrast_radius=contrast_radius)
+    model = DeviationNet(evidence=evidence)
     for parameter in model.parameters():  # all-positive weights: no accidental zero gradients
         parameter.data.abs_()
     inputs = torch.randn(1, INPUT_CHANNELS, 160, 160, requires_grad=True)
     model(inputs)[0][0, 80, 80].backward()
     reached = torch.nonzero(inputs.grad.abs().sum(dim=1)[0] > 0)
     radius = int(max(80 - reached.min(), reached.max() - 80))
-    assert radius == model.receptive_radius == CONV_RECEPTIVE_RADIUS + contrast_radius
+    assert radius == model.receptive_radius == CONV_RECEPTIVE_RADIUS + evidence * EVIDENCE_RADIUS
 
 
 def test_random_shape_has_about_the_requested_area():
@@ -146,11 +148,52 @@ def test_spectral_reduction_round_trip_from_statistics():
     np.testing.assert_allclose(reduction.apply(image), fit_from_array(image).apply(image), atol=1e-5)
 
 
+def _window(values: np.ndarray, row: int, col: int, radius: int, guard: int = -1) -> np.ndarray:
+    """(C, n) pixels of the clipped (2r+1)^2 window around (row, col), minus the guard window."""
+    height, width = values.shape[-2:]
+    rows, cols = np.mgrid[0:height, 0:width]
+    inside = (abs(rows - row) <= radius) & (abs(cols - col) <= radius) & \
+        ~((abs(rows - row) <= guard) & (abs(cols - col) <= guard))
+    return values[:, inside]
+
+
+POSITIONS = [(0, 0), (3, 25), (15, 12), (29, 7)]
+
+
 def test_local_contrast_matches_its_definition_at_borders_and_inside():
     rng = np.random.default_rng(2)
     values = rng.normal(0, 1, (1, 2, 30, 26)).astype(np.float32)
-    result = local_contrast(torch.from_numpy(values), 4).numpy()
-    for row, col in [(0, 0), (3, 25), (15, 12), (29, 7)]:
-        window = values[0, :, max(row - 4, 0):row + 5, max(col - 4, 0):col + 5].reshape(2, -1)
-        expected = (values[0, :, row, col] - window.mean(axis=1)) / np.sqrt(window.var(axis=1) + 0.05 ** 2)
-        np.testing.assert_allclose(result[0, :, row, col], expected, rtol=1e-4, atol=1e-4)
+    result = local_contrast(torch.from_numpy(values)).numpy()
+    assert result.shape == (1, 2 * len(CONTRAST_SCALES), 30, 26)
+    for row, col in POSITIONS:
+        for index, side in enumerate(CONTRAST_SCALES):
+            centre = _window(values[0], row, col, (side - 1) // 2).mean(axis=1)
+            ring = _window(values[0], row, col, 2 * side + 1, side)
+            expected = (centre - ring.mean(axis=1)) / np.sqrt(ring.var(axis=1) + 0.02 ** 2)
+            got = result[0, [index, len(CONTRAST_SCALES) + index], row, col]
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_local_rx_matches_its_definition_at_borders_and_inside():
+    rng = np.random.default_rng(3)
+    values = rng.normal(0, 1, (1, 4, 30, 26)).astype(np.float32)
+    values[0, :, 15, 12] += 6  # an outlier: its distance must be large
+    result = local_rx(torch.from_numpy(values)).numpy()[0, 0]
+    for row, col in POSITIONS:
+        ring = _window(values[0], row, col, OUTER_RADIUS, GUARD_RADIUS).astype(np.float64)
+        deviation = values[0, :, row, col] - ring.mean(axis=1)
+        covariance = np.cov(ring, bias=True) + RIDGE * np.eye(4)
+        expected = np.sqrt(deviation @ np.linalg.solve(covariance, deviation))
+        np.testing.assert_allclose(result[row, col], expected, rtol=1e-4)
+    assert result[15, 12] > np.percentile(result, 99)
+
+
+def test_evidence_channels_are_finite_on_flat_and_single_band_inputs():
+    flat = torch.zeros(1, INPUT_CHANNELS, 24, 24)
+    single = torch.zeros(1, INPUT_CHANNELS, 24, 24)
+    single[:, 0] = torch.randn(24, 24)
+    for inputs in (flat, single):
+        channels = evidence_channels(inputs)
+        assert channels.shape == (1, EVIDENCE_CHANNELS, 24, 24)
+        assert torch.isfinite(channels).all()
+    assert not evidence_channels(flat).any()

@@ -150,7 +150,7 @@ def network_figures() -> dict:
     import torch
     from anomaly_detector.model.detector import TileScorer, use_all_cores
     from anomaly_detector.model.features import SpectralReduction
-    from anomaly_detector.model.network import CONTRAST_RADIUS, DeviationNet
+    from anomaly_detector.model.network import DeviationNet
     from anomaly_detector.model.weights import DEFAULT_WEIGHTS, load_detector
     threads = use_all_cores()
     model = load_detector().to(memory_format=torch.channels_last)
@@ -193,14 +193,14 @@ def network_figures() -> dict:
     stored = DeviationNet(**model.config).eval()
     stored.load_state_dict(torch.load(DEFAULT_WEIGHTS, map_location="cpu", weights_only=True))
     stored_mps = 644 * 644 / rate(lambda t: TileScorer(stored, reduction, "cpu")(t), tile) / 1e6
-    # the same network with the optional local-contrast input channels (speed only:
-    # random weights; its detection figures come from training runs, see weights/MODEL.md)
-    variant = DeviationNet(width=model.config["width"], contrast_radius=CONTRAST_RADIUS).eval()
+    # the same network without the classic evidence channels (speed only, random
+    # weights): what the evidence channels cost
+    variant = DeviationNet(width=model.config["width"], evidence=False).eval()
     variant_mps = 644 * 644 / rate(lambda t: TileScorer(variant, reduction, "cpu")(t), tile) / 1e6
     return {"torch_threads": threads, "macs_per_pixel": macs_per_pixel,
             "conv3x3_64x64_gmac_per_s": conv_gmacs,
             "network_644px_tile_mp_per_s": net_mps,
-            "network_with_local_contrast_644px_tile_mp_per_s": variant_mps,
+            "network_without_evidence_644px_tile_mp_per_s": variant_mps,
             "network_negligible_weights_kept_644px_tile_mp_per_s": stored_mps,
             "network_gmac_per_s": net_mps * macs_per_pixel / 1e3,
             "network_fraction_of_conv_peak": net_mps * macs_per_pixel / 1e3 / conv_gmacs,
@@ -278,8 +278,8 @@ def main(argv=None) -> int:
               f"{net['network_gmac_per_s']:.1f} GMAC/s "
               f"({100 * net['network_fraction_of_conv_peak']:.0f} % of it); 224 px tile "
               f"{net['tile_224px_forward_ms']:.1f} ms ({net['tile_224px_mp_per_s']:.2f} MP/s; "
-              f"644 px tile {net['network_644px_tile_mp_per_s']:.2f} MP/s, with local-"
-              f"contrast channels {net['network_with_local_contrast_644px_tile_mp_per_s']:.2f} "
+              f"644 px tile {net['network_644px_tile_mp_per_s']:.2f} MP/s, without the "
+              f"evidence channels {net['network_without_evidence_644px_tile_mp_per_s']:.2f} "
               f"MP/s, with the negligible weights kept "
               f"{net['network_negligible_weights_kept_644px_tile_mp_per_s']:.2f} MP/s; "
               f"reference network {REFERENCE_MP_PER_S[0]}-{REFERENCE_MP_PER_S[1]} MP/s)",
