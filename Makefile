@@ -10,7 +10,7 @@ BUILD       := $(CURDIR)/build
 PYPATH      := $(BUILD)/pythonpath
 STAMP       := $(BUILD)/.setup-done
 SITE        := $(VENV)/lib/python3.11/site-packages
-APT_PKGS    := qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-venv xvfb xauth
+APT_PKGS    := qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-scipy python3-venv xvfb xauth
 VERSION     := $(shell sed -n 's/^version=//p' metadata.txt)
 ZIP         := $(BUILD)/$(PLUGIN)-$(VERSION).zip
 # Files and folders that go into the plugin ZIP (nothing for development).
@@ -89,13 +89,15 @@ train: setup
 	  --schedule-steps $(TRAIN_SCHEDULE) --out $(TRAIN_OUT) --validate $(SHARED_DATA)/dev \
 	  $(if $(RESUME),--resume $(RESUME)) $(TRAIN_ARGS)
 
-# Per-scene ROC AUC of the bundled detector (run as anomaly:detect runs it) and of RX.
-# SCALE=2 or 4 evaluates the coarser analysis scales (into build/evaluation-scale<N>).
+# Pixel ROC AUC and object R-precision / recall / hit@1 of the bundled detector (run as
+# anomaly:detect runs it) and of RX, local RX and local contrast, with bootstrap intervals;
+# maps in build/evaluation/maps/<method>/. SCALE=2 or 4 evaluates the detector's coarser analysis scales
+# (into build/evaluation-scale<N>); EVALUATE_ARGS adds options (e.g. --limit 2).
 DATA  ?= $(SHARED_DATA)/dev
 SCALE ?= 1
 evaluate: setup
 	$(PY) -m $(PLUGIN).model.evaluate $(DATA) --scale $(SCALE) \
-	  --out $(BUILD)/evaluation$(if $(filter-out 1,$(SCALE)),-scale$(SCALE))
+	  --out $(BUILD)/evaluation$(if $(filter-out 1,$(SCALE)),-scale$(SCALE)) $(EVALUATE_ARGS)
 
 # Install the packaged plugin into a QGIS profile (default: the user's default
 # profile) and enable it for qgis_process. Override QGIS_PROFILES / QGIS_PROFILE.
