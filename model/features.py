@@ -21,6 +21,8 @@ from functools import cached_property
 
 import numpy as np
 
+from .linalg import matmul
+
 LEADING_COMPONENTS = 4
 INPUT_CHANNELS = LEADING_COMPONENTS + 1
 _RELATIVE_EIGEN_FLOOR = 1e-9
@@ -97,7 +99,7 @@ class SpectralReduction:
             bad = ~np.isfinite(pixels)
             if bad.any():
                 pixels[bad] = 0.0
-            components = projection @ pixels
+            components = matmul(projection, pixels)
             components -= offset
             if valid_flat is not None:
                 components[:, ~valid_flat[start:stop]] = 0.0
