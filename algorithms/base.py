@@ -1,17 +1,24 @@
 """Shared boilerplate of the plugin's Processing algorithms."""
 
 import os
+import signal
 import tempfile
+import threading
 import uuid
+from contextlib import contextmanager
 from xml.sax.saxutils import escape
 
+import numpy as np
 from osgeo import gdal
 from qgis.core import (QgsMapLayer, QgsProcessingAlgorithm, QgsProcessingException, QgsRasterLayer,
-                       QgsProcessingParameterRasterLayer, QgsProcessingUtils)
+                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
+                       QgsProcessingUtils)
 from qgis.PyQt.QtCore import QCoreApplication, QThread, QUrl
 from qgis.PyQt.QtGui import QIcon
 
-from ..model.engine import Cancelled, RasterInputError, open_raster_checked
+from ..model.engine import (Cancelled, RasterInputError, check_score_path, open_raster_checked,
+                            parse_bands, refuse_inputs_as_outputs)
+from ..model.polygons import vector_driver
 from .params import THRESHOLD, check_threshold_parameters
 from .styles import register_output
 
@@ -27,6 +34,60 @@ GROUPS = {
     "scoring": "Anomaly scores",
     "postprocessing": "Post-processing",
 }
+
+
+SOURCE_PROPERTY = "anomaly_detector/source"
+
+
+def raster_layer(source):
+    """A QGIS raster layer of the file ``source`` that never writes into or beside it.
+
+    QGIS computes statistics for a new layer's default style and GDAL saves them
+    into a VRT itself or an ``.aux.xml`` beside the file (even into a zip archive).
+    The layer reads ``source`` through an in-memory ``vrt://`` wrapper, opened with
+    GDAL's PAM off, so that no file keeps them; it is named after ``source`` (so that
+    Processing finds it for that value) and keeps the path in :data:`SOURCE_PROPERTY`.
+    The algorithms read the file itself (with its sidecars) through GDAL.
+    """
+    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "NO")  # no .aux.xml beside files
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # e.g. "Unable to compute a transformation"
+    try:
+        layer = QgsRasterLayer(f"vrt://{source}", source, "gdal")
+    finally:
+        gdal.PopErrorHandler()
+        gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
+    layer.setCustomProperty(SOURCE_PROPERTY, source)
+    return layer
+
+
+def layer_path(layer):
+    """The GDAL path of a raster layer (the file behind a :func:`raster_layer`)."""
+    return layer.customProperty(SOURCE_PROPERTY) or layer.source().split("|")[0]
+
+
+class Terminated(Cancelled):
+    """The process received SIGTERM during a run."""
+
+
+@contextmanager
+def terminate_cleanly():
+    """Turn SIGTERM into :class:`Terminated` during a run in the main thread (qgis_process),
+    so that partial files are removed before the process ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated("Stopped by a termination signal; no output was written.")
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _writable(folder):
@@ -127,7 +188,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
     def input_name(self, parameters, name, context):
         """Display name of a raster input: the layer name, else the file's base name."""
         layer = self.parameterAsRasterLayer(parameters, name, context)
-        if layer is not None and layer.name():
+        if layer is not None and layer.name() and not layer.customProperty(SOURCE_PROPERTY):
             return layer.name()
         path = self._inputs[0] if self._inputs else ""
         return os.path.splitext(os.path.basename(path))[0]
@@ -157,9 +218,9 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         """File path of a raster layer parameter (GDAL-readable), or a clear error."""
         layer = self.parameterAsRasterLayer(parameters, name, context)
         value = parameters.get(name) if isinstance(parameters, dict) else None
-        if layer is None and isinstance(value, str) and value.startswith("/vsi"):
-            # a GDAL virtual path registered in another thread's context
-            layer = QgsRasterLayer(value, os.path.basename(value), "gdal")
+        if layer is None and isinstance(value, str) and value:
+            # a GDAL virtual path or subdataset registered in another thread's context
+            layer = raster_layer(value)
         if layer is None or not layer.isValid():
             raise QgsProcessingException(
                 f"The {name} raster '{value}' could not be opened. Check that the file exists "
@@ -169,7 +230,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
                 f"The {name} layer must be a raster file read by GDAL (for example a GeoTIFF); "
                 f"'{layer.name()}' uses the '{layer.providerType()}' provider. "
                 "Save it as a GeoTIFF first.")
-        path = layer.source().split("|")[0]
+        path = layer_path(layer)
         self._inputs.append(path)
         return self._magnitude_if_complex(path)
 
@@ -220,7 +281,6 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
 
         ``outputs`` is a list of ``(PARAMETER_NAME, path)``.
         """
-        inputs = [os.path.realpath(p) for p in self._inputs if p and not p.startswith("/vsi")]
         seen = {}
         for name, path in outputs:
             if not path:
@@ -229,10 +289,6 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
                 raise QgsProcessingException(
                     f"The {name} output '{path}' is a virtual GDAL path. Choose a file on disk.")
             real = os.path.realpath(path)
-            if real in inputs:
-                raise QgsProcessingException(
-                    f"The {name} output '{path}' is the input raster itself. Choose another "
-                    "file name: inputs are never overwritten.")
             if real in seen:
                 raise QgsProcessingException(
                     f"The {seen[real]} and {name} outputs are the same file '{path}'. Choose "
@@ -247,6 +303,19 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
                 raise QgsProcessingException(
                     f"The folder of the {name} output, '{folder}', is not writable. Choose a "
                     "folder where you can write.")
+        for name, path in outputs:
+            if isinstance(self.parameterDefinition(name), QgsProcessingParameterRasterDestination):
+                check_score_path(path, name)
+            elif path:
+                vector_driver(path)
+        refuse_inputs_as_outputs(outputs, self._inputs)
+
+    def bands(self, parameters, name, context):
+        """The band numbers of a BANDS parameter (None = all bands), or a clear error."""
+        value = parameters.get(name) if isinstance(parameters, dict) else None
+        if value is None or isinstance(value, (str, int, float, list, tuple)):
+            return parse_bands(value)
+        return self.parameterAsInts(parameters, name, context) or None
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
         """Explain in one sentence why a raster input or a threshold cannot be used."""
@@ -254,6 +323,28 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
             message = check_threshold_parameters(parameters)
             if message:
                 return False, message
+        bands = None
+        for name in ("BANDS", "BAND"):
+            if self.parameterDefinition(name) is not None:
+                try:
+                    bands = self.bands(parameters, name, context)
+                except RasterInputError as err:
+                    return False, str(err)
+        ok, message = self._check_rasters(parameters, context)
+        if ok and bands:  # band numbers out of range: refused here, said once
+            layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+            if layer is not None and layer.providerType() == "gdal":
+                try:
+                    open_raster_checked(layer_path(layer), bands)
+                except RasterInputError as err:
+                    return False, str(err)
+        if not ok:
+            return ok, message
+        return super().checkParameterValues(parameters, context)
+
+    def _check_rasters(self, parameters, context):
+        """``(False, sentence)`` for a raster input that cannot be used, else ``(True, "")``;
+        loads new files as layers that write no statistics (see :func:`raster_layer`)."""
         for pdef in self.parameterDefinitions():
             if not isinstance(pdef, QgsProcessingParameterRasterLayer):
                 continue
@@ -261,7 +352,20 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
             if isinstance(value, QgsMapLayer):
                 layer = value
             elif isinstance(value, str) and value:
-                layer = QgsProcessingUtils.mapLayerFromString(value, context)
+                layer = QgsProcessingUtils.mapLayerFromString(value, context, False)
+                if layer is None:
+                    # not loaded yet: as a raster that writes no statistics, else as QGIS
+                    # would (a vector file, a missing file)
+                    quiet = raster_layer(value.split("|")[0])
+                    if quiet.isValid():
+                        context.temporaryLayerStore().addMapLayer(quiet)
+                        continue
+                    try:
+                        open_raster_checked(value.split("|")[0])
+                    except RasterInputError as err:
+                        if "not a raster" not in str(err):
+                            return False, str(err)
+                    layer = QgsProcessingUtils.mapLayerFromString(value, context)
             else:
                 continue
             if layer is not None and layer.isValid():
@@ -276,22 +380,23 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
                 open_raster_checked(value.split("|")[0])
             except RasterInputError as err:
                 return False, str(err)
-            if value.startswith("/vsi"):
-                # QGIS resolves only paths that exist on disk: register GDAL virtual
-                # paths (/vsimem/, /vsizip/, /vsicurl/...) as layers of this run
-                layer = QgsRasterLayer(value, os.path.basename(value), "gdal")
-                if layer.isValid():
-                    context.temporaryLayerStore().addMapLayer(layer)
-        return super().checkParameterValues(parameters, context)
+        return True, ""
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         self._inputs, self._temporary, self._styles = [], [], []
         try:
-            return self.process_core(parameters, context, feedback)
+            with terminate_cleanly():
+                return self.process_core(parameters, context, feedback)
         except RasterInputError as err:
+            raise QgsProcessingException(str(err)) from err
+        except Terminated as err:
             raise QgsProcessingException(str(err)) from err
         except Cancelled as err:
             raise QgsProcessingException("Cancelled by the user; no output was written.") from err
+        except np.linalg.LinAlgError as err:
+            raise QgsProcessingException(
+                f"The statistics of this raster could not be inverted ({err}). Check it for "
+                "extreme or corrupt values, or choose other BANDS.") from err
         except MemoryError as err:
             raise QgsProcessingException(
                 "Not enough memory for this raster. Choose a smaller TILE_SIZE (anomaly:detect) "

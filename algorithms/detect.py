@@ -6,9 +6,8 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorDestination)
 
-import os
-
 from .. import deps
+from ..model.engine import remove_quietly, replace_output, temp_name
 from ..model.polygons import polygonize_scores
 from .base import CITATION, AnomalyAlgorithm
 from .params import THRESHOLD_HELP, add_threshold_parameters, read_threshold_parameters
@@ -128,30 +127,27 @@ class DetectAlgorithm(AnomalyAlgorithm):
 
     def process_core(self, parameters, context, feedback):
         src = self.raster_path(parameters, self.INPUT, context)
-        bands = self.parameterAsInts(parameters, self.BANDS, context) or None
+        bands = self.bands(parameters, self.BANDS, context)
         score_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_SCORE, context)
         polygons_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context)
         self.check_outputs([(self.OUTPUT_SCORE, score_path), (self.OUTPUT_POLYGONS, polygons_path)])
         threshold = read_threshold_parameters(self, parameters, context)
         detector = _import_detector()
         progress, cancelled = self.callbacks(feedback)
-        self._score_written = False
+        # the score map is written under a temporary name and replaces a previous one
+        # only with its polygons: a failed run (cancel, full disk) leaves both as they were
+        partial = temp_name(score_path)
         try:
-            return self._detect(detector, src, score_path, polygons_path, bands, threshold,
-                                parameters, context, feedback, progress, cancelled)
-        except BaseException:
-            # never leave this run's score raster without its polygons (cancel, error)
-            if self._score_written:
-                for path in (score_path, score_path + ".aux.xml"):
-                    if os.path.isfile(path):
-                        os.remove(path)
-            raise
+            return self._detect(detector, src, partial, score_path, polygons_path, bands,
+                                threshold, parameters, context, feedback, progress, cancelled)
+        finally:
+            remove_quietly(partial)
 
-    def _detect(self, detector, src, score_path, polygons_path, bands, threshold, parameters,
-                context, feedback, progress, cancelled):
+    def _detect(self, detector, src, partial, score_path, polygons_path, bands, threshold,
+                parameters, context, feedback, progress, cancelled):
         try:
             result = detector.detect_raster(
-                src, score_path, bands=bands,
+                src, partial, bands=bands,
                 tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
                 overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
                 scale=SCALE_OPTIONS[self.parameterAsEnum(parameters, self.SCALE, context)][0],
@@ -162,15 +158,15 @@ class DetectAlgorithm(AnomalyAlgorithm):
             if isinstance(error, detector.RasterInputError):
                 raise
             raise QgsProcessingException(str(error)) from error
-        self._score_written = True
         feedback.pushInfo(f"Scored on device '{result.device}' in {result.seconds:.1f} s "
                           f"(tiles {result.tile_size} px, margin {result.overlap} px, "
                           f"analysed at {'full' if result.scale == 1 else f'1/{result.scale}'} "
                           "resolution).")
         polygons = polygonize_scores(
-            score_path, polygons_path, is_cancelled=cancelled,
+            partial, polygons_path, is_cancelled=cancelled,
             progress=None if progress is None else (lambda f: progress(0.9 + 0.1 * f)),
             **threshold)
+        replace_output(partial, score_path)
         feedback.pushInfo(f"Threshold {polygons.threshold:.6g}: {polygons.count} anomaly polygon(s).")
         input_name = self.input_name(parameters, self.INPUT, context)
         if self.may_load(context, score_path):

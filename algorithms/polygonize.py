@@ -1,8 +1,9 @@
 """anomaly:polygonize - ranked anomaly polygons from a score raster."""
 
-from qgis.core import (QgsProcessing, QgsProcessingOutputNumber,
+from qgis.core import (QgsProcessing, QgsProcessingOutputNumber, QgsProcessingParameterBand,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorDestination)
 
+from ..model.engine import open_raster_checked
 from ..model.polygons import polygonize_scores
 from .base import CITATION, AnomalyAlgorithm
 from .styles import POLYGONS_SUFFIX, layer_name
@@ -11,6 +12,7 @@ from .params import THRESHOLD_HELP, add_threshold_parameters, read_threshold_par
 
 class PolygonizeAlgorithm(AnomalyAlgorithm):
     INPUT = "INPUT"
+    BAND = "BAND"
     OUTPUT = "OUTPUT"
     COUNT = "COUNT"
     THRESHOLD_VALUE = "THRESHOLD_VALUE"
@@ -20,7 +22,8 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
     GROUP_ID = "postprocessing"
     TAGS = ["polygonize", "threshold", "vectorize", "rank"]
     SUMMARY = (
-        "Selects the anomalous pixels of a score raster (band 1, higher = more anomalous) "
+        "Selects the anomalous pixels of a score raster (BAND, default 1; higher = more "
+        "anomalous) "
         "and turns each 8-connected group into a polygon with GDAL's polygonize. Polygons "
         "are ranked by their highest score (rank 1 = most anomalous) and carry score_max, "
         "score_mean, pixels, area (map units²) and centroid_x / centroid_y (the centroid, in "
@@ -37,12 +40,17 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
         "(8-connected); the automatic threshold is the three-sigma rule. Score rasters of "
         "anomaly:detect come from the method of " + CITATION)
     HELP_ANCHOR = "anomalypolygonize--anomaly-polygons-from-a-score-raster"
-    PARAM_HELP = [(INPUT, "Score raster, e.g. the output of anomaly:rx.")] + THRESHOLD_HELP + [
+    PARAM_HELP = [(INPUT, "Score raster, e.g. the output of anomaly:rx."),
+                  (BAND, "Band of the score raster to threshold (default 1).")] + \
+        THRESHOLD_HELP + [
         (OUTPUT, "Polygon layer (GeoPackage by default)."),
     ]
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Score raster"))
+        self.addParameter(QgsProcessingParameterBand(
+            self.BAND, "Score band", defaultValue=1, parentLayerParameterName=self.INPUT,
+            optional=True))
         add_threshold_parameters(self)
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT, "Anomaly polygons", type=QgsProcessing.TypeVectorPolygon))
@@ -54,8 +62,11 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
         dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         self.check_outputs([(self.OUTPUT, dst)])
         kwargs = read_threshold_parameters(self, parameters, context)
+        band = (self.bands(parameters, self.BAND, context) or [1])[0]
+        feedback.pushInfo(f"Thresholding band {band} of {open_raster_checked(src).band_count}.")
         progress, cancelled = self.callbacks(feedback)
-        res = polygonize_scores(src, dst, progress=progress, is_cancelled=cancelled, **kwargs)
+        res = polygonize_scores(src, dst, band=band, progress=progress, is_cancelled=cancelled,
+                                **kwargs)
         feedback.pushInfo(
             f"Threshold {res.threshold:.6g}: {res.n_flagged} of {res.n_valid} valid pixels, "
             f"{res.count} polygon(s).")

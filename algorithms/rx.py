@@ -53,7 +53,7 @@ class RxAlgorithm(AnomalyAlgorithm):
 
     def process_core(self, parameters, context, feedback):
         src = self.raster_path(parameters, self.INPUT, context)
-        bands = self.parameterAsInts(parameters, self.BANDS, context) or None
+        bands = self.bands(parameters, self.BANDS, context)
         dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         self.check_outputs([(self.OUTPUT, dst)])
         progress, cancelled = self.callbacks(feedback)

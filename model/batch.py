@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from . import engine
 from .detector import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, SCALES, TileScorer, _round_up,
@@ -54,6 +54,28 @@ class Settings:
     top_n: int = 0
     torch_threads: Optional[int] = None
     weights_path: Optional[str] = None
+
+    def problem(self, workers: int = 1, split_mp: Optional[float] = None) -> Optional[str]:
+        """A sentence saying which option is invalid, or None (checked before any work)."""
+        checks = [
+            (math.isfinite(self.threshold), f"--threshold must be a finite number (got "
+                                            f"{self.threshold})."),
+            (self.method != "top_fraction" or 0 < self.threshold <= 1,
+             f"With --method top_fraction, --threshold is a fraction of the valid pixels and "
+             f"must be greater than 0 and at most 1 (got {self.threshold:g})."),
+            (self.min_area >= 1, f"--min-area must be at least 1 pixel (got {self.min_area})."),
+            (self.top_n >= 0, f"--top-n must be 0 (keep all) or more (got {self.top_n})."),
+            (self.tile_size >= 1, f"--tile-size must be at least 1 (got {self.tile_size})."),
+            (self.overlap >= 0, f"--overlap must be 0 or more (got {self.overlap})."),
+            (workers >= 1, f"--workers must be at least 1 (got {workers})."),
+            (self.memory_mb is None or (math.isfinite(self.memory_mb) and self.memory_mb > 0),
+             f"--memory-mb must be a positive number (got {self.memory_mb})."),
+            (self.torch_threads is None or self.torch_threads >= 1,
+             f"--torch-threads must be at least 1 (got {self.torch_threads})."),
+            (split_mp is None or (math.isfinite(split_mp) and split_mp > 0),
+             f"--split-mp must be a positive number of megapixels (got {split_mp})."),
+        ]
+        return next((message for ok, message in checks if not ok), None)
 
     def rounded(self) -> "Settings":
         self.scale = check_scale(self.scale)
@@ -103,9 +125,12 @@ def _set_threads(settings: Settings) -> None:
 _MODELS: dict = {}
 
 
-def _scorer(settings: Settings, mean, covariance) -> TileScorer:
+def _scorer(settings: Settings, mean, covariance):
+    """The scene's ``score_tile``: the detector, or zeros for a scene without variation."""
     from .features import SpectralReduction
     from .weights import load_detector
+    if engine.no_variation(mean, covariance):
+        return engine.zero_scorer
     _set_threads(settings)
     key = settings.weights_path or ""
     if key not in _MODELS:
@@ -178,19 +203,35 @@ def expand_inputs(patterns: Sequence[str]) -> List[str]:
     return out
 
 
-def _scene(source: str, out_dir: Path) -> Scene:
-    stem = Path(source).stem
-    return Scene(source, str(out_dir / f"{stem}_score.tif"),
-                 str(out_dir / f"{stem}_anomalies.gpkg"), str(out_dir / f".{stem}.strips"))
+def name_scenes(sources: Sequence[str], out_dir: Path) -> Dict[str, Scene]:
+    """A :class:`Scene` per source whose outputs never collide: ``<stem>_score.tif`` and
+    ``<stem>_anomalies.gpkg``, with ``_2``, ``_3``... after a stem already used (compared
+    case-insensitively, as some file systems do), e.g. for ``d1/scene.tif`` and ``d2/scene.tif``."""
+    taken, scenes = set(), {}
+    for source in sources:
+        stem = name = Path(source).stem
+        count = 1
+        while name.lower() in taken:
+            count += 1
+            name = f"{stem}_{count}"
+        taken.add(name.lower())
+        scenes[source] = Scene(source, str(out_dir / f"{name}_score.tif"),
+                               str(out_dir / f"{name}_anomalies.gpkg"),
+                               str(out_dir / f".{name}.strips"))
+    return scenes
 
 
 def submit_scenes(client, sources: Sequence[str], out_dir: Path, settings: Settings,
                   workers: int, split_mp: Optional[float] = None):
     """Submit every scene; returns ``(futures by source, results of scenes that failed early)``."""
     scenes, failed = [], []
+    named = name_scenes(sources, out_dir)
+    files: dict = {}
     for source in sources:
-        scene = _scene(source, out_dir)
+        scene = named[source]
         try:
+            engine.refuse_inputs_as_outputs(
+                [("score", scene.score), ("polygons", scene.polygons)], sources, files)
             plan = _plan(source, settings)
             info = engine.open_raster_checked(source)
         except Exception as error:  # noqa: BLE001 - reported in the summary
@@ -227,7 +268,11 @@ def run_batch(inputs: Sequence[str], out_dir: str, *, settings: Optional[Setting
     """Score ``inputs`` on a Dask cluster; returns one :class:`SceneResult` per input."""
     from distributed import Client, LocalCluster, wait
     stream = stream or sys.stdout
-    settings = (settings or Settings()).rounded()
+    settings = settings or Settings()
+    problem = settings.problem(workers if not scheduler else 1, split_mp)
+    if problem:
+        raise ValueError(problem)
+    settings = settings.rounded()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sources = expand_inputs(inputs)
@@ -256,7 +301,7 @@ def run_batch(inputs: Sequence[str], out_dir: str, *, settings: Optional[Setting
             else:
                 error = future.exception()
                 results.append(SceneResult(source, False, error=str(error) or repr(error)))
-                shutil.rmtree(_scene(source, out).strip_dir, ignore_errors=True)
+                shutil.rmtree(name_scenes(sources, out)[source].strip_dir, ignore_errors=True)
     finally:
         client.close()
         if cluster is not None:
@@ -321,11 +366,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "(default: a worker's share of all pixels)")
     parser.add_argument("--weights", default=None, help="detector weights (default: bundled)")
     args = parser.parse_args(argv)
+    if not args.inputs or not args.out:
+        parser.error("give at least one input and an --out folder.")
     settings = Settings(tile_size=args.tile_size, overlap=args.overlap, scale=args.scale,
                         memory_mb=args.memory_mb,
                         method=args.method, threshold=args.threshold, min_area=args.min_area,
                         top_n=args.top_n, torch_threads=args.torch_threads,
                         weights_path=args.weights)
+    problem = settings.problem(args.workers, args.split_mp)
+    if problem:
+        parser.error(problem)
     results = run_batch(args.inputs, args.out, settings=settings, workers=args.workers,
                         scheduler=args.scheduler, split_mp=args.split_mp)
     print(summary_table(results))

@@ -264,7 +264,9 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
 
     mean, covariance = detection_statistics(src_path, bands, scale, progress=report(0.0, 0.1),
                                             is_cancelled=is_cancelled, memory_mb=memory_mb)
-    scorer = TileScorer(model, SpectralReduction.fit(mean, covariance), device, scale)
+    # a raster without variation has no anomaly: all-zero scores, no network border effects
+    scorer = engine.zero_scorer if engine.no_variation(mean, covariance) else \
+        TileScorer(model, SpectralReduction.fit(mean, covariance), device, scale)
     margin = tile_margin(overlap, scale)
     try:
         engine.score_raster(src_path, dst_path, scorer, bands=bands, tile_size=tile_size,

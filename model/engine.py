@@ -19,13 +19,17 @@ Conventions
 import math
 import os
 import queue
+import re
 import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
+
+from .linalg import matmul
 
 NODATA = -9999.0
 """Nodata value of every score raster written by :func:`score_raster`."""
@@ -56,6 +60,10 @@ class RasterInputError(ValueError):
     """Bad input raster. The message is a sentence that tells the user what to do."""
 
 
+class RasterOutputError(RasterInputError):
+    """An output could not be written (disk full, I/O error); any previous output was kept."""
+
+
 class Cancelled(Exception):
     """Raised when the caller's ``is_cancelled()`` callback returned True."""
 
@@ -72,6 +80,12 @@ class RasterInfo:
     nodata: List[Optional[float]] = field(default_factory=list)
     dtypes: List[str] = field(default_factory=list)
     has_geotransform: bool = True
+    mask_bands: List[int] = field(default_factory=list)
+    """Bands whose GDAL mask (alpha band or internal mask) is read into ``valid``."""
+    scale: float = 1.0
+    """Power of two every value is multiplied by when read (extreme float64 magnitudes)."""
+    gcps: tuple = ()
+    gcp_wkt: str = ""
 
     @property
     def pixel_area(self) -> float:
@@ -93,12 +107,94 @@ def _open(path: str) -> Optional["gdal.Dataset"]:
         gdal.PopErrorHandler()
 
 
+def _subdataset_hint(ds) -> str:
+    """' It holds subdatasets such as ...' for a container of subdatasets, else ''."""
+    names = [v for k, v in sorted((ds.GetMetadata("SUBDATASETS") or {}).items())
+             if k.endswith("_NAME")]
+    if not names:
+        return ""
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f" It holds {len(names)} subdatasets: give one of them as the input, e.g. {shown}."
+
+
+def parse_bands(value) -> Optional[List[int]]:
+    """Band numbers from a parameter value: an int, a list, or text such as ``"1, 3"``.
+
+    An empty value means all bands (``None``). Text that is not a list of whole
+    numbers and a band listed twice raise :class:`RasterInputError` naming what was given.
+    """
+    if value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0):
+        return None
+    items = value if isinstance(value, (list, tuple)) else [value]
+    parts = []
+    for item in items:
+        parts += [p for p in re.split(r"[\s,;]+", item.strip())] if isinstance(item, str) \
+            else [item]
+    parts = [p for p in parts if p != ""]
+    bands = []
+    for part in parts:
+        try:
+            number = float(part)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number) or number != int(number):
+            raise RasterInputError(
+                f"BANDS must list band numbers such as 1,3 (got '{_typed(value)}'). "
+                "Give whole numbers separated by commas, or leave it empty for all bands.")
+        bands.append(int(number))
+    if len(set(bands)) != len(bands):
+        twice = next(b for b in bands if bands.count(b) > 1)
+        raise RasterInputError(
+            f"BANDS lists band {twice} more than once (got '{_typed(value)}'). "
+            "List each band once.")
+    return bands or None
+
+
+def _typed(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+_SCALE_LIMIT = 64  # |log2| of a magnitude beyond which float64 values are rescaled
+
+
+def _value_scale(ds, bands: Sequence[int], dtypes: Sequence[str]) -> float:
+    """A power of two that brings float64 values of extreme magnitude near 1.
+
+    Scores are read as float32 and statistics square values in float64: magnitudes
+    beyond 2**64 or below 2**-64 would overflow or vanish. RX and the detector do not
+    depend on a common scale of all bands, so this changes no score.
+    """
+    if "Float64" not in dtypes:
+        return 1.0
+    peak = 0.0
+    for b in bands:
+        try:
+            lo, hi = ds.GetRasterBand(b).ComputeRasterMinMax(True)
+        except (RuntimeError, TypeError):
+            continue
+        if lo is not None and math.isfinite(lo) and math.isfinite(hi):
+            peak = max(peak, abs(lo), abs(hi))
+    if peak == 0.0:
+        return 1.0
+    exponent = math.frexp(peak)[1]
+    return math.ldexp(1.0, -exponent) if abs(exponent) > _SCALE_LIMIT else 1.0
+
+
+def _is_file_path(path: str) -> bool:
+    """Whether ``path`` names a file (not a /vsi path or a GDAL connection string)."""
+    return not path.startswith("/vsi") and not re.match(r"^[A-Za-z0-9_]{2,}:", path)
+
+
 def open_dataset(path: str, bands: Optional[Sequence[int]] = None):
-    """Open and validate a raster; return ``(gdal.Dataset, RasterInfo)``."""
+    """Open and validate a raster; return ``(gdal.Dataset, RasterInfo)``.
+
+    ``bands=None`` selects every band but alpha bands, whose transparency, like an
+    internal mask, makes pixels invalid (see :attr:`RasterInfo.mask_bands`).
+    """
     path = str(path) if path is not None else ""
     if not path:
         raise RasterInputError("No input raster was given. Choose a raster file.")
-    if not path.startswith("/vsi"):
+    if _is_file_path(path):
         if not os.path.exists(path):
             raise RasterInputError(
                 f"The input raster '{path}' does not exist. Check the path and try again.")
@@ -107,17 +203,23 @@ def open_dataset(path: str, bands: Optional[Sequence[int]] = None):
                 f"The input file '{path}' is empty (0 bytes). Choose a valid raster file.")
     ds = _open(path)
     if ds is None:
+        if not path.startswith("/vsi") and not os.path.exists(path):
+            raise RasterInputError(
+                f"The input raster '{path}' does not exist. Check the path and try again.")
         raise RasterInputError(
             f"The file '{path}' is not a raster that GDAL can read. "
             "Choose a raster file such as a GeoTIFF.")
     if ds.RasterCount == 0:
-        raise RasterInputError(
-            f"The file '{path}' contains no raster bands. Choose a raster file.")
+        hint = _subdataset_hint(ds) or " Choose a raster file."
+        raise RasterInputError(f"The file '{path}' contains no raster bands.{hint}")
     if ds.RasterXSize <= 0 or ds.RasterYSize <= 0:
         raise RasterInputError(
             f"The raster '{path}' has zero width or height. Choose a non-empty raster.")
+    every = list(range(1, ds.RasterCount + 1))
     if bands is None or len(bands) == 0:
-        sel = list(range(1, ds.RasterCount + 1))
+        alpha = {b for b in every
+                 if ds.GetRasterBand(b).GetColorInterpretation() == gdal.GCI_AlphaBand}
+        sel = [b for b in every if b not in alpha] or every
     else:
         sel = [int(b) for b in bands]
         bad = [b for b in sel if b < 1 or b > ds.RasterCount]
@@ -125,7 +227,7 @@ def open_dataset(path: str, bands: Optional[Sequence[int]] = None):
             raise RasterInputError(
                 f"Band {bad[0]} does not exist in '{path}', which has "
                 f"{ds.RasterCount} band(s). Choose band numbers from 1 to {ds.RasterCount}.")
-    nodata, dtypes = [], []
+    nodata, dtypes, masks = [], [], []
     for b in sel:
         band = ds.GetRasterBand(b)
         nodata.append(band.GetNoDataValue())
@@ -136,13 +238,20 @@ def open_dataset(path: str, bands: Optional[Sequence[int]] = None):
                 f"Band {b} of '{path}' holds complex values ({dtypes[-1]}). Score its "
                 "magnitude instead: the Processing algorithms do this automatically; from "
                 "Python, convert it first (for example a VRT with the 'mod' pixel function).")
+        flags = band.GetMaskFlags()
+        if not flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA) and not (
+                flags & gdal.GMF_PER_DATASET and masks):
+            masks.append(b)
     gt = ds.GetGeoTransform(can_return_null=True)
+    gcps = tuple(ds.GetGCPs() or ()) if gt is None else ()
     info = RasterInfo(
         path=path, width=ds.RasterXSize, height=ds.RasterYSize,
         band_count=ds.RasterCount, bands=sel,
         geotransform=tuple(gt) if gt else (0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
         projection_wkt=ds.GetProjection() or "", nodata=nodata, dtypes=dtypes,
-        has_geotransform=gt is not None)
+        has_geotransform=gt is not None, mask_bands=masks,
+        scale=_value_scale(ds, sel, dtypes), gcps=gcps,
+        gcp_wkt=(ds.GetGCPProjection() or "") if gcps else "")
     return ds, info
 
 
@@ -155,6 +264,93 @@ def open_raster_checked(path: str, bands: Optional[Sequence[int]] = None) -> Ras
     ds, info = open_dataset(path, bands)
     ds = None
     return info
+
+
+# --------------------------------------------------------------------------
+# Files an input reads and files an output may replace
+
+_SIDECARS = ("", ".aux.xml", ".ovr", ".msk")
+_ARCHIVES = ("/vsizip/", "/vsitar/", "/vsigzip/", "/vsi7z/", "/vsirar/")
+
+
+def _local_file(name: str) -> Optional[str]:
+    """The file on disk behind ``name``: itself, the archive of a /vsizip/-like path,
+    or None (memory and network paths)."""
+    for prefix in _ARCHIVES:
+        if name.startswith(prefix):
+            rest = name[len(prefix):].strip("{}")
+            parts = rest.split("/")
+            for i in range(1, len(parts) + 1):
+                candidate = "/".join(parts[:i])
+                if candidate and os.path.isfile(candidate):
+                    return candidate
+            return None
+    return None if name.startswith("/vsi") else name
+
+
+def input_files(path: str) -> List[str]:
+    """Every file on disk that reading the raster ``path`` involves.
+
+    GDAL's file list (a VRT's sources, an ENVI header, a world file...), the archive
+    of a /vsizip/-like path, and the sidecars GDAL may read beside each of them.
+    """
+    names = {str(path)}
+    ds = _open(str(path))
+    if ds is not None:
+        names.update(ds.GetFileList() or [])
+        ds = None
+    files = {f for f in map(_local_file, names) if f}
+    return sorted({f + s for f in files for s in _SIDECARS} |
+                  {p for f in files for p in _world_files(f)})
+
+
+def _world_files(path: str) -> List[str]:
+    """``x.aux`` and the world files GDAL looks for beside ``x.ext`` (x.tfw, x.tifw, x.wld)."""
+    stem, ext = os.path.splitext(path)
+    names = [stem + ".aux", stem + ".wld"]
+    if len(ext) > 2:
+        names += [stem + ext[:2] + ext[-1] + "w", path + "w"]
+    return names
+
+
+def check_score_path(path: str, name: str = "score") -> None:
+    """Refuse a score raster output whose extension is not GeoTIFF's (.tif, .tiff)."""
+    ext = os.path.splitext(str(path))[1].lower()
+    if ext not in ("", ".tif", ".tiff"):
+        raise RasterInputError(
+            f"The {name} output '{path}' has the extension '{ext}', but score rasters are "
+            "written as GeoTIFF. Choose a name ending in .tif.")
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` are one file (through symlinks and hard links)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def refuse_inputs_as_outputs(outputs: Sequence[Tuple[str, str]], inputs: Sequence[str],
+                             cache: Optional[dict] = None) -> None:
+    """Raise :class:`RasterInputError` when an output ``(NAME, path)`` is a file that an
+    input raster reads: inputs are never overwritten. ``cache`` keeps each input's
+    :func:`input_files` between calls."""
+    cache = {} if cache is None else cache
+    for source in inputs:
+        if source not in cache:
+            cache[source] = input_files(source)
+        files = cache[source]
+        for name, path in outputs:
+            hit = next((f for f in files if path and same_file(path, f)), None)
+            if hit is None:
+                continue
+            if _local_file(source) and same_file(hit, _local_file(source)):
+                raise RasterInputError(
+                    f"The {name} output '{path}' is the input raster itself. Choose another "
+                    "file name: inputs are never overwritten.")
+            raise RasterInputError(
+                f"The {name} output '{path}' is the file '{hit}', which the input raster "
+                f"'{source}' reads. Choose another file name: inputs are never overwritten.")
 
 
 # --------------------------------------------------------------------------
@@ -238,7 +434,13 @@ def read_window(ds, info: RasterInfo, x: int, y: int, w: int, h: int):
             valid &= np.isfinite(band)
         if nd is not None and not math.isnan(nd):
             valid &= band != nd
+    for b in info.mask_bands:  # alpha band or internal mask: 0 = transparent
+        valid &= ds.GetRasterBand(b).GetMaskBand().ReadAsArray(x, y, w, h) > 0
+    if info.scale != 1.0:
+        arr = arr * info.scale
     out = arr if arr.dtype == np.float32 else arr.astype(np.float32)
+    if info.scale != 1.0:
+        valid &= np.isfinite(out).all(axis=0)
     return out, valid
 
 
@@ -344,7 +546,7 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *, block_s
         if k:
             mb = xs.mean(axis=1)
             xs -= mb[:, None]
-            m2b = xs @ xs.T
+            m2b = matmul(xs, xs.T)
             delta = mb - mean
             tot = n + k
             mean = mean + delta * (k / tot)
@@ -359,6 +561,20 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *, block_s
             "in the selected bands. Check its nodata value or choose other bands.")
     cov = m2 / max(n - 1, 1)
     return mean, cov, n
+
+
+def no_variation(mean: np.ndarray, cov: np.ndarray, tolerance: float = 1e-10) -> bool:
+    """Whether the statistics describe a raster without variation: every band's standard
+    deviation is at most ``tolerance`` times its mean's magnitude (all valid pixels equal
+    up to rounding). Such a raster has no anomaly."""
+    variance = np.diag(np.atleast_2d(np.asarray(cov, np.float64)))
+    scale = np.maximum(np.abs(np.asarray(mean, np.float64)), np.finfo(np.float64).tiny)
+    return bool(np.all(np.sqrt(np.maximum(variance, 0.0)) <= tolerance * scale))
+
+
+def zero_scorer(tile: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``score_tile`` of a raster without variation: 0 everywhere (see :func:`no_variation`)."""
+    return np.zeros(tile.shape[1:], np.float32)
 
 
 # --------------------------------------------------------------------------
@@ -427,23 +643,94 @@ def create_score_raster(path: str, info: RasterInfo, options: Sequence[str] = GT
         out.SetGeoTransform(tuple(gt))
     if info.projection_wkt:
         out.SetProjection(info.projection_wkt)
+    if info.gcps:
+        out.SetGCPs([gdal.GCP(g.GCPX, g.GCPY, g.GCPZ, g.GCPPixel, g.GCPLine - row_offset,
+                              g.Info, g.Id) for g in info.gcps], info.gcp_wkt)
     band = out.GetRasterBand(1)
     band.SetNoDataValue(NODATA)
     return out
 
 
-def _temp_name(dst_path: str) -> str:
+def temp_name(dst_path: str) -> str:
+    """A hidden file name beside ``dst_path`` for writing it before it is complete."""
     folder = os.path.dirname(os.path.abspath(dst_path))
     base = os.path.basename(dst_path)
     return os.path.join(folder, f".{base}.{uuid.uuid4().hex[:8]}.partial.tif")
 
 
-def _remove_quietly(path: str) -> None:
+def remove_quietly(path: str) -> None:
+    """Remove ``path`` and its ``.aux.xml`` sidecar where they exist."""
     for p in (path, path + ".aux.xml"):
         try:
             os.remove(p)
         except OSError:
             pass
+
+
+def replace_output(tmp: str, dst_path: str) -> None:
+    """Move the complete file ``tmp`` onto ``dst_path`` in one step (the previous
+    output stays until then); the previous output's statistics sidecar goes with it."""
+    os.replace(tmp, dst_path)
+    try:
+        os.remove(dst_path + ".aux.xml")
+    except OSError:
+        pass
+
+
+class WriteFailures:
+    """Collects GDAL/OGR failures reported while an output is written.
+
+    Writers report a full disk or an I/O error through GDAL's error handler, not as
+    an exception: push :meth:`watch` (in every thread that writes) and call
+    :meth:`check` before the output replaces the previous one.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = str(path)
+        self.messages: List[str] = []
+
+    def _handler(self, level, number, message) -> None:
+        if level >= gdal.CE_Failure:
+            self.messages.append(str(message))
+
+    def _output_handler(self, level, number, message) -> None:
+        text = str(message)
+        if os.path.basename(self.path) in text or "no space left" in text.lower():
+            self._handler(level, number, message)
+
+    @contextmanager
+    def watch(self, output_only: bool = False):
+        """Collect failures of this thread (with ``output_only``, those that name the
+        output or a full disk: a reading thread may flush the output's blocks)."""
+        gdal.PushErrorHandler(self._output_handler if output_only else self._handler)
+        try:
+            yield self
+        finally:
+            gdal.PopErrorHandler()
+
+    def check(self, dst_path: str) -> None:
+        """Raise :class:`RasterOutputError` when a failure was reported."""
+        if self.messages:
+            raise output_error(dst_path, "; ".join(self.messages[:2]))
+
+
+def output_error(dst_path: str, detail: str) -> RasterOutputError:
+    """The sentence for an output that could not be written (disk full or other)."""
+    folder = os.path.dirname(os.path.abspath(dst_path))
+    try:
+        free = os.statvfs(folder)
+        free_mb = free.f_bavail * free.f_frsize / 2 ** 20
+    except OSError:
+        free_mb = math.inf
+    if "no space left" in detail.lower() or free_mb < 1:
+        return RasterOutputError(
+            f"The disk is full: the output '{dst_path}' could not be written "
+            f"({free_mb:.1f} MB free in '{folder}'). Free some space or choose another "
+            "folder, then run again; any previous output was left as it was.")
+    return RasterOutputError(
+        f"The output '{dst_path}' could not be written ({detail}). Check the free disk "
+        f"space and the permissions of '{folder}', then run again; any previous output "
+        "was left as it was.")
 
 
 Span = Tuple[int, int, int, int]  # (read_start, read_length, write_start, write_stop)
@@ -533,6 +820,11 @@ class _Failure:
         self.error = error
 
 
+@contextmanager
+def _nothing():
+    yield
+
+
 _END = object()
 
 
@@ -573,12 +865,18 @@ class _Worker(threading.Thread):
 class _Reader(_Worker):
     """Reads the tiles (with their margins) of a plan ahead of the scorer."""
 
-    def __init__(self, src_path, bands, jobs, overlap, depth, prepare=None) -> None:
+    def __init__(self, src_path, bands, jobs, overlap, depth, prepare=None,
+                 failures: Optional[WriteFailures] = None) -> None:
         super().__init__("anomaly-reader", depth)
         self.src_path, self.bands, self.jobs, self.overlap = src_path, bands, jobs, overlap
-        self.prepare = prepare
+        self.prepare, self.failures = prepare, failures
 
     def run(self) -> None:
+        # GDAL's block cache may flush the output's blocks from this thread too
+        with self.failures.watch(output_only=True) if self.failures else _nothing():
+            self._read()
+
+    def _read(self) -> None:
         try:
             ds, info = open_dataset(self.src_path, self.bands)
             for job in self.jobs:
@@ -600,12 +898,18 @@ class _Reader(_Worker):
 class _Writer(_Worker):
     """Crops each scored tile to its core, masks it and writes it."""
 
-    def __init__(self, band, overlap, row_offset, depth) -> None:
+    def __init__(self, band, overlap, row_offset, depth,
+                 failures: Optional[WriteFailures] = None) -> None:
         super().__init__("anomaly-writer", depth)
         self.band, self.overlap, self.row_offset = band, overlap, row_offset
         self.width = band.XSize
+        self.failures = failures
 
     def run(self) -> None:
+        with self.failures.watch() if self.failures else _nothing():
+            self._write()
+
+    def _write(self) -> None:
         try:
             while True:
                 item = self.get()
@@ -641,7 +945,8 @@ def _score_batch(score_tile, tiles, valids, prepared=False):
 def score_tiles(src_path: str, out_band, score_tile: ScoreTileFn, plan: TilePlan, *,
                 bands: Optional[Sequence[int]] = None, row_range: Optional[Tuple[int, int]] = None,
                 row_offset: int = 0, progress: ProgressFn = None,
-                is_cancelled: CancelFn = None) -> None:
+                is_cancelled: CancelFn = None, failures: Optional[WriteFailures] = None
+                ) -> None:
     """Score the tiles of ``plan`` (tile rows ``row_range``) into ``out_band``.
 
     Three threads overlap the work: a reader prefetches tiles with margins, this
@@ -653,8 +958,8 @@ def score_tiles(src_path: str, out_band, score_tile: ScoreTileFn, plan: TilePlan
     total = len(jobs)
     prepared = hasattr(score_tile, "prepare") and hasattr(score_tile, "score_prepared")
     reader = _Reader(src_path, bands, jobs, plan.overlap, plan.prefetch,
-                     score_tile.prepare if prepared else None)
-    writer = _Writer(out_band, plan.overlap, row_offset, plan.batch + 1)
+                     score_tile.prepare if prepared else None, failures)
+    writer = _Writer(out_band, plan.overlap, row_offset, plan.batch + 1, failures)
     reader.start()
     writer.start()
     done = 0
@@ -749,23 +1054,28 @@ def score_raster(src_path: str, dst_path: str, score_tile: ScoreTileFn, *,
     if row_range is not None:
         row_offset, last = plan.write_rows(*row_range)
         height = last - row_offset
-    tmp = _temp_name(dst_path)
+    tmp = temp_name(dst_path)
     out = None
+    failures = WriteFailures(tmp)
     try:
-        out = create_score_raster(tmp, info, height=height, row_offset=row_offset)
-        oband = out.GetRasterBand(1)
-        score_tiles(src_path, oband, score_tile, plan, bands=bands, row_range=row_range,
-                    row_offset=row_offset, progress=progress, is_cancelled=is_cancelled)
-        oband.FlushCache()
+        with failures.watch():
+            out = create_score_raster(tmp, info, height=height, row_offset=row_offset)
+            oband = out.GetRasterBand(1)
+            score_tiles(src_path, oband, score_tile, plan, bands=bands, row_range=row_range,
+                        row_offset=row_offset, progress=progress, is_cancelled=is_cancelled,
+                        failures=failures)
+            oband.FlushCache()
+            oband = None
+            out.FlushCache()
+            out = None
+        failures.check(dst_path)
+        replace_output(tmp, dst_path)
+    except BaseException as error:
         oband = None
-        out.FlushCache()
         out = None
-        _remove_quietly(dst_path)
-        os.replace(tmp, dst_path)
-    except BaseException:
-        oband = None
-        out = None
-        _remove_quietly(tmp)
+        remove_quietly(tmp)
+        if isinstance(error, OSError) and not isinstance(error, RasterInputError):
+            raise output_error(dst_path, str(error)) from error
         raise
 
 
@@ -778,26 +1088,29 @@ def assemble_strips(strips: Sequence[Tuple[str, int]], dst_path: str, reference:
     """
     ds, info = open_dataset(reference, bands)
     ds = None
-    tmp = _temp_name(dst_path)
+    tmp = temp_name(dst_path)
     out = None
+    failures = WriteFailures(tmp)
     try:
-        out = create_score_raster(tmp, info)
-        oband = out.GetRasterBand(1)
-        for path, first_row in strips:
-            sds = gdal.Open(str(path))
-            sband = sds.GetRasterBand(1)
-            for y in range(0, sds.RasterYSize, block_rows):
-                h = min(block_rows, sds.RasterYSize - y)
-                oband.WriteArray(sband.ReadAsArray(0, y, sds.RasterXSize, h), 0, first_row + y)
-            sband = None
-            sds = None
-        oband.FlushCache()
-        oband = None
-        out = None
-        _remove_quietly(dst_path)
-        os.replace(tmp, dst_path)
+        with failures.watch():
+            out = create_score_raster(tmp, info)
+            oband = out.GetRasterBand(1)
+            for path, first_row in strips:
+                sds = gdal.Open(str(path))
+                sband = sds.GetRasterBand(1)
+                for y in range(0, sds.RasterYSize, block_rows):
+                    h = min(block_rows, sds.RasterYSize - y)
+                    oband.WriteArray(sband.ReadAsArray(0, y, sds.RasterXSize, h), 0,
+                                     first_row + y)
+                sband = None
+                sds = None
+            oband.FlushCache()
+            oband = None
+            out = None
+        failures.check(dst_path)
+        replace_output(tmp, dst_path)
     except BaseException:
         oband = None
         out = None
-        _remove_quietly(tmp)
+        remove_quietly(tmp)
         raise

@@ -33,13 +33,13 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from .engine import (CancelFn, ProgressFn, RasterInputError, _check, _report, iter_windows,
-                     open_dataset)
+from .engine import (CancelFn, ProgressFn, RasterInputError, WriteFailures, _check, _report,
+                     iter_windows, open_dataset, output_error)
 
 METHODS = ("top_fraction", "fixed", "automatic")
 AUTO_K = 3.0
@@ -69,9 +69,15 @@ class PolygonResult:
     n_flagged: int
 
 
-def _score_windows(ds, nodata, progress=None, is_cancelled=None, block=BLOCK):
-    band = ds.GetRasterBand(1)
-    wins = list(iter_windows(ds.RasterXSize, ds.RasterYSize, block))
+class _Scores(NamedTuple):
+    """An open score raster and the band that is thresholded."""
+    ds: object
+    band: object
+
+
+def _score_windows(scores: _Scores, nodata, progress=None, is_cancelled=None, block=BLOCK):
+    band = scores.band
+    wins = list(iter_windows(scores.ds.RasterXSize, scores.ds.RasterYSize, block))
     for i, (x, y, w, h) in enumerate(wins):
         _check(is_cancelled)
         a = band.ReadAsArray(x, y, w, h).astype(np.float64)
@@ -84,7 +90,7 @@ def _score_windows(ds, nodata, progress=None, is_cancelled=None, block=BLOCK):
 
 def _open_scores(path: str, band: int):
     ds, info = open_dataset(path, [band])
-    return ds, info, info.nodata[0]
+    return _Scores(ds, ds.GetRasterBand(band)), info, info.nodata[0]
 
 
 def score_summary(path: str, band: int = 1, *, progress: ProgressFn = None,
@@ -161,6 +167,8 @@ def compute_threshold(path: str, method: str = "top_fraction", value: float = 0.
         return float(value)
     n, lo, hi, mean, std = score_summary(path, band, progress=progress,
                                          is_cancelled=is_cancelled)
+    if hi <= lo:  # no variation, no anomaly: a threshold above every score
+        return math.nextafter(hi, math.inf)
     if method == "automatic":
         return mean + AUTO_K * std
     frac = float(value)
@@ -173,9 +181,35 @@ def compute_threshold(path: str, method: str = "top_fraction", value: float = 0.
     return _kth_highest(ds, nd, k, lo, hi, is_cancelled)
 
 
-def _vector_driver(path: str) -> str:
-    ext = os.path.splitext(path)[1].lower()
+def vector_driver(path: str) -> str:
+    """The OGR driver of a polygon output, from its extension (GeoPackage without one)."""
+    ext = os.path.splitext(str(path))[1].lower()
+    if ext and ext not in OGR_DRIVERS:
+        raise RasterInputError(
+            f"The polygon output '{path}' has the extension '{ext}', which is not a vector "
+            f"format. Choose a name ending in {', '.join(sorted(set(OGR_DRIVERS)))}.")
     return OGR_DRIVERS.get(ext, "GPKG")
+
+
+NO_GEOTRANSFORM = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+"""Grid of a raster without georeferencing, as QGIS shows it (y from -height to 0)."""
+
+
+def _gcp_transformer(path: str):
+    """GDAL's transformer from (pixel, -line) to the GCP CRS of a GCP-georeferenced raster."""
+    ds = gdal.Open(str(path))
+    return gdal.Transformer(ds, None, []), ds
+
+
+def _apply_transformer(geom, transformer) -> None:
+    """Move every vertex of polygon ``geom`` (in :data:`NO_GEOTRANSFORM` units) through
+    ``transformer`` (pixel, line -> map coordinates)."""
+    for r in range(geom.GetGeometryCount()):
+        ring = geom.GetGeometryRef(r)
+        points = [(p[0], -p[1]) for p in ring.GetPoints()]
+        moved, _ = transformer.TransformPoints(0, points)
+        for i, p in enumerate(moved):
+            ring.SetPoint_2D(i, p[0], p[1])
 
 
 def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fraction",
@@ -198,9 +232,25 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fracti
     if not os.path.isdir(folder):
         raise RasterInputError(
             f"The output folder '{folder}' does not exist. Choose an existing folder.")
+    vector_driver(dst_path)
     thr = compute_threshold(src_path, method, threshold, band=band, progress=sub(0.0, 0.3),
                             is_cancelled=is_cancelled)
     ds, info, nd = _open_scores(src_path, band)
+    failures = WriteFailures(dst_path)
+    with failures.watch():
+        try:
+            return _polygonize(ds, info, nd, thr, dst_path, folder, min_area, top_n,
+                               layer_name, failures, sub, progress, is_cancelled)
+        except OSError as error:
+            raise output_error(dst_path, str(error)) from error
+        finally:
+            ds = None
+
+
+def _polygonize(ds, info, nd, thr, dst_path, folder, min_area, top_n, layer_name, failures,
+                sub, progress, is_cancelled) -> PolygonResult:
+    """The steps of :func:`polygonize_scores` once the threshold is known."""
+    gt = info.geotransform if info.has_geotransform else NO_GEOTRANSFORM
     tmpdir = tempfile.mkdtemp(prefix="anomaly-poly-")
     try:
         # 1. mask raster, window by window
@@ -208,8 +258,7 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fracti
         drv = gdal.GetDriverByName("GTiff")
         opts = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
         mds = drv.Create(mpath, info.width, info.height, 1, gdal.GDT_Byte, opts)
-        if info.has_geotransform:
-            mds.SetGeoTransform(info.geotransform)
+        mds.SetGeoTransform(gt)
         if info.projection_wkt:
             mds.SetProjection(info.projection_wkt)
         mband = mds.GetRasterBand(1)
@@ -223,13 +272,13 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fracti
 
         # 2. polygonize (8-connected) into a temporary layer
         srs = None
-        if info.projection_wkt:
+        if info.projection_wkt or info.gcp_wkt:
             srs = osr.SpatialReference()
-            srs.ImportFromWkt(info.projection_wkt)
+            srs.ImportFromWkt(info.projection_wkt or info.gcp_wkt)
             srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
         # (a file, not memory: the number of polygons grows with the raster)
         mem = ogr.GetDriverByName("GPKG").CreateDataSource(os.path.join(tmpdir, "poly.gpkg"))
-        tl = mem.CreateLayer("poly", srs=srs, geom_type=ogr.wkbPolygon,
+        tl = mem.CreateLayer("poly", srs=None if info.gcps else srs, geom_type=ogr.wkbPolygon,
                              options=["SPATIAL_INDEX=NO"])
         tl.CreateField(ogr.FieldDefn("v", ogr.OFTInteger))
         _check(is_cancelled)
@@ -253,8 +302,7 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fracti
         if npoly:
             lpath = os.path.join(tmpdir, "labels.tif")
             lds = drv.Create(lpath, info.width, info.height, 1, gdal.GDT_Int32, opts)
-            if info.has_geotransform:
-                lds.SetGeoTransform(info.geotransform)
+            lds.SetGeoTransform(gt)
             if info.projection_wkt:
                 lds.SetProjection(info.projection_wkt)
             gdal.RasterizeLayer(lds, [1], tl, options=["ATTRIBUTE=v"])
@@ -277,8 +325,9 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fracti
         if top_n:
             keep = keep[:top_n]
         pix_area = info.pixel_area
+        transformer = _gcp_transformer(info.path) if info.gcps else None
         name = layer_name or os.path.splitext(os.path.basename(dst_path))[0] or "anomalies"
-        drv_name = _vector_driver(dst_path)
+        drv_name = vector_driver(dst_path)
         odrv = ogr.GetDriverByName(drv_name)
         # write into a hidden folder beside the destination, then rename
         part_dir = os.path.join(folder, f".{os.path.basename(dst_path)}.{uuid.uuid4().hex[:8]}.partial")
@@ -303,13 +352,16 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fracti
             for rank, i in enumerate(keep, start=1):
                 source = tl.GetFeature(fids[i - 1])  # keep it alive while cloning
                 geom = source.GetGeometryRef().Clone()
+                if transformer is not None:
+                    _apply_transformer(geom, transformer[0])
                 centroid = geom.Centroid()
                 feat = ogr.Feature(ol.GetLayerDefn())
                 feat.SetField("rank", rank)
                 feat.SetField("score_max", float(smax[i]))
                 feat.SetField("score_mean", float(ssum[i] / cnt[i]))
                 feat.SetField("pixels", int(cnt[i]))
-                feat.SetField("area", float(cnt[i] * pix_area))
+                feat.SetField("area", float(geom.GetArea() if transformer else
+                                            cnt[i] * pix_area))
                 feat.SetField("centroid_x", float(centroid.GetX()))
                 feat.SetField("centroid_y", float(centroid.GetY()))
                 feat.SetGeometry(geom)
@@ -318,6 +370,7 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fracti
             ol = None
             out = None
             _check(is_cancelled)
+            failures.check(dst_path)
             _replace_vector(odrv, part_dir, dst_path)
         finally:
             out = None
@@ -328,7 +381,6 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fracti
     finally:
         mband = None
         mds = None
-        ds = None
         tl = mem = None  # noqa: F841 - closes the temporary polygon file
         shutil.rmtree(tmpdir, ignore_errors=True)
 

@@ -10,6 +10,8 @@ pseudo-inverse (so constant or perfectly correlated bands do not fail). With a
 single band this is ``|x - mu| / std``. The score is in units of standard
 deviations, so 3 means "3 sigma away from the scene's background".
 
+A raster without variation (every valid pixel equal) scores 0 everywhere.
+
 Two streaming passes, neither of which holds the raster in memory: pass 1
 computes ``mu`` and ``C`` with :func:`band_statistics`, pass 2 scores tiles
 with :func:`score_raster` (RX is per-pixel, so no overlap is needed).
@@ -19,7 +21,9 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from .engine import CancelFn, ProgressFn, band_statistics, score_raster
+from .engine import (CancelFn, ProgressFn, RasterInputError, band_statistics, no_variation,
+                     score_raster, zero_scorer)
+from .linalg import matmul
 
 
 def rx_precision(cov: np.ndarray) -> np.ndarray:
@@ -76,7 +80,7 @@ class _RxScorer:
             for start in range(0, h * w, step):
                 x = flat[:, start:start + step].astype(self.dtype)
                 x -= self.mean
-                y = self.whitening @ x
+                y = matmul(self.whitening, x)
                 y -= self.offset
                 y *= y
                 out[start:start + step] = np.sqrt(y.sum(axis=0))
@@ -118,7 +122,13 @@ def rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence[int]]
 
     mean, cov, n = band_statistics(src_path, bands, block_size=block_size,
                                    progress=p1, is_cancelled=is_cancelled, memory_mb=memory_mb)
-    score_raster(src_path, dst_path, make_rx_scorer(mean, cov), bands=bands,
+    try:
+        scorer = zero_scorer if no_variation(mean, cov) else make_rx_scorer(mean, cov)
+    except np.linalg.LinAlgError as error:
+        raise RasterInputError(
+            f"The band statistics of '{src_path}' cannot be inverted ({error}). Check the "
+            "raster for extreme or corrupt values, or choose other bands.") from error
+    score_raster(src_path, dst_path, scorer, bands=bands,
                  tile_size=tile_size, overlap=0, progress=p2, is_cancelled=is_cancelled,
                  memory_mb=memory_mb)
     return mean, cov, n

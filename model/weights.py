@@ -72,7 +72,9 @@ def load_detector(path: Path | str | None = None, device: str = "cpu") -> Deviat
             "Reinstall the plugin, or retrain them with 'make train'.")
     try:
         card = json.loads(card_file.read_text())
-        expected, config = card["sha256"], card["network"]
+        if not isinstance(card, dict) or not isinstance(card.get("network"), dict):
+            raise ValueError("not a JSON object with 'sha256' and 'network'")
+        expected, config = str(card["sha256"]), card["network"]
     except (ValueError, KeyError) as error:
         raise WeightsError(f"The weights card {card_file} is unreadable ({error}). "
                            "Reinstall the plugin.") from error
