@@ -81,8 +81,8 @@ demo: setup
 # Reproduces weights/detector.pt: same data, seed and steps (see weights/MODEL.md).
 SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
 TRAIN_DATA  ?= $(SHARED_DATA)/train $(SHARED_DATA)/train_extra
-TRAIN_STEPS ?= 6500
-TRAIN_SCHEDULE ?= 9000
+TRAIN_STEPS ?= 6000
+TRAIN_SCHEDULE ?= 6000
 TRAIN_OUT   ?= $(CURDIR)/weights/detector.pt
 train: setup
 	$(PY) -m $(PLUGIN).model.train --data $(TRAIN_DATA) --steps $(TRAIN_STEPS) \

@@ -36,8 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, nargs="+",
                         default=[SHARED_DATA / "train", SHARED_DATA / "train_extra"],
                         help="background image folders (<dir>/<modality>/*.tif)")
-    parser.add_argument("--steps", type=int, default=6500, help="steps to run")
-    parser.add_argument("--schedule-steps", type=int, default=9000,
+    parser.add_argument("--steps", type=int, default=6000, help="steps to run")
+    parser.add_argument("--schedule-steps", type=int, default=6000,
                         help="length of the learning-rate schedule (at least --steps)")
     parser.add_argument("--out", type=Path, default=REPO / "weights" / "detector.pt")
     parser.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
