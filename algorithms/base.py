@@ -216,11 +216,18 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
 
     def raster_path(self, parameters, name, context):
         """File path of a raster layer parameter (GDAL-readable), or a clear error."""
-        layer = self.parameterAsRasterLayer(parameters, name, context)
         value = parameters.get(name) if isinstance(parameters, dict) else None
-        if layer is None and isinstance(value, str) and value:
-            # a GDAL virtual path or subdataset registered in another thread's context
-            layer = raster_layer(value)
+        layer = None
+        if isinstance(value, str) and value:
+            # a loaded layer, else the file read without writing statistics (a path that
+            # was checked in another thread's context, a GDAL virtual path, a subdataset)
+            layer = QgsProcessingUtils.mapLayerFromString(value, context, False)
+            if layer is None:
+                layer = raster_layer(value)
+                if layer.isValid():
+                    context.temporaryLayerStore().addMapLayer(layer)
+        if layer is None or not layer.isValid():
+            layer = self.parameterAsRasterLayer(parameters, name, context) or layer
         if layer is None or not layer.isValid():
             raise QgsProcessingException(
                 f"The {name} raster '{value}' could not be opened. Check that the file exists "
@@ -288,6 +295,9 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
             if path.startswith("/vsi"):
                 raise QgsProcessingException(
                     f"The {name} output '{path}' is a virtual GDAL path. Choose a file on disk.")
+            if os.path.isdir(path):
+                raise QgsProcessingException(
+                    f"The {name} output '{path}' is a folder. Choose a file name in it.")
             real = os.path.realpath(path)
             if real in seen:
                 raise QgsProcessingException(

@@ -538,3 +538,36 @@ def test_sigterm_leaves_no_partial_file(tmp_path):
     assert process.returncode != 0
     assert "termination signal" in text and "Traceback" not in text, text
     assert leftovers(out) == []
+
+
+# --------------------------------------------------------------------------
+# more of the matrix: paths, folders, transparency everywhere
+
+@pytest.mark.parametrize("alg", ["detect", "rx"])
+def test_output_that_is_a_folder_is_refused(tmp_path, run_alg, alg):
+    src = write_raster(tmp_path / "in.tif", scene(2, 12, 12).astype(np.float32))
+    folder = tmp_path / "a folder.tif"
+    folder.mkdir()
+    out = tmp_path / "out"
+    assert_refused(lambda: RUNNERS[alg](run_alg, src, out, **{SCORE[alg]: str(folder)}),
+                   "is a folder. Choose a file name", out)
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("alg", ["detect", "rx"])
+def test_paths_with_spaces_and_accents(tmp_path, run_alg, alg):
+    folder = tmp_path / "données d'été"
+    folder.mkdir()
+    src = write_raster(folder / "scène 1.tif", scene(2, 14, 12).astype(np.float32))
+    before = snapshot(folder)
+    RUNNERS[alg](run_alg, src, folder / "résultats")
+    check_output(src, folder / "résultats" / "score.tif")
+    assert {k: v for k, v in snapshot(folder).items() if not k.startswith("résultats")} == before
+
+
+def test_fully_transparent_raster_has_no_valid_pixels(tmp_path, run_alg):
+    image = scene(4, 10, 12)
+    image[3] = 0
+    src = write_raster(tmp_path / "clear.tif", image.astype(np.uint8), options=("ALPHA=YES",))
+    out = tmp_path / "out"
+    assert_refused(lambda: run_rx(run_alg, src, out), "no valid pixels", out)
