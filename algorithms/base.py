@@ -60,6 +60,36 @@ def raster_layer(source):
     return layer
 
 
+def loaded_or_quiet_layer(value, context):
+    """The layer that ``value`` names in ``context`` (or the project), else the file loaded
+    by :func:`raster_layer` into the context's temporary store; None if neither works."""
+    layer = QgsProcessingUtils.mapLayerFromString(value, context, False)
+    if layer is None:
+        quiet = raster_layer(value.split("|")[0])
+        if quiet.isValid():
+            context.temporaryLayerStore().addMapLayer(quiet)
+            layer = quiet
+    return layer
+
+
+class RasterInput(QgsProcessingParameterRasterLayer):
+    """A raster layer parameter whose files are loaded by :func:`raster_layer`.
+
+    qgis_process (and Processing before the algorithm's own checks) loads a layer for
+    a file path while checking the value; this parameter loads it first, quietly, so
+    that the check finds it and no statistics are written into or beside the input.
+    """
+
+    def checkValueIsAcceptable(self, value, context=None):  # noqa: N802
+        if context is not None and isinstance(value, str) and value:
+            loaded_or_quiet_layer(value, context)
+        return super().checkValueIsAcceptable(value, context)
+
+    def clone(self):
+        return RasterInput(self.name(), self.description(), self.defaultValue(),
+                           bool(self.flags() & self.FlagOptional))
+
+
 def layer_path(layer):
     """The GDAL path of a raster layer (the file behind a :func:`raster_layer`)."""
     return layer.customProperty(SOURCE_PROPERTY) or layer.source().split("|")[0]
@@ -219,13 +249,8 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         value = parameters.get(name) if isinstance(parameters, dict) else None
         layer = None
         if isinstance(value, str) and value:
-            # a loaded layer, else the file read without writing statistics (a path that
-            # was checked in another thread's context, a GDAL virtual path, a subdataset)
-            layer = QgsProcessingUtils.mapLayerFromString(value, context, False)
-            if layer is None:
-                layer = raster_layer(value)
-                if layer.isValid():
-                    context.temporaryLayerStore().addMapLayer(layer)
+            # (a path checked in another thread's context, a GDAL virtual path, a subdataset)
+            layer = loaded_or_quiet_layer(value, context)
         if layer is None or not layer.isValid():
             layer = self.parameterAsRasterLayer(parameters, name, context) or layer
         if layer is None or not layer.isValid():
@@ -283,10 +308,11 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         self._temporary.append(vrt)
         return vrt
 
-    def check_outputs(self, outputs):
+    def check_outputs(self, outputs, inputs=None):
         """Refuse output files that are an input, each other, or in a folder that cannot be written.
 
-        ``outputs`` is a list of ``(PARAMETER_NAME, path)``.
+        ``outputs`` is a list of ``(PARAMETER_NAME, path)``; ``inputs`` the input rasters'
+        paths (default: those read by :meth:`raster_path`).
         """
         seen = {}
         for name, path in outputs:
@@ -318,7 +344,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
                 check_score_path(path, name)
             elif path:
                 vector_driver(path)
-        refuse_inputs_as_outputs(outputs, self._inputs)
+        refuse_inputs_as_outputs(outputs, self._inputs if inputs is None else inputs)
 
     def bands(self, parameters, name, context):
         """The band numbers of a BANDS parameter (None = all bands), or a clear error."""
@@ -341,15 +367,22 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
                 except RasterInputError as err:
                     return False, str(err)
         ok, message = self._check_rasters(parameters, context)
-        if ok and bands:  # band numbers out of range: refused here, said once
-            layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
-            if layer is not None and layer.providerType() == "gdal":
-                try:
-                    open_raster_checked(layer_path(layer), bands)
-                except RasterInputError as err:
-                    return False, str(err)
         if not ok:
             return ok, message
+        # refused here, before any work, the sentence is said once (also by qgis_process)
+        layers = [self.parameterAsRasterLayer(parameters, p.name(), context)
+                  for p in self.parameterDefinitions()
+                  if isinstance(p, QgsProcessingParameterRasterLayer)]
+        inputs = [layer_path(layer) for layer in layers
+                  if layer is not None and layer.providerType() == "gdal"]
+        outputs = [(p.name(), self.parameterAsOutputLayer(parameters, p.name(), context))
+                   for p in self.destinationParameterDefinitions()]
+        try:
+            if bands and inputs:
+                open_raster_checked(inputs[0], bands)
+            self.check_outputs(outputs, inputs)
+        except (RasterInputError, QgsProcessingException) as err:
+            return False, str(err)
         return super().checkParameterValues(parameters, context)
 
     def _check_rasters(self, parameters, context):
@@ -362,14 +395,8 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
             if isinstance(value, QgsMapLayer):
                 layer = value
             elif isinstance(value, str) and value:
-                layer = QgsProcessingUtils.mapLayerFromString(value, context, False)
-                if layer is None:
-                    # not loaded yet: as a raster that writes no statistics, else as QGIS
-                    # would (a vector file, a missing file)
-                    quiet = raster_layer(value.split("|")[0])
-                    if quiet.isValid():
-                        context.temporaryLayerStore().addMapLayer(quiet)
-                        continue
+                layer = loaded_or_quiet_layer(value, context)
+                if layer is None:  # not a raster: a missing file, or a vector file for QGIS
                     try:
                         open_raster_checked(value.split("|")[0])
                     except RasterInputError as err:

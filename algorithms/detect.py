@@ -3,13 +3,13 @@
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingOutputString, QgsProcessingParameterBand,
                        QgsProcessingParameterEnum, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
+                       QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterVectorDestination)
 
 from .. import deps
 from ..model.engine import remove_quietly, replace_output, temp_name
 from ..model.polygons import polygonize_scores
-from .base import CITATION, AnomalyAlgorithm
+from .base import CITATION, AnomalyAlgorithm, RasterInput
 from .params import THRESHOLD_HELP, add_threshold_parameters, read_threshold_parameters
 from .styles import POLYGONS_SUFFIX, SCORE_SUFFIX, layer_name, score_stretch
 
@@ -102,7 +102,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
     ]
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
+        self.addParameter(RasterInput(self.INPUT, "Input raster"))
         self.addParameter(QgsProcessingParameterBand(
             self.BANDS, "Bands (default: all)", parentLayerParameterName=self.INPUT,
             optional=True, allowMultiple=True))

@@ -1,11 +1,11 @@
 """anomaly:polygonize - ranked anomaly polygons from a score raster."""
 
 from qgis.core import (QgsProcessing, QgsProcessingOutputNumber, QgsProcessingParameterBand,
-                       QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorDestination)
+                       QgsProcessingParameterVectorDestination)
 
 from ..model.engine import open_raster_checked
 from ..model.polygons import polygonize_scores
-from .base import CITATION, AnomalyAlgorithm
+from .base import CITATION, AnomalyAlgorithm, RasterInput
 from .styles import POLYGONS_SUFFIX, layer_name
 from .params import THRESHOLD_HELP, add_threshold_parameters, read_threshold_parameters
 
@@ -47,7 +47,7 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
     ]
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Score raster"))
+        self.addParameter(RasterInput(self.INPUT, "Score raster"))
         self.addParameter(QgsProcessingParameterBand(
             self.BAND, "Score band", defaultValue=1, parentLayerParameterName=self.INPUT,
             optional=True))

@@ -1,10 +1,9 @@
 """anomaly:rx - global RX anomaly score."""
 
-from qgis.core import (QgsProcessingParameterBand, QgsProcessingParameterRasterDestination,
-                       QgsProcessingParameterRasterLayer)
+from qgis.core import QgsProcessingParameterBand, QgsProcessingParameterRasterDestination
 
 from ..model.rx import rx_score_raster
-from .base import AnomalyAlgorithm
+from .base import AnomalyAlgorithm, RasterInput
 from .styles import layer_name, score_stretch
 
 
@@ -45,7 +44,7 @@ class RxAlgorithm(AnomalyAlgorithm):
     ]
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
+        self.addParameter(RasterInput(self.INPUT, "Input raster"))
         self.addParameter(QgsProcessingParameterBand(
             self.BANDS, "Bands (default: all)", parentLayerParameterName=self.INPUT,
             optional=True, allowMultiple=True))

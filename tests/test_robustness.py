@@ -143,6 +143,19 @@ def test_vrt_and_zip_inputs_stay_byte_identical(tmp_path, run_alg, alg):
     assert zipfile.ZipFile(data / "archive.zip").namelist() == ["scene.tif"]
 
 
+@pytest.mark.parametrize("alg", ["rx", "polygonize"])
+def test_inputs_stay_byte_identical_in_qgis_process(tmp_path, alg):
+    data, source, vrt = _vrt_folder(tmp_path)
+    with zipfile.ZipFile(data / "archive.zip", "w") as archive:
+        archive.write(source, "scene.tif")
+    before = snapshot(data)
+    for i, src in enumerate([vrt, source, f"/vsizip/{data}/archive.zip/scene.tif"]):
+        output = tmp_path / (f"o{i}.tif" if alg == "rx" else f"o{i}.gpkg")
+        r = run_qgis_process(["run", f"anomaly:{alg}", f"--INPUT={src}", f"--OUTPUT={output}"])
+        assert r.returncode == 0 and output.exists(), r.stdout + r.stderr
+    assert snapshot(data) == before
+
+
 def test_polygonize_input_stays_byte_identical(tmp_path, run_alg):
     data = tmp_path / "data"
     data.mkdir()
@@ -456,13 +469,21 @@ def test_polygonize_band_parameter(tmp_path, run_alg):
         **params, "BAND": 3, "OUTPUT": str(out / "p.gpkg")}), "Band 3 does not exist", out)
 
 
-def test_bad_band_is_said_once_in_qgis_process(tmp_path):
+@pytest.mark.parametrize("args, words", [
+    (["--BANDS=5"], "Band 5 does not exist"),
+    (["--OUTPUT={src}"], "is the input raster itself"),
+    (["--OUTPUT={tmp}/o.img"], "score rasters are written as GeoTIFF"),
+])
+def test_errors_are_said_once_in_qgis_process(tmp_path, args, words):
     src = write_raster(tmp_path / "in.tif", scene(2, 12, 12).astype(np.float32))
-    r = run_qgis_process(["run", "anomaly:rx", f"--INPUT={src}", "--BANDS=5",
-                          f"--OUTPUT={tmp_path / 'o.tif'}"])
+    before = snapshot(tmp_path)
+    args = [a.format(src=src, tmp=tmp_path) for a in args]
+    if not any(a.startswith("--OUTPUT") for a in args):
+        args.append(f"--OUTPUT={tmp_path / 'o.tif'}")
+    r = run_qgis_process(["run", "anomaly:rx", f"--INPUT={src}", *args])
     text = r.stdout + r.stderr
-    assert r.returncode == 1 and text.count("Band 5 does not exist") == 1, text
-    assert "Traceback" not in text and not (tmp_path / "o.tif").exists()
+    assert r.returncode == 1 and text.count(words) == 1, text
+    assert "Traceback" not in text and snapshot(tmp_path) == before
 
 
 # --------------------------------------------------------------------------
