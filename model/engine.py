@@ -83,7 +83,7 @@ class RasterInfo:
     mask_bands: List[int] = field(default_factory=list)
     """Bands whose GDAL mask (alpha band or internal mask) is read into ``valid``."""
     scale: float = 1.0
-    """Power of two every value is multiplied by when read (extreme float64 magnitudes)."""
+    """Power of two every value is multiplied by when read (extreme float magnitudes)."""
     gcps: tuple = ()
     gcp_wkt: str = ""
 
@@ -158,13 +158,13 @@ _SCALE_LIMIT = 64  # |log2| of a magnitude beyond which float64 values are resca
 
 
 def _value_scale(ds, bands: Sequence[int], dtypes: Sequence[str]) -> float:
-    """A power of two that brings float64 values of extreme magnitude near 1.
+    """A power of two that brings floating-point values of extreme magnitude near 1.
 
-    Scores are read as float32 and statistics square values in float64: magnitudes
-    beyond 2**64 or below 2**-64 would overflow or vanish. RX and the detector do not
-    depend on a common scale of all bands, so this changes no score.
+    Tiles are scored in float32 and statistics square values in float64: magnitudes
+    beyond 2**64 or below 2**-64 would overflow, vanish or lose precision. RX and the
+    detector do not depend on a common scale of all bands, so this changes no score.
     """
-    if "Float64" not in dtypes:
+    if not {"Float32", "Float64"} & set(dtypes):
         return 1.0
     peak = 0.0
     for b in bands:

@@ -282,12 +282,13 @@ def test_batch_never_writes_over_an_input(tmp_path):
 # --------------------------------------------------------------------------
 # 5, 6, 15. extreme values, a damaged weights card, a raster without variation
 
-@pytest.mark.parametrize("factor", [1e200, 1e-300])
+@pytest.mark.parametrize("dtype, factor", [(np.float64, 1e200), (np.float64, 1e-300),
+                                           (np.float32, 1e35), (np.float32, 1e-36)])
 @pytest.mark.parametrize("alg", ["detect", "rx"])
-def test_extreme_float64_magnitudes(tmp_path, run_alg, alg, factor):
+def test_extreme_float_magnitudes(tmp_path, run_alg, alg, dtype, factor):
     image = scene(3, 20, 24)
-    plain = write_raster(tmp_path / "plain.tif", image)
-    src = write_raster(tmp_path / "extreme.tif", image * factor)
+    plain = write_raster(tmp_path / "plain.tif", image.astype(dtype))
+    src = write_raster(tmp_path / "extreme.tif", (image * factor).astype(dtype))
     data = Path(src).read_bytes()
     RUNNERS[alg](run_alg, plain, tmp_path / "ref")
     RUNNERS[alg](run_alg, src, tmp_path / "out")
