@@ -10,7 +10,8 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 from osgeo import gdal
-from qgis.core import (QgsMapLayer, QgsProcessingAlgorithm, QgsProcessingException, QgsRasterLayer,
+from qgis.core import (QgsCoordinateTransformContext, QgsMapLayer, QgsMapLayerFactory,
+                       QgsMapLayerType, QgsProcessingAlgorithm, QgsProcessingException,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
                        QgsProcessingUtils)
 from qgis.PyQt.QtCore import QCoreApplication, QThread, QUrl
@@ -52,11 +53,16 @@ def raster_layer(source):
     gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "NO")  # no .aux.xml beside files
     gdal.PushErrorHandler("CPLQuietErrorHandler")  # e.g. "Unable to compute a transformation"
     try:
-        layer = QgsRasterLayer(f"vrt://{source}", source, "gdal")
+        # made by QGIS's factory, not as a Python subclass instance: a layer store may
+        # delete it late (after QGIS exits) without calling back into Python
+        layer = QgsMapLayerFactory.createLayer(
+            f"vrt://{source}", source, QgsMapLayerType.RasterLayer,
+            QgsMapLayerFactory.LayerOptions(QgsCoordinateTransformContext()), "gdal")
     finally:
         gdal.PopErrorHandler()
         gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
-    layer.setCustomProperty(SOURCE_PROPERTY, source)
+    if layer is not None:
+        layer.setCustomProperty(SOURCE_PROPERTY, source)
     return layer
 
 
@@ -66,9 +72,9 @@ def loaded_or_quiet_layer(value, context):
     layer = QgsProcessingUtils.mapLayerFromString(value, context, False)
     if layer is None:
         quiet = raster_layer(value.split("|")[0])
-        if quiet.isValid():
-            context.temporaryLayerStore().addMapLayer(quiet)
-            layer = quiet
+        if quiet is not None and quiet.isValid():
+            context.temporaryLayerStore().addMapLayer(quiet)  # the store owns it
+            return quiet
     return layer
 
 
@@ -88,6 +94,19 @@ class RasterInput(QgsProcessingParameterRasterLayer):
     def clone(self):
         return RasterInput(self.name(), self.description(), self.defaultValue(),
                            bool(self.flags() & self.FlagOptional))
+
+
+def release_quiet_layers(context):
+    """Remove the :func:`raster_layer` layers of a run that failed from its context.
+
+    A failed run's context may live on in a kept traceback; its layers would then be
+    closed only when Python collects it, possibly after QGIS has shut GDAL down.
+    """
+    store = context.temporaryLayerStore()
+    ours = [layer for layer in store.mapLayers().values()
+            if layer.customProperty(SOURCE_PROPERTY) and layer.thread() == QThread.currentThread()]
+    if ours:
+        store.removeMapLayers(ours)
 
 
 def layer_path(layer):
@@ -355,6 +374,12 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
         """Explain in one sentence why a raster input or a threshold cannot be used."""
+        ok, message = self._check_parameters(parameters, context)
+        if not ok:
+            release_quiet_layers(context)
+        return ok, message
+
+    def _check_parameters(self, parameters, context):
         if self.parameterDefinition(THRESHOLD) is not None:
             message = check_threshold_parameters(parameters)
             if message:
@@ -366,15 +391,11 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
                     bands = self.bands(parameters, name, context)
                 except RasterInputError as err:
                     return False, str(err)
-        ok, message = self._check_rasters(parameters, context)
-        if not ok:
-            return ok, message
+        inputs = []
+        message = self._check_rasters(parameters, context, inputs)
+        if message:
+            return False, message
         # refused here, before any work, the sentence is said once (also by qgis_process)
-        layers = [self.parameterAsRasterLayer(parameters, p.name(), context)
-                  for p in self.parameterDefinitions()
-                  if isinstance(p, QgsProcessingParameterRasterLayer)]
-        inputs = [layer_path(layer) for layer in layers
-                  if layer is not None and layer.providerType() == "gdal"]
         outputs = [(p.name(), self.parameterAsOutputLayer(parameters, p.name(), context))
                    for p in self.destinationParameterDefinitions()]
         try:
@@ -385,9 +406,10 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
             return False, str(err)
         return super().checkParameterValues(parameters, context)
 
-    def _check_rasters(self, parameters, context):
-        """``(False, sentence)`` for a raster input that cannot be used, else ``(True, "")``;
-        loads new files as layers that write no statistics (see :func:`raster_layer`)."""
+    def _check_rasters(self, parameters, context, paths):
+        """A sentence saying why a raster input cannot be used, else None; the inputs'
+        GDAL paths are appended to ``paths``. New files are loaded as layers that write
+        no statistics (see :func:`raster_layer`)."""
         for pdef in self.parameterDefinitions():
             if not isinstance(pdef, QgsProcessingParameterRasterLayer):
                 continue
@@ -401,26 +423,41 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
                         open_raster_checked(value.split("|")[0])
                     except RasterInputError as err:
                         if "not a raster" not in str(err):
-                            return False, str(err)
+                            return str(err)
                     layer = QgsProcessingUtils.mapLayerFromString(value, context)
             else:
                 continue
             if layer is not None and layer.isValid():
                 if layer.type() != QgsMapLayer.RasterLayer:
-                    return False, (
-                        f"'{layer.name()}' is a vector layer, but {pdef.name()} needs a raster "
-                        "layer. Choose a raster (rasterize the vector layer first if needed).")
+                    return (f"'{layer.name()}' is a vector layer, but {pdef.name()} needs a "
+                            "raster layer. Choose a raster (rasterize the vector layer first "
+                            "if needed).")
+                if layer.providerType() == "gdal":
+                    paths.append(layer_path(layer))
                 continue
             if not isinstance(value, str):
                 continue
             try:
                 open_raster_checked(value.split("|")[0])
             except RasterInputError as err:
-                return False, str(err)
-        return True, ""
+                return str(err)
+            paths.append(value.split("|")[0])
+        return None
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         self._inputs, self._temporary, self._styles = [], [], []
+        try:
+            return self._process(parameters, context, feedback)
+        except BaseException:
+            release_quiet_layers(context)
+            raise
+        finally:
+            for path in self._temporary:
+                gdal.Unlink(path)
+            self._temporary = []
+
+    def _process(self, parameters, context, feedback):
+        """:meth:`process_core`, with every error turned into one sentence."""
         try:
             with terminate_cleanly():
                 return self.process_core(parameters, context, feedback)
@@ -453,10 +490,6 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(
                 f"A file could not be read or written ({err}). Check the paths, the "
                 "permissions and the free disk space.") from err
-        finally:
-            for path in self._temporary:
-                gdal.Unlink(path)
-            self._temporary = []
 
     def process_core(self, parameters, context, feedback):
         raise NotImplementedError

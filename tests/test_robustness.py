@@ -23,7 +23,7 @@ from anomaly_detector.model import batch, engine
 from anomaly_detector.model import weights as weights_module
 from anomaly_detector.model.engine import NODATA
 from conftest import PYPATH, read_raster, run_qgis_process, write_raster
-from test_inputs import assert_refused, check_scores, leftovers, run_detect, run_rx, scene
+from test_inputs import assert_refused, leftovers, run_detect, run_rx, scene
 
 RUNNERS = {"detect": run_detect, "rx": run_rx}
 SCORE = {"detect": "OUTPUT_SCORE", "rx": "OUTPUT"}
@@ -36,10 +36,27 @@ def snapshot(folder):
             if p.is_file()}
 
 
+def _same_crs(a, b):
+    if not a or not b:
+        return a == b
+    first, second = osr.SpatialReference(), osr.SpatialReference()
+    first.ImportFromWkt(a)
+    second.ImportFromWkt(b)
+    return bool(first.IsSame(second))
+
+
 def check_output(src, score, valid=None):
     """Score raster on the input's grid: size, geotransform, CRS, GCPs and nodata."""
-    scores = check_scores(src, score, valid)
     ds, out = gdal.Open(str(src)), gdal.Open(str(score))
+    assert (out.RasterXSize, out.RasterYSize, out.RasterCount) == \
+        (ds.RasterXSize, ds.RasterYSize, 1)
+    assert out.GetGeoTransform(can_return_null=True) == ds.GetGeoTransform(can_return_null=True)
+    assert _same_crs(out.GetProjection(), ds.GetProjection())
+    assert out.GetRasterBand(1).GetNoDataValue() == NODATA
+    scores = out.ReadAsArray().astype(np.float64)
+    valid = np.ones(scores.shape, bool) if valid is None else valid
+    assert np.isfinite(scores).all()
+    assert (scores[valid] != NODATA).all() and (scores[~valid] == NODATA).all()
     assert out.GetGCPCount() == ds.GetGCPCount()
     assert [(g.GCPPixel, g.GCPLine, g.GCPX, g.GCPY) for g in out.GetGCPs()] == \
         [(g.GCPPixel, g.GCPLine, g.GCPX, g.GCPY) for g in ds.GetGCPs()]
@@ -593,3 +610,23 @@ def test_fully_transparent_raster_has_no_valid_pixels(tmp_path, run_alg):
     src = write_raster(tmp_path / "clear.tif", image.astype(np.uint8), options=("ALPHA=YES",))
     out = tmp_path / "out"
     assert_refused(lambda: run_rx(run_alg, src, out), "no valid pixels", out)
+
+
+FORMATS = {"ENVI": ("in.bin", []), "HFA": ("in.img", []), "PNG": ("in.png", ["WORLDFILE=YES"]),
+           "JPEG": ("in.jpg", ["WORLDFILE=YES"]), "GPKG": ("in.gpkg", []),
+           "COG": ("in.tif", []), "GTiff": ("in.tif", ["TILED=NO", "BIGTIFF=YES"])}
+
+
+@pytest.mark.parametrize("driver", list(FORMATS))
+def test_input_formats_stay_byte_identical(tmp_path, run_alg, driver):
+    plain = write_raster(tmp_path / "plain.tif", scene(3, 20, 24).clip(0, 255).astype(np.uint8))
+    data = tmp_path / "data"
+    data.mkdir()
+    name, options = FORMATS[driver]
+    src = str(data / name)
+    gdal.Translate(src, plain, format=driver, creationOptions=options)
+    assert gdal.Open(src).GetGeoTransform(can_return_null=True) is not None
+    before = snapshot(data)
+    run_rx(run_alg, src, tmp_path / "out")
+    check_output(src, tmp_path / "out" / "score.tif")
+    assert snapshot(data) == before
