@@ -136,7 +136,7 @@ def terminate_cleanly():
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _writable(folder):
@@ -380,6 +380,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         return ok, message
 
     def _check_parameters(self, parameters, context):
+        """``(ok, sentence)`` for the thresholds, bands, raster inputs and outputs."""
         if self.parameterDefinition(THRESHOLD) is not None:
             message = check_threshold_parameters(parameters)
             if message:
@@ -490,6 +491,11 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(
                 f"A file could not be read or written ({err}). Check the paths, the "
                 "permissions and the free disk space.") from err
+        except Exception as err:  # noqa: BLE001 - a sentence, never a traceback
+            raise QgsProcessingException(
+                f"The run stopped on an unexpected error ({type(err).__name__}: {err}). No "
+                "output was written; please report it with the output of gdalinfo for the "
+                "input.") from err
 
     def process_core(self, parameters, context, feedback):
         raise NotImplementedError

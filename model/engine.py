@@ -128,8 +128,7 @@ def parse_bands(value) -> Optional[List[int]]:
     items = value if isinstance(value, (list, tuple)) else [value]
     parts = []
     for item in items:
-        parts += [p for p in re.split(r"[\s,;]+", item.strip())] if isinstance(item, str) \
-            else [item]
+        parts += re.split(r"[\s,;]+", item.strip()) if isinstance(item, str) else [item]
     parts = [p for p in parts if p != ""]
     bands = []
     for part in parts:
@@ -154,7 +153,7 @@ def _typed(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
-_SCALE_LIMIT = 64  # |log2| of a magnitude beyond which float64 values are rescaled
+_SCALE_LIMIT = 64  # |log2| of a magnitude beyond which floating-point values are rescaled
 
 
 def _value_scale(ds, bands: Sequence[int], dtypes: Sequence[str]) -> float:

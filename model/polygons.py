@@ -195,12 +195,6 @@ NO_GEOTRANSFORM = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
 """Grid of a raster without georeferencing, as QGIS shows it (y from -height to 0)."""
 
 
-def _gcp_transformer(path: str):
-    """GDAL's transformer from (pixel, -line) to the GCP CRS of a GCP-georeferenced raster."""
-    ds = gdal.Open(str(path))
-    return gdal.Transformer(ds, None, []), ds
-
-
 def _apply_transformer(geom, transformer) -> None:
     """Move every vertex of polygon ``geom`` (in :data:`NO_GEOTRANSFORM` units) through
     ``transformer`` (pixel, line -> map coordinates)."""
@@ -325,7 +319,8 @@ def _polygonize(ds, info, nd, thr, dst_path, folder, min_area, top_n, layer_name
         if top_n:
             keep = keep[:top_n]
         pix_area = info.pixel_area
-        transformer = _gcp_transformer(info.path) if info.gcps else None
+        # GCP-georeferenced: vertices through GDAL's GCP transformer, as QGIS warps it
+        transformer = gdal.Transformer(ds.ds, None, []) if info.gcps else None
         name = layer_name or os.path.splitext(os.path.basename(dst_path))[0] or "anomalies"
         drv_name = vector_driver(dst_path)
         odrv = ogr.GetDriverByName(drv_name)
@@ -353,7 +348,7 @@ def _polygonize(ds, info, nd, thr, dst_path, folder, min_area, top_n, layer_name
                 source = tl.GetFeature(fids[i - 1])  # keep it alive while cloning
                 geom = source.GetGeometryRef().Clone()
                 if transformer is not None:
-                    _apply_transformer(geom, transformer[0])
+                    _apply_transformer(geom, transformer)
                 centroid = geom.Centroid()
                 feat = ogr.Feature(ol.GetLayerDefn())
                 feat.SetField("rank", rank)
