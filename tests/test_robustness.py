@@ -630,3 +630,25 @@ def test_input_formats_stay_byte_identical(tmp_path, run_alg, driver):
     run_rx(run_alg, src, tmp_path / "out")
     check_output(src, tmp_path / "out" / "score.tif")
     assert snapshot(data) == before
+
+
+@pytest.mark.parametrize("driver, interleave", [("GTiff", "BAND"), ("GTiff", "PIXEL"),
+                                                ("ENVI", "BIL"), ("ENVI", "BIP")])
+def test_band_layouts_give_one_map(tmp_path, run_alg, driver, interleave):
+    image = scene(4, 18, 22).astype(np.float32)
+    reference = write_raster(tmp_path / "ref.tif", image)
+    src = write_raster(tmp_path / f"in.{interleave.lower()}", image, driver=driver,
+                       options=(f"INTERLEAVE={interleave}",))
+    run_rx(run_alg, reference, tmp_path / "ref")
+    run_rx(run_alg, src, tmp_path / "out")
+    scores = check_output(src, tmp_path / "out" / "score.tif")
+    np.testing.assert_allclose(scores, read_raster(tmp_path / "ref" / "score.tif")[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("params", [{"TILE_SIZE": 32, "OVERLAP": 0}, {"TILE_SIZE": 8192},
+                                    {"OVERLAP": 1024}, {"SCALE": 2, "TILE_SIZE": 32}])
+def test_detect_parameter_extremes(tmp_path, run_alg, params):
+    src = write_raster(tmp_path / "in.tif", scene(2, 40, 37).astype(np.float32))
+    result = run_detect(run_alg, src, tmp_path / "out", **params)
+    check_output(src, tmp_path / "out" / "score.tif")
+    assert result["COUNT"] >= 1
