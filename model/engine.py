@@ -290,14 +290,21 @@ def _local_file(name: str) -> Optional[str]:
 def input_files(path: str) -> List[str]:
     """Every file on disk that reading the raster ``path`` involves.
 
-    GDAL's file list (a VRT's sources, an ENVI header, a world file...), the archive
-    of a /vsizip/-like path, and the sidecars GDAL may read beside each of them.
+    GDAL's file list (a VRT's sources, nested VRTs' too, an ENVI header, a world
+    file...), the archive of a /vsizip/-like path, and the sidecars GDAL may read
+    beside each of them.
     """
-    names = {str(path)}
-    ds = _open(str(path))
-    if ds is not None:
-        names.update(ds.GetFileList() or [])
-        ds = None
+    names, pending = set(), [str(path)]
+    while pending:  # a VRT's sources may be VRTs
+        name = pending.pop()
+        if name in names:
+            continue
+        names.add(name)
+        if name == str(path) or name.lower().endswith(".vrt"):
+            ds = _open(name)
+            if ds is not None:
+                pending += ds.GetFileList() or []
+                ds = None
     files = {f for f in map(_local_file, names) if f}
     return sorted({f + s for f in files for s in _SIDECARS} |
                   {p for f in files for p in _world_files(f)})

@@ -119,8 +119,10 @@ def test_input_files_cover_sources_headers_world_files_and_sidecars(tmp_path):
     envi = write_raster(data / "img.bin", scene(1, 8, 8).astype(np.float32), driver="ENVI")
     (data / "w.tif").write_bytes(Path(source).read_bytes())
     (data / "w.tfw").write_text("10\n0\n0\n-10\n500000\n4100000\n")
-    files = {os.path.basename(f) for f in engine.input_files(vrt)}
-    assert {"v.vrt", "s.tif", "s.tif.aux.xml", "v.vrt.aux.xml"} <= files
+    nested = str(data / "nested.vrt")
+    gdal.BuildVRT(nested, [vrt]).FlushCache()
+    files = {os.path.basename(f) for f in engine.input_files(nested)}
+    assert {"nested.vrt", "v.vrt", "s.tif", "s.tif.aux.xml", "v.vrt.aux.xml"} <= files
     assert "img.hdr" in {os.path.basename(f) for f in engine.input_files(envi)}
     assert "w.tfw" in {os.path.basename(f) for f in engine.input_files(str(data / "w.tif"))}
     with zipfile.ZipFile(tmp_path / "a.zip", "w") as archive:
