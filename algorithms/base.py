@@ -374,7 +374,11 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
         """Explain in one sentence why a raster input or a threshold cannot be used."""
-        ok, message = self._check_parameters(parameters, context)
+        try:
+            ok, message = self._check_parameters(parameters, context)
+        except Exception as err:  # noqa: BLE001 - a sentence, never a traceback
+            ok, message = False, (f"The parameters could not be checked ({type(err).__name__}: "
+                                  f"{err}). Check the input raster and the parameter values.")
         if not ok:
             release_quiet_layers(context)
         return ok, message

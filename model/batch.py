@@ -376,8 +376,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     problem = settings.problem(args.workers, args.split_mp)
     if problem:
         parser.error(problem)
-    results = run_batch(args.inputs, args.out, settings=settings, workers=args.workers,
-                        scheduler=args.scheduler, split_mp=args.split_mp)
+    try:
+        results = run_batch(args.inputs, args.out, settings=settings, workers=args.workers,
+                            scheduler=args.scheduler, split_mp=args.split_mp)
+    except Exception as error:  # noqa: BLE001 - a sentence, not a traceback
+        parser.exit(1, f"The batch stopped before scoring every scene ({type(error).__name__}: "
+                       f"{error}). Check the --out folder and the --scheduler address.\n")
     print(summary_table(results))
     return 0 if results and all(r.ok for r in results) else 1
 

@@ -654,3 +654,15 @@ def test_detect_parameter_extremes(tmp_path, run_alg, params):
     result = run_detect(run_alg, src, tmp_path / "out", **params)
     check_output(src, tmp_path / "out" / "score.tif")
     assert result["COUNT"] >= 1
+
+
+def test_batch_stops_with_a_sentence_when_the_out_folder_cannot_be_made(tmp_path):
+    src = write_raster(tmp_path / "in.tif", scene(2, 12, 12).astype(np.float32))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    run = subprocess.run([sys.executable, "-m", "anomaly_detector.model.batch", src,
+                          "--out", str(blocker / "out"), "--workers", "1"],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(PYPATH) + ":" + ":".join(sys.path)})
+    assert run.returncode == 1 and "The batch stopped" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
