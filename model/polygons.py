@@ -58,6 +58,9 @@ OGR_DRIVERS = {
     ".tab": "MapInfo File", ".mif": "MapInfo File",
 }
 
+LAYER_OPTIONS = {"GPKG": ["SPATIAL_INDEX=YES"], "CSV": ["GEOMETRY=AS_WKT"]}
+"""Layer creation options per driver (a CSV keeps its polygons as WKT)."""
+
 
 @dataclass
 class PolygonResult:
@@ -339,9 +342,11 @@ def _polygonize(ds, info, nd, thr, dst_path, folder, min_area, top_n, layer_name
                 raise RasterInputError(
                     f"Could not create the output file '{dst_path}'. Check that the folder "
                     "exists and is writable.")
-            lopts = ["SPATIAL_INDEX=YES"] if drv_name == "GPKG" else []
+            lopts = LAYER_OPTIONS.get(drv_name, [])
             ol = out.CreateLayer(name, srs=srs, geom_type=ogr.wkbPolygon, options=lopts)
             for fname, ftype in FIELDS:
+                if drv_name == "MapInfo File" and ftype == ogr.OFTInteger64:
+                    ftype = ogr.OFTReal  # MapInfo has no 64-bit integers
                 ol.CreateField(ogr.FieldDefn(fname, ftype))
             ol.StartTransaction()
             for rank, i in enumerate(keep, start=1):

@@ -22,6 +22,7 @@ from osgeo import gdal, ogr, osr
 from anomaly_detector.model import batch, engine
 from anomaly_detector.model import weights as weights_module
 from anomaly_detector.model.engine import NODATA
+from anomaly_detector.model.polygons import OGR_DRIVERS
 from conftest import PYPATH, read_raster, run_qgis_process, write_raster
 from test_inputs import assert_refused, leftovers, run_detect, run_rx, scene
 
@@ -666,3 +667,16 @@ def test_batch_stops_with_a_sentence_when_the_out_folder_cannot_be_made(tmp_path
                          env={**os.environ, "PYTHONPATH": str(PYPATH) + ":" + ":".join(sys.path)})
     assert run.returncode == 1 and "The batch stopped" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("ext", sorted(set(OGR_DRIVERS)))
+def test_every_polygon_format_keeps_its_polygons(tmp_path, run_alg, ext):
+    image = np.zeros((20, 20), np.float32)
+    image[2:4, 2:4], image[10:13, 10:12] = 5, 6
+    src = write_raster(tmp_path / "s.tif", image)
+    out = tmp_path / f"p{ext}"
+    result = run_alg("anomaly:polygonize", {"INPUT": src, "THRESHOLD_METHOD": 1, "THRESHOLD": 1,
+                                            "OUTPUT": str(out)})
+    assert result["COUNT"] == 2
+    ds = ogr.Open(str(out))
+    assert [f.GetGeometryRef() is not None for f in ds.GetLayer(0)] == [True, True]
