@@ -714,10 +714,42 @@ class WriteFailures:
         finally:
             gdal.PopErrorHandler()
 
+    @contextmanager
+    def raised(self):
+        """Collect the failures GDAL raises as RuntimeError (``gdal.UseExceptions()``)."""
+        try:
+            yield
+        except RuntimeError as error:
+            self.messages.append(str(error))
+            raise
+
     def check(self, dst_path: str) -> None:
         """Raise :class:`RasterOutputError` when a failure was reported."""
         if self.messages:
             raise output_error(dst_path, "; ".join(self.messages[:2]))
+
+    def reraise(self, dst_path: str, error: BaseException) -> None:
+        """Re-raise ``error`` of a failed write: as the output's sentence when the write
+        failed (a reported failure, a file system error), else as it is."""
+        if isinstance(error, (RasterInputError, Cancelled)):
+            raise error
+        if self.messages or isinstance(error, OSError):
+            raise output_error(dst_path, "; ".join(self.messages[:2]) or str(error)) from error
+        raise error
+
+
+@contextmanager
+def gdal_quiet():
+    """GDAL reports nothing and raises nothing (``gdal.UseExceptions()`` included) here."""
+    raising = gdal.GetUseExceptions()
+    gdal.DontUseExceptions()
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        yield
+    finally:
+        gdal.PopErrorHandler()
+        if raising:
+            gdal.UseExceptions()
 
 
 def output_error(dst_path: str, detail: str) -> RasterOutputError:
@@ -935,6 +967,8 @@ class _Writer(_Worker):
                     # scoring of the next tiles (and keeping the block cache small)
                     self.band.FlushCache()
         except BaseException as error:  # noqa: BLE001 - re-raised by the scoring thread
+            if isinstance(error, RuntimeError) and self.failures is not None:
+                self.failures.messages.append(str(error))  # GDAL raised it (exceptions on)
             self.error = error
             self.stop.set()
 
@@ -1065,24 +1099,25 @@ def score_raster(src_path: str, dst_path: str, score_tile: ScoreTileFn, *,
     failures = WriteFailures(tmp)
     try:
         with failures.watch():
-            out = create_score_raster(tmp, info, height=height, row_offset=row_offset)
+            with failures.raised():
+                out = create_score_raster(tmp, info, height=height, row_offset=row_offset)
             oband = out.GetRasterBand(1)
             score_tiles(src_path, oband, score_tile, plan, bands=bands, row_range=row_range,
                         row_offset=row_offset, progress=progress, is_cancelled=is_cancelled,
                         failures=failures)
-            oband.FlushCache()
-            oband = None
-            out.FlushCache()
-            out = None
+            with failures.raised():
+                oband.FlushCache()
+                oband = None
+                out.FlushCache()
+                out = None
         failures.check(dst_path)
         replace_output(tmp, dst_path)
     except BaseException as error:
-        oband = None
-        out = None
+        with gdal_quiet():  # closing a file that failed fails again: say it once, below
+            oband = None
+            out = None
         remove_quietly(tmp)
-        if isinstance(error, OSError) and not isinstance(error, RasterInputError):
-            raise output_error(dst_path, str(error)) from error
-        raise
+        failures.reraise(dst_path, error)
 
 
 def assemble_strips(strips: Sequence[Tuple[str, int]], dst_path: str, reference: str, *,
@@ -1098,7 +1133,7 @@ def assemble_strips(strips: Sequence[Tuple[str, int]], dst_path: str, reference:
     out = None
     failures = WriteFailures(tmp)
     try:
-        with failures.watch():
+        with failures.watch(), failures.raised():
             out = create_score_raster(tmp, info)
             oband = out.GetRasterBand(1)
             for path, first_row in strips:
@@ -1115,8 +1150,9 @@ def assemble_strips(strips: Sequence[Tuple[str, int]], dst_path: str, reference:
             out = None
         failures.check(dst_path)
         replace_output(tmp, dst_path)
-    except BaseException:
-        oband = None
-        out = None
+    except BaseException as error:
+        with gdal_quiet():  # closing a file that failed fails again: say it once, below
+            oband = None
+            out = None
         remove_quietly(tmp)
-        raise
+        failures.reraise(dst_path, error)

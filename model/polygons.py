@@ -39,7 +39,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from .engine import (CancelFn, ProgressFn, RasterInputError, WriteFailures, _check, _report,
-                     iter_windows, open_dataset, output_error)
+                     gdal_quiet, iter_windows, open_dataset)
 
 METHODS = ("top_fraction", "fixed", "automatic")
 AUTO_K = 3.0
@@ -236,10 +236,11 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fracti
     failures = WriteFailures(dst_path)
     with failures.watch():
         try:
-            return _polygonize(ds, info, nd, thr, dst_path, folder, min_area, top_n,
-                               layer_name, failures, sub, progress, is_cancelled)
-        except OSError as error:
-            raise output_error(dst_path, str(error)) from error
+            with failures.raised():
+                return _polygonize(ds, info, nd, thr, dst_path, folder, min_area, top_n,
+                                   layer_name, failures, sub, progress, is_cancelled)
+        except BaseException as error:
+            failures.reraise(dst_path, error)
         finally:
             ds = None
 
@@ -373,15 +374,17 @@ def _polygonize(ds, info, nd, thr, dst_path, folder, min_area, top_n, layer_name
             failures.check(dst_path)
             _replace_vector(odrv, part_dir, dst_path)
         finally:
-            out = None
+            with gdal_quiet():  # a failed write fails again when closed: said once
+                out = None
             shutil.rmtree(part_dir, ignore_errors=True)
         _report(progress, 1.0)
         return PolygonResult(path=dst_path, layer_name=name, count=len(keep), threshold=thr,
                              n_valid=n_valid, n_flagged=n_flag)
     finally:
-        mband = None
-        mds = None
-        tl = mem = None  # noqa: F841 - closes the temporary polygon file
+        with gdal_quiet():
+            mband = None
+            mds = None
+            tl = mem = None  # noqa: F841 - closes the temporary polygon file
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 

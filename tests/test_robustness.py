@@ -190,17 +190,21 @@ def test_polygonize_input_stays_byte_identical(tmp_path, run_alg):
 # --------------------------------------------------------------------------
 # 4, 13. a full disk: one sentence, the previous output kept, nothing left behind
 
-@pytest.fixture
-def full_folder(tmp_path):
-    """A 160 KiB tmpfs (the tests run as root): too small for the outputs below."""
+@pytest.fixture(params=[False, True], ids=["gdal errors reported", "gdal exceptions"])
+def full_folder(tmp_path, request):
+    """A 160 KiB tmpfs (the tests run as root): too small for the outputs below; with
+    GDAL's error handler, then with ``gdal.UseExceptions()`` (which other code may set)."""
     folder = tmp_path / "full"
     folder.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(folder)],
                              capture_output=True, text=True)
     assert mounted.returncode == 0, "mounting a small tmpfs needs root: " + mounted.stderr
+    previous = gdal.GetUseExceptions()
+    (gdal.UseExceptions if request.param else gdal.DontUseExceptions)()
     try:
         yield folder
     finally:
+        (gdal.UseExceptions if previous else gdal.DontUseExceptions)()
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
