@@ -358,12 +358,12 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
                 raise QgsProcessingException(
                     f"The folder of the {name} output, '{folder}', is not writable. Choose a "
                     "folder where you can write.")
+        refuse_inputs_as_outputs(outputs, self._inputs if inputs is None else inputs)
         for name, path in outputs:
             if isinstance(self.parameterDefinition(name), QgsProcessingParameterRasterDestination):
                 check_score_path(path, name)
             elif path:
                 vector_driver(path)
-        refuse_inputs_as_outputs(outputs, self._inputs if inputs is None else inputs)
 
     def bands(self, parameters, name, context):
         """The band numbers of a BANDS parameter (None = all bands), or a clear error."""

@@ -135,6 +135,23 @@ def test_input_files_cover_sources_headers_world_files_and_sidecars(tmp_path):
                                             [envi, vrt])
 
 
+@pytest.mark.parametrize("sidecar", ["img.hdr", "img.bin.aux.xml", "w.tfw"])
+def test_output_over_a_sidecar_of_the_input_is_refused(tmp_path, run_alg, sidecar):
+    data = tmp_path / "data"
+    data.mkdir()
+    envi = write_raster(data / "img.bin", scene(2, 12, 12).astype(np.float32), driver="ENVI",
+                        options=())
+    (data / "img.bin.aux.xml").write_text("<PAMDataset/>\n")
+    (data / "w.tfw").write_text("10\n0\n0\n-10\n500000\n4100000\n")
+    src = envi if sidecar.startswith("img") else write_raster(
+        data / "w.tif", scene(2, 12, 12).astype(np.float32), geotransform=None)
+    before = snapshot(data)
+    out = tmp_path / "out"
+    assert_refused(lambda: run_rx(run_alg, src, out, OUTPUT=str(data / sidecar)),
+                   "which the input raster .* reads", out)
+    assert snapshot(data) == before
+
+
 def test_polygonize_output_over_the_score_raster_is_refused(tmp_path, run_alg):
     src = write_raster(tmp_path / "s.tif", scene(1, 12, 12).astype(np.float32))
     (tmp_path / "same.gpkg").symlink_to(src)
