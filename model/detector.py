@@ -120,7 +120,7 @@ class TileScorer:
     """
 
     max_batch = 1  # on CPU a batch is no faster than its tiles one by one (measured)
-    bytes_per_pixel = 800  # measured peak of a forward pass: ~600-700 bytes per tile pixel
+    bytes_per_pixel = 900  # measured peak of a forward pass: 600-820 bytes per tile pixel
     prepared_bytes_per_pixel = 4 * INPUT_CHANNELS + 1  # a reduced tile and its mask
 
     def __init__(self, model: DeviationNet, reduction: SpectralReduction, device: str = "cpu",
