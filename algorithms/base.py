@@ -4,6 +4,7 @@ import os
 import signal
 import tempfile
 import threading
+import traceback
 import uuid
 from contextlib import contextmanager
 from xml.sax.saxutils import escape
@@ -107,6 +108,20 @@ def release_quiet_layers(context):
             if layer.customProperty(SOURCE_PROPERTY) and layer.thread() == QThread.currentThread()]
     if ours:
         store.removeMapLayers(ours)
+
+
+def forget_frames(error):
+    """Clear the variables of the finished frames behind ``error`` and its causes.
+
+    They hold the run's datasets; a traceback kept in a reference cycle would
+    otherwise close them only when Python collects it, possibly after QGIS shut GDAL
+    down (a crash at exit).
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
 
 
 def layer_path(layer):
@@ -453,8 +468,9 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         self._inputs, self._temporary, self._styles = [], [], []
         try:
             return self._process(parameters, context, feedback)
-        except BaseException:
+        except BaseException as error:
             release_quiet_layers(context)
+            forget_frames(error)
             raise
         finally:
             for path in self._temporary:

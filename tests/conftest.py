@@ -173,6 +173,15 @@ def run_qgis_process(args, *, env=None, timeout=180, check_enabled=True):
 # --------------------------------------------------------------------------
 # QGIS fixtures
 
+@pytest.fixture(scope="session", autouse=True)
+def collect_before_qgis_exits(qgis_app):
+    """Collect what tests left in reference cycles (kept tracebacks hold contexts, layers,
+    datasets) while QGIS and GDAL are still up, not after QGIS has exited."""
+    yield
+    import gc
+    gc.collect()
+
+
 @pytest.fixture(scope="session")
 def processing_ready(qgis_app):
     from processing.core.Processing import Processing
