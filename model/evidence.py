@@ -53,11 +53,13 @@ def window_count(height: int, width: int, radius: int, like: torch.Tensor) -> to
 
 
 def _ring(x: torch.Tensor, sums: dict[int, torch.Tensor], inner: int, outer: int
-          ) -> torch.Tensor:
-    """Means of the channels over the ring between two windows (inner < outer radius)."""
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means of the channels over the ring between two windows (inner < outer radius),
+    and where the ring holds any pixel (it is empty where the raster is smaller than
+    the inner window; the evidence there is 0)."""
     height, width = x.shape[-2:]
     count = window_count(height, width, outer, x) - window_count(height, width, inner, x)
-    return (sums[outer] - sums[inner]).contiguous() * count.reciprocal()
+    return (sums[outer] - sums[inner]).contiguous() * count.clamp_min(1).reciprocal(), count > 0
 
 
 def _compress(x: torch.Tensor) -> torch.Tensor:
@@ -76,9 +78,10 @@ def local_contrast(x: torch.Tensor) -> torch.Tensor:
         centre_radius = (side - 1) // 2
         centre = sums[centre_radius][:, :channels].contiguous() * \
             window_count(height, width, centre_radius, x).reciprocal()
-        ring = _ring(x, sums, side, 2 * side + 1)
+        ring, present = _ring(x, sums, side, 2 * side + 1)
         mean, variance = ring[:, :channels], (ring[:, channels:] - ring[:, :channels] ** 2)
-        outputs.append((centre - mean) / torch.sqrt(variance.clamp_min(0) + _STD_FLOOR ** 2))
+        contrast = (centre - mean) / torch.sqrt(variance.clamp_min(0) + _STD_FLOOR ** 2)
+        outputs.append(torch.where(present, contrast, 0.0))
     return torch.stack(outputs, dim=2).flatten(1, 2)
 
 
@@ -90,8 +93,8 @@ def local_rx(x: torch.Tensor) -> torch.Tensor:
     pairs = [(i, j) for i in range(k) for j in range(i + 1)]
     products = torch.stack([x[:, i] * x[:, j] for i, j in pairs], dim=1)
     moments = torch.cat([x, products], dim=1)
-    ring = _ring(x, {r: box_sum(moments, r) for r in (GUARD_RADIUS, OUTER_RADIUS)},
-                 GUARD_RADIUS, OUTER_RADIUS)
+    ring, present = _ring(x, {r: box_sum(moments, r) for r in (GUARD_RADIUS, OUTER_RADIUS)},
+                          GUARD_RADIUS, OUTER_RADIUS)
     mean = ring[:, :k]
     covariance = {pair: ring[:, k + index] - mean[:, pair[0]] * mean[:, pair[1]]
                   for index, pair in enumerate(pairs)}
@@ -111,7 +114,7 @@ def local_rx(x: torch.Tensor) -> torch.Tensor:
             value = value - lower[i, m] * solved[m]
         lower[i, i] = torch.sqrt(diagonal.clamp_min(RIDGE))
         solved.append(value / lower[i, i])
-    return torch.sqrt(sum(v * v for v in solved))[:, None]
+    return torch.where(present, torch.sqrt(sum(v * v for v in solved))[:, None], 0.0)
 
 
 def evidence_channels(x: torch.Tensor) -> torch.Tensor:

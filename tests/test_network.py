@@ -197,3 +197,13 @@ def test_evidence_channels_are_finite_on_flat_and_single_band_inputs():
         assert channels.shape == (1, EVIDENCE_CHANNELS, 24, 24)
         assert torch.isfinite(channels).all()
     assert not evidence_channels(flat).any()
+
+
+@pytest.mark.parametrize("size", [1, 3, 10, 25])
+def test_evidence_is_zero_where_a_ring_is_empty_and_finite_everywhere(size):
+    # windows larger than the raster leave some rings empty: no evidence there, no NaN
+    inputs = torch.randn(1, INPUT_CHANNELS, size, size)
+    channels = evidence_channels(inputs)
+    assert torch.isfinite(channels).all()
+    if size == 1:
+        assert not channels.any()
