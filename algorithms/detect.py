@@ -2,6 +2,7 @@
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingOutputString, QgsProcessingParameterBand,
+                       QgsProcessingParameterDefinition,
                        QgsProcessingParameterEnum, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterVectorDestination)
@@ -107,12 +108,15 @@ class DetectAlgorithm(AnomalyAlgorithm):
         self.addParameter(QgsProcessingParameterBand(
             self.BANDS, "Bands (default: all)", parentLayerParameterName=self.INPUT,
             optional=True, allowMultiple=True))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.TILE_SIZE, "Tile size (pixels)", type=QgsProcessingParameterNumber.Integer,
-            defaultValue=512, minValue=32, maxValue=8192))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.OVERLAP, "Tile overlap (pixels)", type=QgsProcessingParameterNumber.Integer,
-            defaultValue=64, minValue=0, maxValue=1024))
+        # tiling changes speed and memory, not the result: Advanced section of the dialog
+        for name, label, default, low, high in (
+                (self.TILE_SIZE, "Tile size (pixels)", 512, 32, 8192),
+                (self.OVERLAP, "Tile overlap (pixels)", 64, 0, 1024)):
+            parameter = QgsProcessingParameterNumber(
+                name, label, type=QgsProcessingParameterNumber.Integer, defaultValue=default,
+                minValue=low, maxValue=high)
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterEnum(
             self.SCALE, "Analysis resolution", options=[label for _, label in SCALE_OPTIONS],
             defaultValue=0))
