@@ -1,6 +1,6 @@
 """anomaly:detect - the bundled cross-modality deep detector, then ranked polygons."""
 
-from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
+from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputString, QgsProcessingParameterBand,
                        QgsProcessingParameterDefinition,
                        QgsProcessingParameterEnum, QgsProcessingParameterNumber,
@@ -11,7 +11,8 @@ from .. import deps
 from ..model.engine import remove_quietly, replace_output, temp_name
 from ..model.polygons import polygonize_scores
 from .base import CITATION, AnomalyAlgorithm, RasterInput
-from .params import THRESHOLD_HELP, add_threshold_parameters, read_threshold_parameters
+from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
+                     polygon_outputs, read_threshold_parameters)
 from .styles import POLYGONS_SUFFIX, SCORE_SUFFIX, layer_name, score_stretch
 
 DEVICES = ["auto", "cpu", "cuda"]
@@ -47,7 +48,6 @@ class DetectAlgorithm(AnomalyAlgorithm):
     DEVICE = "DEVICE"
     OUTPUT_SCORE = "OUTPUT_SCORE"
     OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
-    COUNT = "COUNT"
     DEVICE_USED = "DEVICE_USED"
 
     NAME = "detect"
@@ -127,7 +127,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
             self.OUTPUT_SCORE, "Anomaly score"))
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT_POLYGONS, "Anomalies", type=QgsProcessing.TypeVectorPolygon))
-        self.addOutput(QgsProcessingOutputNumber(self.COUNT, "Number of anomaly polygons"))
+        add_polygon_outputs(self)
         self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device used"))
 
     def process_core(self, parameters, context, feedback):
@@ -180,4 +180,4 @@ class DetectAlgorithm(AnomalyAlgorithm):
                               low=low, high=high, below=layer_name(input_name, POLYGONS_SUFFIX))
         self.style_output(polygons_path, "polygons", layer_name(input_name, POLYGONS_SUFFIX))
         return {self.OUTPUT_SCORE: score_path, self.OUTPUT_POLYGONS: polygons_path,
-                self.COUNT: int(polygons.count), self.DEVICE_USED: result.device}
+                **polygon_outputs(polygons), self.DEVICE_USED: result.device}

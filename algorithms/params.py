@@ -2,7 +2,8 @@
 
 import math
 
-from qgis.core import (QgsProcessingParameterEnum, QgsProcessingParameterNumber)
+from qgis.core import (QgsProcessingOutputNumber, QgsProcessingParameterEnum,
+                       QgsProcessingParameterNumber)
 
 THRESHOLD_METHOD = "THRESHOLD_METHOD"
 THRESHOLD = "THRESHOLD"
@@ -93,3 +94,23 @@ def read_threshold_parameters(alg, parameters, context):
         "min_area": alg.parameterAsInt(parameters, MIN_AREA, context),
         "top_n": max(0, alg.parameterAsInt(parameters, TOP_N, context)),
     }
+
+
+# Numbers returned by both algorithms that write polygons (for the modeler and scripts)
+POLYGON_OUTPUTS = [
+    ("COUNT", "Number of anomaly polygons"),
+    ("THRESHOLD_VALUE", "Score threshold used"),
+    ("VALID_PIXELS", "Valid (scored) pixels"),
+    ("FLAGGED_PIXELS", "Pixels at or above the threshold"),
+]
+
+
+def add_polygon_outputs(alg):
+    for name, label in POLYGON_OUTPUTS:
+        alg.addOutput(QgsProcessingOutputNumber(name, label))
+
+
+def polygon_outputs(result) -> dict:
+    """The :data:`POLYGON_OUTPUTS` values of a ``model.polygons.PolygonResult``."""
+    return {"COUNT": int(result.count), "THRESHOLD_VALUE": float(result.threshold),
+            "VALID_PIXELS": int(result.n_valid), "FLAGGED_PIXELS": int(result.n_flagged)}

@@ -1,21 +1,20 @@
 """anomaly:polygonize - ranked anomaly polygons from a score raster."""
 
-from qgis.core import (QgsProcessing, QgsProcessingOutputNumber, QgsProcessingParameterBand,
+from qgis.core import (QgsProcessing, QgsProcessingParameterBand,
                        QgsProcessingParameterVectorDestination)
 
 from ..model.engine import open_raster_checked
 from ..model.polygons import polygonize_scores
 from .base import CITATION, AnomalyAlgorithm, RasterInput
 from .styles import POLYGONS_SUFFIX, layer_name
-from .params import THRESHOLD_HELP, add_threshold_parameters, read_threshold_parameters
+from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
+                     polygon_outputs, read_threshold_parameters)
 
 
 class PolygonizeAlgorithm(AnomalyAlgorithm):
     INPUT = "INPUT"
     BAND = "BAND"
     OUTPUT = "OUTPUT"
-    COUNT = "COUNT"
-    THRESHOLD_VALUE = "THRESHOLD_VALUE"
 
     NAME = "polygonize"
     DISPLAY_NAME = "Anomaly polygons from a score raster"
@@ -54,8 +53,7 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
         add_threshold_parameters(self)
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT, "Anomaly polygons", type=QgsProcessing.TypeVectorPolygon))
-        self.addOutput(QgsProcessingOutputNumber(self.COUNT, "Number of anomaly polygons"))
-        self.addOutput(QgsProcessingOutputNumber(self.THRESHOLD_VALUE, "Score threshold used"))
+        add_polygon_outputs(self)
 
     def process_core(self, parameters, context, feedback):
         src = self.raster_path(parameters, self.INPUT, context)
@@ -72,5 +70,4 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
             f"{res.count} polygon(s).")
         self.style_output(dst, "polygons", layer_name(
             self.input_name(parameters, self.INPUT, context), POLYGONS_SUFFIX))
-        return {self.OUTPUT: dst, self.COUNT: int(res.count),
-                self.THRESHOLD_VALUE: float(res.threshold)}
+        return {self.OUTPUT: dst, **polygon_outputs(res)}

@@ -98,6 +98,10 @@ def test_polygonize_algorithm(tmp_path, run_alg):
     res = run_alg("anomaly:polygonize", {"INPUT": src, "THRESHOLD_METHOD": 1, "THRESHOLD": 5.0,
                                          "MIN_AREA": 1, "OUTPUT": out})
     assert res["COUNT"] == 4 and res["THRESHOLD_VALUE"] == 5.0
+    scores = read_raster(src)[0]
+    valid = scores != ND
+    assert res["VALID_PIXELS"] == int(valid.sum())
+    assert res["FLAGGED_PIXELS"] == int((valid & (scores >= 5.0)).sum())
     layer = QgsVectorLayer(res["OUTPUT"], "poly", "ogr")
     assert layer.isValid() and layer.featureCount() == 4
     assert layer.crs().authid() == "EPSG:32633"

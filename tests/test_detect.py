@@ -166,6 +166,9 @@ def test_detect_algorithm_scores_and_polygons(tmp_path, run_alg):
         "OUTPUT_POLYGONS": str(tmp_path / "anomalies.gpkg")})
     assert result["DEVICE_USED"] == "cpu" and result["COUNT"] >= 1
     scores, gt, wkt, nodata, size = read_raster(tmp_path / "score.tif")
+    # the same numbers as anomaly:polygonize returns, from the written map
+    assert result["VALID_PIXELS"] == 110 * 90
+    assert result["FLAGGED_PIXELS"] == int((scores >= result["THRESHOLD_VALUE"]).sum()) >= 1
     assert size == (110, 90) and gt == gdal.Open(src).GetGeoTransform()
     from qgis.core import QgsVectorLayer
     layer = QgsVectorLayer(str(tmp_path / "anomalies.gpkg"), "anomalies", "ogr")
