@@ -32,14 +32,6 @@ def rx_precision(cov: np.ndarray) -> np.ndarray:
     return np.linalg.pinv(cov, hermitian=True)
 
 
-def rx_distance(pixels: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    """RX score of pixels ``(B, ...)`` -> ``(...)`` float64 plain Mahalanobis distance."""
-    b = pixels.shape[0]
-    flat = pixels.reshape(b, -1).astype(np.float64) - np.asarray(mean, np.float64)[:, None]
-    d2 = np.einsum("in,ij,jn->n", flat, precision, flat, optimize=True)
-    return np.sqrt(np.maximum(d2, 0.0)).reshape(pixels.shape[1:])
-
-
 def rx_whitening(precision: np.ndarray) -> np.ndarray:
     """``W`` with ``W.T @ W == precision`` (PSD square root), so ``d2 = |W (x - mu)|^2``."""
     values, vectors = np.linalg.eigh((precision + precision.T) / 2.0)
@@ -96,8 +88,9 @@ class _RxScorer:
 def make_rx_scorer(mean: np.ndarray, cov: np.ndarray):
     """Return a ``score_tile`` function for :func:`score_raster`.
 
-    Same score as :func:`rx_distance`, computed in float64 as the norm of the
-    whitened pixel, chunk by chunk.
+    The Mahalanobis distance to ``mean`` under ``cov``, computed as the norm of the
+    whitened pixel, chunk by chunk, in float32 when the covariance is well
+    conditioned (within 1e-5 of float64), else in float64.
     """
     return _RxScorer(mean, cov)
 
