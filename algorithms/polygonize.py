@@ -6,9 +6,10 @@ from qgis.core import (QgsProcessing, QgsProcessingParameterBand,
 from ..model.engine import open_raster_checked
 from ..model.polygons import polygonize_scores
 from .base import CITATION, AnomalyAlgorithm, RasterInput
-from .styles import POLYGONS_SUFFIX, layer_name
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
                      polygon_outputs, read_threshold_parameters)
+from .provenance import provenance, record_in_vector
+from .styles import POLYGONS_SUFFIX, layer_name
 
 
 class PolygonizeAlgorithm(AnomalyAlgorithm):
@@ -68,6 +69,8 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
         feedback.pushInfo(
             f"Threshold {res.threshold:.6g}: {res.n_flagged} of {res.n_valid} valid pixels, "
             f"{res.count} polygon(s).")
+        record_in_vector(dst, provenance(self.id(), parameters, threshold=res.threshold,
+                                         valid_pixels=res.n_valid, flagged_pixels=res.n_flagged))
         self.style_output(dst, "polygons", layer_name(
             self.input_name(parameters, self.INPUT, context), POLYGONS_SUFFIX))
         return {self.OUTPUT: dst, **polygon_outputs(res)}

@@ -4,6 +4,7 @@ from qgis.core import QgsProcessingParameterBand, QgsProcessingParameterRasterDe
 
 from ..model.rx import rx_score_raster
 from .base import AnomalyAlgorithm, RasterInput
+from .provenance import provenance, record_in_raster
 from .styles import layer_name, score_stretch
 
 
@@ -59,6 +60,8 @@ class RxAlgorithm(AnomalyAlgorithm):
         mean, cov, n = rx_score_raster(src, dst, bands, progress=progress,
                                        is_cancelled=cancelled)
         feedback.pushInfo(f"RX statistics from {n} valid pixels over {len(mean)} band(s).")
+        record_in_raster(dst, provenance(self.id(), parameters, valid_pixels=n),
+                         f"RX score ({self.id()})")
         if self.may_load(context, dst):
             low, high = score_stretch(dst, is_cancelled=cancelled)
             self.style_output(dst, "score",

@@ -235,6 +235,7 @@ class DetectionResult:
     tile_size: int
     overlap: int
     scale: int = 1
+    weights_sha256: str = ""
 
 
 def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None = None,
@@ -274,4 +275,5 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
                             is_cancelled=is_cancelled, memory_mb=memory_mb)
     finally:
         release_memory()
-    return DetectionResult(device, time.perf_counter() - start, tile_size, margin, scale)
+    return DetectionResult(device, time.perf_counter() - start, tile_size, margin, scale,
+                           getattr(model, "weights_sha256", ""))

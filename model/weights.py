@@ -91,4 +91,5 @@ def load_detector(path: Path | str | None = None, device: str = "cpu") -> Deviat
         raise WeightsError(f"The weights file {path} cannot be loaded ({error}). "
                            "Reinstall the plugin.") from error
     zero_negligible_weights(model)
+    model.weights_sha256 = actual  # recorded in the outputs' provenance
     return model.eval().to(device)

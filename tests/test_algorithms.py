@@ -130,3 +130,26 @@ def test_bad_inputs_raise_clear_error(tmp_path, run_alg, case, words):
     with pytest.raises(QgsProcessingException, match=words):
         run_alg("anomaly:rx", {"INPUT": p, "OUTPUT": str(tmp_path / "o.tif")})
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_outputs_record_how_they_were_made(tmp_path, run_alg):
+    import json
+    import subprocess
+    from anomaly_detector.model.weights import DEFAULT_WEIGHTS, card_path
+    src = write_raster(tmp_path / "in.tif", _scene((3, 40, 36)))
+    score, polygons = str(tmp_path / "score.tif"), str(tmp_path / "anomalies.gpkg")
+    run_alg("anomaly:detect", {"INPUT": src, "DEVICE": 1, "THRESHOLD": 0.01,
+                               "OUTPUT_SCORE": score, "OUTPUT_POLYGONS": polygons})
+    sha = json.loads(card_path(DEFAULT_WEIGHTS).read_text())["sha256"]
+    raster = subprocess.run(["gdalinfo", score], capture_output=True, text=True).stdout
+    vector = subprocess.run(["ogrinfo", "-so", "-al", polygons], capture_output=True,
+                            text=True).stdout
+    for text in (raster, vector):
+        assert "ALGORITHM=anomaly:detect" in text and f"WEIGHTS_SHA256={sha}" in text
+        assert "DEVICE=cpu" in text and "ANOMALY_DETECTOR_VERSION=" in text
+        assert "CREATED=20" in text and '"THRESHOLD": "0.01"' in text
+    assert f"Description = Anomaly score (anomaly:detect, weights {sha[:12]})" in raster
+    rx_out = str(tmp_path / "rx.tif")
+    run_alg("anomaly:rx", {"INPUT": src, "OUTPUT": rx_out})
+    rx_info = subprocess.run(["gdalinfo", rx_out], capture_output=True, text=True).stdout
+    assert "ALGORITHM=anomaly:rx" in rx_info and "VALID_PIXELS=1440" in rx_info
