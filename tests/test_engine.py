@@ -235,3 +235,23 @@ def test_signed_bytes_are_read_with_their_sign(tmp_path):
     data, valid = engine.read_window(ds, info, 0, 0, 3, 2)
     assert info.dtypes == ["Int8"] and valid.all()
     np.testing.assert_array_equal(data[0], values.astype(np.float32))
+
+
+def _box_sum(tile, radius):
+    """Sum of band sums over a (2r+1)^2 window clipped at the tile edge: receptive radius r."""
+    x = np.pad(tile.sum(axis=0).astype(np.float64), radius)
+    h, w = tile.shape[1:]
+    size = 2 * radius + 1
+    return sum(x[i:i + h, j:j + w] for i in range(size) for j in range(size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("tile, radius", [(16, 8), (24, 6), (32, 12)])
+def test_every_margin_holds_the_whole_receptive_field(tmp_path, tile, radius):
+    # a scorer whose receptive radius equals the overlap: a margin cut short on any side
+    # (left, right, top or bottom) changes the scores along that side of the tile cores
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(2, 70, 90)).astype(np.float32)
+    p = write_raster(tmp_path / "a.tif", a)
+    out = tmp_path / "s.tif"
+    score_raster(p, str(out), lambda t, v: _box_sum(t, radius), tile_size=tile, overlap=radius)
+    np.testing.assert_allclose(read_raster(out)[0], _box_sum(a, radius), rtol=1e-5, atol=1e-3)

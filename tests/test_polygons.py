@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from osgeo import ogr
 
 from anomaly_detector.model.polygons import compute_threshold, count_polygons, polygonize_scores
 from conftest import write_raster
@@ -113,3 +114,20 @@ def test_shapefile_output_follows_extension(tmp_path):
     out = tmp_path / "poly.shp"
     assert polygonize_scores(src, str(out), method="fixed", threshold=5).count == 4
     assert out.exists()
+
+
+def test_polygons_are_ranked_by_score_not_by_size(tmp_path):
+    # sizes run opposite to scores: ranking by size (or by pixel count) would reverse the order
+    a = np.zeros((40, 60), np.float32)
+    blobs = [(0.9, (5, 5), 1), (0.8, (5, 20), 2), (0.7, (5, 40), 3), (0.6, (25, 20), 5)]
+    for score, (r, c), side in blobs:
+        a[r:r + side, c:c + side] = score
+    src = write_raster(tmp_path / "s.tif", a, geotransform=GT)
+    out = str(tmp_path / "p.gpkg")
+    result = polygonize_scores(src, out, method="fixed", threshold=0.5)
+    assert result.count == 4
+    ds = ogr.Open(out)
+    rows = sorted((f.GetField("rank"), f.GetField("score_max"), f.GetField("pixels"))
+                  for f in ds.GetLayer(0))
+    assert [r[1] for r in rows] == pytest.approx([0.9, 0.8, 0.7, 0.6])
+    assert [r[2] for r in rows] == [1, 4, 9, 25]
