@@ -70,7 +70,8 @@ class DetectAlgorithm(AnomalyAlgorithm):
         "Two layers: '[input] - anomaly score' (transparent for ordinary pixels, red to "
         "bright yellow over the 5 % most anomalous ones) and '[input] - anomalies' "
         "(cyan outlines labelled with their rank, with score_max, score_mean, pixels, area, "
-        "centroid_x and centroid_y for triage). The detector flags what differs from its "
+        "centroid and peak coordinates, lon / lat of the peak, area_m2 and top_share for "
+        "triage). The detector flags what differs from its "
         "surroundings: small objects, unusual materials, hot spots; large homogeneous "
         "regions are background. Scores are relative to the scene: compare ranks, not "
         "absolute values, between scenes. The device used (cpu or cuda) is written to the "
@@ -101,7 +102,9 @@ class DetectAlgorithm(AnomalyAlgorithm):
         (OUTPUT_SCORE, "Deviation score raster: float32 GeoTIFF in [0, 1], nodata -9999."),
         (OUTPUT_POLYGONS, "Ranked anomaly polygons (GeoPackage by default): rank (1 = most "
                           "anomalous), score_max, score_mean, pixels, area (map units²), "
-                          "centroid_x, centroid_y (in the raster's CRS)."),
+                          "centroid_x, centroid_y, peak_x, peak_y (in the raster's CRS), lon, "
+                          "lat (the peak in WGS 84), area_m2, top_share (as in "
+                          "anomaly:polygonize)."),
     ]
 
     def initAlgorithm(self, config=None):  # noqa: N802

@@ -26,8 +26,10 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
         "anomalous) "
         "and turns each 8-connected group into a polygon with GDAL's polygonize. Polygons "
         "are ranked by their highest score (rank 1 = most anomalous) and carry score_max, "
-        "score_mean, pixels, area (map units²) and centroid_x / centroid_y (the centroid, in "
-        "the raster's CRS). The output is in the raster's CRS, ordered by rank. Needs nothing "
+        "score_mean, pixels, area (map units²), centroid_x / centroid_y (the centroid, in "
+        "the raster's CRS), peak_x / peak_y (the highest-scoring pixel), lon / lat (that peak "
+        "in WGS 84), area_m2 (ellipsoidal) and top_share (the share of valid pixels scoring "
+        "at least the peak). The output is in the raster's CRS, ordered by rank. Needs nothing "
         "beyond QGIS (no PyTorch).")
     EXPECT = (
         "A polygon layer named '[input] - anomalies', drawn as cyan outlines labelled "

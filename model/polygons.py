@@ -18,9 +18,11 @@ Polygons are built by ``gdal.Polygonize`` with 8-connectedness; polygons with
 fewer than ``min_area`` pixels are dropped and, with ``top_n > 0``, only the
 ``top_n`` best-ranked polygons are kept. Each feature carries ``rank``
 (1 = most anomalous, by ``score_max``), ``score_max``, ``score_mean``,
-``pixels``, ``area`` (map units squared) and ``centroid_x`` / ``centroid_y``
-(the polygon's centroid in the raster's CRS, for triage lists); features are
-written in rank order, in the raster's CRS.
+``pixels``, ``area`` (map units squared), ``centroid_x`` / ``centroid_y`` (the
+polygon's centroid), ``peak_x`` / ``peak_y`` (its highest-scoring pixel), ``lon`` /
+``lat`` (that peak in WGS 84), ``area_m2`` (ellipsoidal, through an equal-area
+projection) and ``top_share`` (the share of valid pixels scoring at least its peak);
+features are written in rank order, in the raster's CRS.
 
 The output is written under a temporary name in the destination folder and
 renamed when complete: a failed or cancelled run leaves no partial file and
@@ -49,7 +51,9 @@ _EXACT_LIMIT = 2_000_000
 
 FIELDS = (("rank", ogr.OFTInteger), ("score_max", ogr.OFTReal), ("score_mean", ogr.OFTReal),
           ("pixels", ogr.OFTInteger64), ("area", ogr.OFTReal), ("centroid_x", ogr.OFTReal),
-          ("centroid_y", ogr.OFTReal))
+          ("centroid_y", ogr.OFTReal), ("peak_x", ogr.OFTReal), ("peak_y", ogr.OFTReal),
+          ("lon", ogr.OFTReal), ("lat", ogr.OFTReal), ("area_m2", ogr.OFTReal),
+          ("top_share", ogr.OFTReal))
 """Attribute fields of every polygon output, in order."""
 
 OGR_DRIVERS = {
@@ -209,6 +213,59 @@ def _apply_transformer(geom, transformer) -> None:
             ring.SetPoint_2D(i, p[0], p[1])
 
 
+def _track_peaks(smax: np.ndarray, peak_row: np.ndarray, peak_col: np.ndarray,
+                 labels: np.ndarray, scores: np.ndarray, rows: np.ndarray, cols: np.ndarray
+                 ) -> None:
+    """Raise each polygon's running peak (score and pixel) to this window's best pixel."""
+    order = np.lexsort((scores, labels))
+    ordered = labels[order]
+    best = order[np.r_[ordered[1:] != ordered[:-1], True]]  # the highest score per label
+    ids = labels[best]
+    higher = scores[best] > smax[ids]
+    ids, best = ids[higher], best[higher]
+    smax[ids], peak_row[ids], peak_col[ids] = scores[best], rows[best], cols[best]
+
+
+def _top_shares(ds, nd, peaks: np.ndarray, n_valid: int, is_cancelled) -> np.ndarray:
+    """For each peak score, the share of valid pixels scoring at least as high: a
+    scene-relative score that reads the same in every raster (1e-4 = top 0.01 %)."""
+    ordered = np.sort(peaks)
+    # histogram of how many sorted peaks each valid pixel reaches
+    reached = np.zeros(len(ordered) + 1, dtype=np.int64)
+    for _, a, v in _score_windows(ds, nd, None, is_cancelled):
+        reached += np.bincount(np.searchsorted(ordered, a[v], side="right"),
+                               minlength=len(ordered) + 1)
+    at_least = np.cumsum(reached[::-1])[::-1][1:]  # pixels scoring >= ordered[j]
+    return at_least[np.searchsorted(ordered, peaks, side="left")] / max(n_valid, 1)
+
+
+def _to_metric_and_wgs84(srs):
+    """Transformations from the layer's CRS to WGS 84 (lon, lat) and to an equal-area
+    projection on the WGS 84 ellipsoid (for ellipsoidal areas); (None, None) without CRS."""
+    if srs is None:
+        return None, None
+    wgs84 = osr.SpatialReference()
+    wgs84.ImportFromEPSG(4326)
+    wgs84.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    equal_area = osr.SpatialReference()
+    equal_area.ImportFromProj4("+proj=cea +lon_0=0 +lat_ts=0 +datum=WGS84 +units=m +no_defs")
+    equal_area.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return osr.CoordinateTransformation(srs, wgs84), osr.CoordinateTransformation(srs, equal_area)
+
+
+def _pixel_point(gt, transformer, row: int, col: int):
+    """The centre of pixel (row, col) as an OGR point in the layer's coordinates."""
+    point = ogr.Geometry(ogr.wkbPoint)
+    if transformer is not None:  # GCPs: through the same transformer as the polygons
+        moved, _ = transformer.TransformPoints(0, [(col + 0.5, row + 0.5)])
+        x, y = moved[0][0], moved[0][1]
+    else:
+        x = gt[0] + (col + 0.5) * gt[1] + (row + 0.5) * gt[2]
+        y = gt[3] + (col + 0.5) * gt[4] + (row + 0.5) * gt[5]
+    point.AddPoint_2D(float(x), float(y))
+    return point
+
+
 def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fraction",
                       threshold: float = 0.005, min_area: int = 1, top_n: int = 0,
                       band: int = 1, layer_name: Optional[str] = None, progress: ProgressFn = None,
@@ -297,6 +354,8 @@ def _polygonize(ds, info, nd, thr, dst_path, folder, min_area, top_n, layer_name
         smax = np.full(npoly + 1, -np.inf)
         ssum = np.zeros(npoly + 1)
         cnt = np.zeros(npoly + 1, dtype=np.int64)
+        peak_row = np.zeros(npoly + 1, dtype=np.int64)
+        peak_col = np.zeros(npoly + 1, dtype=np.int64)
         if npoly:
             lpath = os.path.join(tmpdir, "labels.tif")
             lds = drv.Create(lpath, info.width, info.height, 1, gdal.GDT_Int32, opts)
@@ -313,7 +372,8 @@ def _polygonize(ds, info, nd, thr, dst_path, folder, min_area, top_n, layer_name
                 li, s = lab[sel], a[sel]
                 cnt += np.bincount(li, minlength=npoly + 1)
                 ssum += np.bincount(li, weights=s, minlength=npoly + 1)
-                np.maximum.at(smax, li, s)
+                rows, cols = np.nonzero(sel)
+                _track_peaks(smax, peak_row, peak_col, li, s, rows + y, cols + x)
             lband = None
             lds = None
 
@@ -323,6 +383,8 @@ def _polygonize(ds, info, nd, thr, dst_path, folder, min_area, top_n, layer_name
         if top_n:
             keep = keep[:top_n]
         pix_area = info.pixel_area
+        shares = _top_shares(ds, nd, smax[keep], n_valid, is_cancelled) if keep else []
+        to_wgs84, to_equal_area = _to_metric_and_wgs84(srs)
         # GCP-georeferenced: vertices through GDAL's GCP transformer, as QGIS warps it
         transformer = gdal.Transformer(ds.ds, None, []) if info.gcps else None
         name = layer_name or os.path.splitext(os.path.basename(dst_path))[0] or "anomalies"
@@ -365,6 +427,17 @@ def _polygonize(ds, info, nd, thr, dst_path, folder, min_area, top_n, layer_name
                                             cnt[i] * pix_area))
                 feat.SetField("centroid_x", float(centroid.GetX()))
                 feat.SetField("centroid_y", float(centroid.GetY()))
+                peak = _pixel_point(gt, transformer, peak_row[i], peak_col[i])
+                feat.SetField("peak_x", peak.GetX())
+                feat.SetField("peak_y", peak.GetY())
+                feat.SetField("top_share", float(shares[rank - 1]))
+                if to_wgs84 is not None:
+                    peak.Transform(to_wgs84)
+                    feat.SetField("lon", peak.GetX())
+                    feat.SetField("lat", peak.GetY())
+                    metric = geom.Clone()
+                    metric.Transform(to_equal_area)
+                    feat.SetField("area_m2", metric.GetArea())
                 feat.SetGeometry(geom)
                 ol.CreateFeature(feat)
             ol.CommitTransaction()

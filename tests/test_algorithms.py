@@ -105,9 +105,9 @@ def test_polygonize_algorithm(tmp_path, run_alg):
     layer = QgsVectorLayer(res["OUTPUT"], "poly", "ogr")
     assert layer.isValid() and layer.featureCount() == 4
     assert layer.crs().authid() == "EPSG:32633"
-    assert [f.name() for f in layer.fields()][-7:] == ["rank", "score_max", "score_mean",
-                                                       "pixels", "area", "centroid_x",
-                                                       "centroid_y"]
+    assert [f.name() for f in layer.fields()][-13:] == [
+        "rank", "score_max", "score_mean", "pixels", "area", "centroid_x", "centroid_y",
+        "peak_x", "peak_y", "lon", "lat", "area_m2", "top_share"]
     feats = [({k: f[k] for k in ("rank", "score_max", "score_mean", "pixels", "area")},
               (f.geometry().boundingBox().xMinimum(), f.geometry().boundingBox().xMaximum(),
                f.geometry().boundingBox().yMinimum(), f.geometry().boundingBox().yMaximum()))

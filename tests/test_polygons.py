@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from osgeo import ogr
+from osgeo import ogr, osr
 
 from anomaly_detector.model.polygons import compute_threshold, count_polygons, polygonize_scores
 from conftest import write_raster
@@ -131,3 +131,59 @@ def test_polygons_are_ranked_by_score_not_by_size(tmp_path):
                   for f in ds.GetLayer(0))
     assert [r[1] for r in rows] == pytest.approx([0.9, 0.8, 0.7, 0.6])
     assert [r[2] for r in rows] == [1, 4, 9, 25]
+
+
+def _ellipsoidal_cell_area(lat: float, dlat: float, dlon: float) -> float:
+    """Area in m² of a small lat/lon cell on the WGS 84 ellipsoid."""
+    a, f = 6378137.0, 1 / 298.257223563
+    e2 = f * (2 - f)
+    s2 = math.sin(math.radians(lat)) ** 2
+    meridional = a * (1 - e2) / (1 - e2 * s2) ** 1.5
+    normal = a / math.sqrt(1 - e2 * s2)
+    return math.radians(dlat) * meridional * math.radians(dlon) * normal * math.cos(math.radians(lat))
+
+
+@pytest.mark.parametrize("epsg, gt, cell_m2", [
+    (32633, (500000.0, 10.0, 0.0, 6650000.0, 0.0, -10.0), 100.0),   # UTM 33N, 10 m pixels
+    (4326, (15.0, 1e-4, 0.0, 60.0, 0.0, -1e-4), None),              # geographic, at 60 deg N
+])
+def test_triage_attributes_on_projected_and_geographic_rasters(tmp_path, epsg, gt, cell_m2):
+    a = np.random.default_rng(5).uniform(0, 0.5, (50, 60)).astype(np.float32)
+    a[10:14, 20:25] = 0.8     # a 20-pixel target ...
+    a[12, 22] = 0.95          # ... peaking here
+    a[40, 50] = 0.7           # a one-pixel target
+    src = write_raster(tmp_path / "s.tif", a, geotransform=gt, epsg=epsg)
+    out = str(tmp_path / "p.gpkg")
+    polygonize_scores(src, out, method="fixed", threshold=0.6)
+    dataset = ogr.Open(out)  # the layer is only valid while its dataset is referenced
+    features = sorted(dataset.GetLayer(0), key=lambda f: f.GetField("rank"))
+    first = features[0]
+    assert first.GetField("peak_x") == pytest.approx(gt[0] + 22.5 * gt[1])
+    assert first.GetField("peak_y") == pytest.approx(gt[3] + 12.5 * gt[5])
+    wgs84 = osr.SpatialReference()
+    wgs84.ImportFromEPSG(4326)
+    wgs84.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    native = osr.SpatialReference()
+    native.ImportFromEPSG(epsg)
+    native.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    lon, lat, _ = osr.CoordinateTransformation(native, wgs84).TransformPoint(
+        first.GetField("peak_x"), first.GetField("peak_y"))
+    assert (first.GetField("lon"), first.GetField("lat")) == pytest.approx((lon, lat), abs=1e-9)
+    expected = 20 * (cell_m2 or _ellipsoidal_cell_area(lat, 1e-4, 1e-4))
+    assert first.GetField("area_m2") == pytest.approx(expected, rel=0.01)
+    # scene-relative score: 1 pixel of 3000 scores at least the first peak (0.95), and the
+    # 20-pixel target plus the second one score at least the second peak (0.7)
+    assert first.GetField("top_share") == pytest.approx(1 / 3000)
+    assert features[1].GetField("top_share") == pytest.approx(21 / 3000)
+
+
+def test_triage_attributes_without_a_crs_leave_lon_lat_and_area_empty(tmp_path):
+    a = np.zeros((20, 20), np.float32)
+    a[5, 5] = 1.0
+    src = write_raster(tmp_path / "s.tif", a, epsg=None)
+    out = str(tmp_path / "p.gpkg")
+    polygonize_scores(src, out, method="fixed", threshold=0.5)
+    dataset = ogr.Open(out)
+    feature = next(iter(dataset.GetLayer(0)))
+    assert feature.GetField("peak_x") is not None and feature.GetField("top_share") == 1 / 400
+    assert feature.GetField("lon") is None and feature.GetField("area_m2") is None
