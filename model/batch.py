@@ -35,7 +35,8 @@ from typing import Dict, List, Optional, Sequence
 
 from . import engine
 from .detector import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, SCALES, TileScorer, _round_up,
-                       check_scale, detection_statistics, tile_align, tile_core, tile_margin)
+                       check_scale, detection_statistics, raster_scorer, tile_align, tile_core,
+                       tile_margin)
 
 from .detector import THREADS_ENV  # noqa: E402
 
@@ -127,16 +128,12 @@ _MODELS: dict = {}
 
 def _scorer(settings: Settings, mean, covariance):
     """The scene's ``score_tile``: the detector, or zeros for a scene without variation."""
-    from .features import SpectralReduction
     from .weights import load_detector
-    if engine.no_variation(mean, covariance):
-        return engine.zero_scorer
     _set_threads(settings)
     key = settings.weights_path or ""
     if key not in _MODELS:
         _MODELS[key] = load_detector(settings.weights_path, "cpu")
-    return TileScorer(_MODELS[key], SpectralReduction.fit(mean, covariance), "cpu",
-                      settings.scale)
+    return raster_scorer(_MODELS[key], mean, covariance, "cpu", settings.scale)
 
 
 def _plan(source: str, settings: Settings) -> engine.TilePlan:

@@ -23,8 +23,8 @@ from .network import SIZE_MULTIPLE, DeviationNet, FusedScorer
 from .weights import WeightsError, load_detector
 
 __all__ = ["DetectionResult", "RasterInputError", "SCALES", "TileScorer", "WeightsError",
-           "check_scale", "detect_raster", "detection_statistics", "resolve_device",
-           "score_array", "tile_align", "tile_core", "tile_margin"]
+           "check_scale", "detect_raster", "detection_statistics", "raster_scorer",
+           "resolve_device", "score_array", "tile_align", "tile_core", "tile_margin"]
 
 DEFAULT_TILE_SIZE = 512
 DEFAULT_OVERLAP = 64
@@ -183,6 +183,16 @@ def score_array(model: DeviationNet, image: np.ndarray, valid: np.ndarray | None
     return TileScorer(model, reduction, device)(image, valid)
 
 
+def raster_scorer(model: DeviationNet, mean: np.ndarray, covariance: np.ndarray,
+                  device: str = "cpu", scale: int = 1):
+    """The ``score_tile`` of a raster with these band statistics: the detector, or zeros
+    for a raster without variation (it has no anomaly, and the network would show its
+    border effects)."""
+    if engine.no_variation(mean, covariance):
+        return engine.zero_scorer
+    return TileScorer(model, SpectralReduction.fit(mean, covariance), device, scale)
+
+
 SCALES = (1, 2, 4)
 
 
@@ -265,9 +275,7 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
 
     mean, covariance = detection_statistics(src_path, bands, scale, progress=report(0.0, 0.1),
                                             is_cancelled=is_cancelled, memory_mb=memory_mb)
-    # a raster without variation has no anomaly: all-zero scores, no network border effects
-    scorer = engine.zero_scorer if engine.no_variation(mean, covariance) else \
-        TileScorer(model, SpectralReduction.fit(mean, covariance), device, scale)
+    scorer = raster_scorer(model, mean, covariance, device, scale)
     margin = tile_margin(overlap, scale)
     try:
         engine.score_raster(src_path, dst_path, scorer, bands=bands, tile_size=tile_size,

@@ -1044,6 +1044,53 @@ def score_tiles(src_path: str, out_band, score_tile: ScoreTileFn, plan: TilePlan
         writer.join()
 
 
+class _ScoreTarget:
+    """The open score raster of :func:`written_score_raster`: ``band`` to write into,
+    ``failures`` to hand to the threads that write."""
+
+    def __init__(self, dataset, failures: WriteFailures) -> None:
+        self.dataset, self.failures = dataset, failures
+        self.band = dataset.GetRasterBand(1)
+
+    def close(self) -> None:
+        """Flush and close the file (the caller keeps no reference to its band)."""
+        if self.band is not None:
+            self.band.FlushCache()
+        self.band = None
+        if self.dataset is not None:
+            self.dataset.FlushCache()
+        self.dataset = None
+
+
+@contextmanager
+def written_score_raster(dst_path: str, info: RasterInfo, **create_options):
+    """A new score raster on ``info``'s grid, written completely or not at all.
+
+    It is written under a temporary name beside ``dst_path`` and replaces it only when
+    complete and without a reported failure; otherwise it is removed, any previous
+    output stays as it was, and a failed write becomes the output's sentence
+    (:meth:`WriteFailures.reraise`). Yields a :class:`_ScoreTarget`.
+    """
+    tmp = temp_name(dst_path)
+    failures = WriteFailures(tmp)
+    target = None
+    try:
+        with failures.watch():
+            with failures.raised():
+                target = _ScoreTarget(create_score_raster(tmp, info, **create_options), failures)
+            yield target
+            with failures.raised():
+                target.close()
+        failures.check(dst_path)
+        replace_output(tmp, dst_path)
+    except BaseException as error:
+        with gdal_quiet():  # closing a file that failed fails again: say it once, below
+            if target is not None:
+                target.band = target.dataset = None
+        remove_quietly(tmp)
+        failures.reraise(dst_path, error)
+
+
 def score_raster(src_path: str, dst_path: str, score_tile: ScoreTileFn, *,
                  bands: Optional[Sequence[int]] = None, tile_size: int = 512, overlap: int = 32,
                  align: int = 1, progress: ProgressFn = None, is_cancelled: CancelFn = None,
@@ -1094,30 +1141,10 @@ def score_raster(src_path: str, dst_path: str, score_tile: ScoreTileFn, *,
     if row_range is not None:
         row_offset, last = plan.write_rows(*row_range)
         height = last - row_offset
-    tmp = temp_name(dst_path)
-    out = None
-    failures = WriteFailures(tmp)
-    try:
-        with failures.watch():
-            with failures.raised():
-                out = create_score_raster(tmp, info, height=height, row_offset=row_offset)
-            oband = out.GetRasterBand(1)
-            score_tiles(src_path, oband, score_tile, plan, bands=bands, row_range=row_range,
-                        row_offset=row_offset, progress=progress, is_cancelled=is_cancelled,
-                        failures=failures)
-            with failures.raised():
-                oband.FlushCache()
-                oband = None
-                out.FlushCache()
-                out = None
-        failures.check(dst_path)
-        replace_output(tmp, dst_path)
-    except BaseException as error:
-        with gdal_quiet():  # closing a file that failed fails again: say it once, below
-            oband = None
-            out = None
-        remove_quietly(tmp)
-        failures.reraise(dst_path, error)
+    with written_score_raster(dst_path, info, height=height, row_offset=row_offset) as target:
+        score_tiles(src_path, target.band, score_tile, plan, bands=bands, row_range=row_range,
+                    row_offset=row_offset, progress=progress, is_cancelled=is_cancelled,
+                    failures=target.failures)
 
 
 def assemble_strips(strips: Sequence[Tuple[str, int]], dst_path: str, reference: str, *,
@@ -1129,30 +1156,13 @@ def assemble_strips(strips: Sequence[Tuple[str, int]], dst_path: str, reference:
     """
     ds, info = open_dataset(reference, bands)
     ds = None
-    tmp = temp_name(dst_path)
-    out = None
-    failures = WriteFailures(tmp)
-    try:
-        with failures.watch(), failures.raised():
-            out = create_score_raster(tmp, info)
-            oband = out.GetRasterBand(1)
-            for path, first_row in strips:
-                sds = gdal.Open(str(path))
-                sband = sds.GetRasterBand(1)
-                for y in range(0, sds.RasterYSize, block_rows):
-                    h = min(block_rows, sds.RasterYSize - y)
-                    oband.WriteArray(sband.ReadAsArray(0, y, sds.RasterXSize, h), 0,
-                                     first_row + y)
-                sband = None
-                sds = None
-            oband.FlushCache()
-            oband = None
-            out = None
-        failures.check(dst_path)
-        replace_output(tmp, dst_path)
-    except BaseException as error:
-        with gdal_quiet():  # closing a file that failed fails again: say it once, below
-            oband = None
-            out = None
-        remove_quietly(tmp)
-        failures.reraise(dst_path, error)
+    with written_score_raster(dst_path, info) as target, target.failures.raised():
+        for path, first_row in strips:
+            sds = gdal.Open(str(path))
+            sband = sds.GetRasterBand(1)
+            for y in range(0, sds.RasterYSize, block_rows):
+                h = min(block_rows, sds.RasterYSize - y)
+                target.band.WriteArray(sband.ReadAsArray(0, y, sds.RasterXSize, h), 0,
+                                       first_row + y)
+            sband = None
+            sds = None

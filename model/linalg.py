@@ -2,10 +2,10 @@
 
 The QGIS executables (``qgis``, ``qgis_process``) link GSL, whose unoptimised
 reference CBLAS then sits in the process's global symbol scope ahead of the system
-BLAS: numpy's matrix products inside QGIS resolve to it and run 10-70 times slower
-than in a plain Python process (a 200 x 200 by 200 x 65536 product: 0.38 s with
-OpenBLAS, 5.1 s with GSL's CBLAS). Where that is the case, :func:`matmul` sends large
-products through torch's own BLAS; elsewhere it is plain numpy (identical results).
+BLAS: numpy's matrix products inside QGIS resolve to it and run far slower than in a
+plain Python process (``tools/blas_speed.py`` times both). Where that is the case,
+:func:`matmul` sends large products through torch's own BLAS; elsewhere it is plain
+numpy (identical results).
 """
 from __future__ import annotations
 

@@ -39,6 +39,17 @@ class ObjectScores:
 MISSED = ObjectScores(0.0, 0.0, 0)
 
 
+def flagged_groups(score: np.ndarray, fraction: float = DEFAULT_FRACTION
+                   ) -> tuple[np.ndarray, int]:
+    """The 8-connected groups of the top ``fraction`` of valid (finite) pixels of ``score``
+    (the exact k-th highest score, ``k = ceil(fraction n_valid)``, ties kept):
+    ``(labels (H, W), number of groups)``."""
+    valid = np.isfinite(score)
+    flagged = max(1, math.ceil(fraction * valid.sum()))
+    threshold = np.partition(score[valid], -flagged)[-flagged]
+    return ndimage.label(valid & (score >= threshold), structure=EIGHT)
+
+
 def object_scores(score: np.ndarray, mask: np.ndarray,
                   fraction: float = DEFAULT_FRACTION) -> ObjectScores | None:
     """Object metrics of an ``(H, W)`` score map (NaN = invalid) against a boolean mask.
@@ -52,9 +63,7 @@ def object_scores(score: np.ndarray, mask: np.ndarray,
     valid = np.isfinite(score)
     if not valid.any():
         return MISSED
-    flagged = max(1, math.ceil(fraction * valid.sum()))
-    threshold = np.partition(score[valid], -flagged)[-flagged]
-    groups, group_count = ndimage.label(valid & (score >= threshold), structure=EIGHT)
+    groups, group_count = flagged_groups(score, fraction)
     labels = np.arange(1, group_count + 1)
     peaks = np.asarray(ndimage.maximum(np.where(valid, score, -np.inf), groups, labels))
     top = labels[np.argsort(-peaks, kind="stable")][:target_count]

@@ -239,7 +239,7 @@ def _top_shares(ds, nd, peaks: np.ndarray, n_valid: int, is_cancelled) -> np.nda
     return at_least[np.searchsorted(ordered, peaks, side="left")] / max(n_valid, 1)
 
 
-def _to_metric_and_wgs84(srs):
+def _wgs84_and_equal_area(srs):
     """Transformations from the layer's CRS to WGS 84 (lon, lat) and to an equal-area
     projection on the WGS 84 ellipsoid (for ellipsoidal areas); (None, None) without CRS."""
     if srs is None:
@@ -384,7 +384,7 @@ def _polygonize(ds, info, nd, thr, dst_path, folder, min_area, top_n, layer_name
             keep = keep[:top_n]
         pix_area = info.pixel_area
         shares = _top_shares(ds, nd, smax[keep], n_valid, is_cancelled) if keep else []
-        to_wgs84, to_equal_area = _to_metric_and_wgs84(srs)
+        to_wgs84, to_equal_area = _wgs84_and_equal_area(srs)
         # GCP-georeferenced: vertices through GDAL's GCP transformer, as QGIS warps it
         transformer = gdal.Transformer(ds.ds, None, []) if info.gcps else None
         name = layer_name or os.path.splitext(os.path.basename(dst_path))[0] or "anomalies"

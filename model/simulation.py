@@ -261,12 +261,10 @@ class AnomalySimulator:
 
     def _point_targets(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> None:
         """Small, dim, blurred targets (infrared), 1.5-10 local standard deviations."""
-        size = self.crop
-        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         for _ in range(rng.integers(1, 5)):
-            cy, cx = rng.uniform(0, size - 1, 2)
+            centre = rng.uniform(0, self.crop - 1, 2)
             sigma_y, sigma_x = _log_uniform(rng, 0.5, 3.0), _log_uniform(rng, 0.5, 3.0)
-            blob = np.exp(-0.5 * (((yy - cy) / sigma_y) ** 2 + ((xx - cx) / sigma_x) ** 2))
+            blob = _gaussian_spot(self.crop, centre, (sigma_x, sigma_y))
             core = blob > 0.35
             if not core.any():
                 continue

@@ -19,7 +19,6 @@ bootstrap interval over scenes.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from anomaly_detector.model.evaluate import find_scenes, read_array, read_score_map
-from anomaly_detector.model.objects import EIGHT, bootstrap_intervals
+from anomaly_detector.model.objects import EIGHT, bootstrap_intervals, flagged_groups
 
 RANKINGS = ("peak", "mean", "mass", "prominence")
 
@@ -46,11 +45,8 @@ def group_scores(score: np.ndarray, groups: np.ndarray, count: int) -> dict[str,
 
 
 def scene_rankings(score: np.ndarray, mask: np.ndarray, fraction: float) -> dict[str, tuple]:
-    targets, target_count = ndimage.label(mask, structure=EIGHT)
-    valid = np.isfinite(score)
-    flagged = max(1, math.ceil(fraction * valid.sum()))
-    threshold = np.partition(score[valid], -flagged)[-flagged]
-    groups, count = ndimage.label(valid & (score >= threshold), structure=EIGHT)
+    target_count = ndimage.label(mask, structure=EIGHT)[1]
+    groups, count = flagged_groups(score, fraction)
     near = ndimage.binary_dilation(mask, structure=EIGHT)
     touches = np.asarray(ndimage.maximum(near, groups, np.arange(1, count + 1))) > 0
     result = {}

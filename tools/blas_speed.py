@@ -1,0 +1,40 @@
+"""How fast numpy's matrix products are in this process, and through model.linalg.
+
+    python tools/blas_speed.py
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libgslcblas.so.0 python tools/blas_speed.py
+
+The second line puts GSL's reference CBLAS first in the symbol scope, as the QGIS
+executables do (see model/linalg.py): numpy's product slows down, linalg.matmul does not.
+Times a (200 x 200) by (200 x 65536) float64 product, the shape of RX and the spectral
+reduction on 200 bands; best of 3.
+"""
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "build" / "pythonpath"))
+from anomaly_detector.model.linalg import matmul, reference_blas_first  # noqa: E402
+
+
+def best_of(function, repeat: int = 3) -> float:
+    function()  # warm-up (and torch's import for matmul)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.random((200, 200)), rng.random((200, 65536))
+    print(f"GSL's reference CBLAS first: {reference_blas_first()}")
+    print(f"numpy a @ b:          {best_of(lambda: a @ b):.3f} s")
+    print(f"model.linalg.matmul:  {best_of(lambda: matmul(a, b)):.3f} s")
+
+
+if __name__ == "__main__":
+    main()
