@@ -25,6 +25,7 @@ from .features import INPUT_CHANNELS, LEADING_COMPONENTS
 CONTRAST_SCALES = (1, 3, 7)           # centre box sides
 CONTRAST_SOURCES = (0, LEADING_COMPONENTS)  # component 1 and the global RX distance
 GUARD_RADIUS, OUTER_RADIUS = 3, 10    # local RX: 7 x 7 guard, 21 x 21 outer window
+LOCAL_RX_COMPONENTS = 3               # leading components that local RX compares
 RIDGE = 0.01                           # added to the local covariance (reduced units)
 _STD_FLOOR = 0.02                      # keeps flat (quantised) areas from exploding
 
@@ -117,10 +118,15 @@ def local_rx(x: torch.Tensor) -> torch.Tensor:
     return torch.where(present, torch.sqrt(sum(v * v for v in solved))[:, None], 0.0)
 
 
-def evidence_channels(x: torch.Tensor) -> torch.Tensor:
-    """(N, INPUT_CHANNELS, H, W) reduced channels -> (N, EVIDENCE_CHANNELS, H, W)."""
+def evidence_channels(x: torch.Tensor, local_rx_components: int = LOCAL_RX_COMPONENTS
+                      ) -> torch.Tensor:
+    """(N, INPUT_CHANNELS, H, W) reduced channels -> (N, EVIDENCE_CHANNELS, H, W); local
+    RX compares the ``local_rx_components`` leading components."""
     if x.shape[1] != INPUT_CHANNELS:
         raise ValueError(f"expected {INPUT_CHANNELS} reduced channels, got {x.shape[1]}")
+    if not 1 <= local_rx_components <= LEADING_COMPONENTS:
+        raise ValueError(f"local RX needs 1 to {LEADING_COMPONENTS} components, "
+                         f"got {local_rx_components}")
     contrast = local_contrast(x[:, list(CONTRAST_SOURCES)])
-    rx = local_rx(x[:, :LEADING_COMPONENTS])
+    rx = local_rx(x[:, :local_rx_components])
     return _compress(torch.cat([contrast, rx], dim=1))

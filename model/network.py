@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .evidence import EVIDENCE_CHANNELS, EVIDENCE_RADIUS, evidence_channels
+from .evidence import EVIDENCE_CHANNELS, EVIDENCE_RADIUS, LOCAL_RX_COMPONENTS, evidence_channels
 from .features import INPUT_CHANNELS
 
 SIZE_MULTIPLE = 4
@@ -36,11 +36,14 @@ class DeviationNet(nn.Module):
     """Per-pixel deviation scorer. ``forward`` returns (logits, last features)."""
 
     def __init__(self, in_channels: int = INPUT_CHANNELS, width: int = 16,
-                 evidence: bool = False) -> None:
+                 evidence: bool = False,
+                 local_rx_components: int = LOCAL_RX_COMPONENTS) -> None:
         super().__init__()
         w1, w2, w3 = width, 2 * width, 3 * width
         self.config = {"in_channels": in_channels, "width": width, "evidence": evidence}
-        self.evidence = evidence
+        if evidence:
+            self.config["local_rx_components"] = local_rx_components
+        self.evidence, self.local_rx_components = evidence, local_rx_components
         if evidence:
             in_channels += EVIDENCE_CHANNELS
         self.fine = nn.Sequential(_conv(in_channels, w1), nn.ReLU(inplace=True),
@@ -63,7 +66,7 @@ class DeviationNet(nn.Module):
         """The input channels, followed by the classic evidence channels when configured."""
         if not self.evidence:
             return x
-        return torch.cat([x, evidence_channels(x)], dim=1)
+        return torch.cat([x, evidence_channels(x, self.local_rx_components)], dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.expand_inputs(x)

@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .losses import FEATURE_LOSS_WEIGHT, FeatureMarginLoss, PixelMarginLoss
+from .evidence import LOCAL_RX_COMPONENTS
+from .losses import FEATURE_LOSS_WEIGHT, PEAK_LOSS_WEIGHT, FeatureMarginLoss, PeakMarginLoss, \
+    PixelMarginLoss
 from .network import DeviationNet, parameter_count
 from .simulation import AnomalySimulator, load_backgrounds, make_batch
 from .weights import save_weights
@@ -51,6 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--evidence", action=argparse.BooleanOptionalAction, default=True,
                         help="add the classic evidence channels (local contrast, local RX) "
                              "to the network's input")
+    parser.add_argument("--local-rx-components", type=int, default=LOCAL_RX_COMPONENTS,
+                        help="leading components compared by the local RX evidence channel")
+    parser.add_argument("--peak-weight", type=float, default=PEAK_LOSS_WEIGHT,
+                        help="weight of the object-level peak margin loss (0 = off)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ema", type=float, default=0.998,
                         help="decay of the exponential moving average of the weights that is "
@@ -110,8 +116,10 @@ def train(args: argparse.Namespace) -> Path:
     log_path = args.log or args.out.with_suffix(".log")
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
-    model = DeviationNet(width=args.width, evidence=args.evidence).to(device)
+    model = DeviationNet(width=args.width, evidence=args.evidence,
+                         local_rx_components=args.local_rx_components).to(device)
     pixel_loss, feature_loss = PixelMarginLoss().to(device), FeatureMarginLoss().to(device)
+    peak_loss = PeakMarginLoss()
     optimiser = torch.optim.Adam(list(model.parameters()) + list(feature_loss.parameters()),
                                  lr=args.lr, weight_decay=1e-5)
     multiplier_optimiser = torch.optim.Adam(pixel_loss.parameters(), lr=1e-3, maximize=True)
@@ -149,7 +157,8 @@ def train(args: argparse.Namespace) -> Path:
         logits, last_features = model(inputs)
         loss_pixel = pixel_loss(logits, targets)
         loss_feature = feature_loss(last_features, targets)
-        loss = loss_pixel + FEATURE_LOSS_WEIGHT * loss_feature
+        loss_peak = peak_loss(logits, targets) if args.peak_weight else logits.new_zeros(())
+        loss = loss_pixel + FEATURE_LOSS_WEIGHT * loss_feature + args.peak_weight * loss_peak
         optimiser.zero_grad(set_to_none=True)
         multiplier_optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -163,7 +172,7 @@ def train(args: argparse.Namespace) -> Path:
         if step % 25 == 0 or step == args.steps:
             multipliers = " ".join(f"{m:.3f}" for m in pixel_loss.multipliers.tolist())
             log.write(f"step {step} loss {loss.item():.4f} avg {running:.4f} pixel {loss_pixel.item():.4f} "
-                      f"feature {loss_feature.item():.4f} lr {optimiser.param_groups[0]['lr']:.5f} "
+                      f"feature {loss_feature.item():.4f} peak {loss_peak.item():.4f} lr {optimiser.param_groups[0]['lr']:.5f} "
                       f"multipliers {multipliers} elapsed {time.time() - started:.0f}s\n")
         if step % args.checkpoint_every == 0 or step == args.steps:
             torch.save({"model": model.state_dict(), "average": average.state_dict(),
@@ -181,6 +190,7 @@ def train(args: argparse.Namespace) -> Path:
     checksum = save_weights(average.cpu(), args.out, extra={
         "training": {"steps": args.steps, "schedule_steps": args.schedule_steps,
                      "seed": args.seed, "batch": args.batch, "crop": args.crop, "ema": args.ema,
+                     "peak_weight": args.peak_weight,
                      "data": [str(p) for p in args.data]},
         "parameters": parameter_count(model)})
     log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")

@@ -85,6 +85,8 @@ def load_detector(path: Path | str | None = None, device: str = "cpu") -> Deviat
             f"does not match the expected {expected[:12]}...). Reinstall the plugin.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if config.get("evidence"):  # cards written before this setting existed used 4
+            config = {"local_rx_components": 4, **config}
         model = DeviationNet(**config)
         model.load_state_dict(state)
     except Exception as error:  # noqa: BLE001 - any failure here means unusable weights
