@@ -1,11 +1,10 @@
-"""The network, its band-agnostic input reduction, the simulation and the losses."""
+"""The network, its band-agnostic input reduction, the evidence channels and the simulation."""
 
 import numpy as np
 import pytest
 import torch
 
 from anomaly_detector.model.features import INPUT_CHANNELS, SpectralReduction, fit_from_array
-from anomaly_detector.model.losses import FeatureMarginLoss, PixelMarginLoss
 from anomaly_detector.model.evidence import (CONTRAST_SCALES, EVIDENCE_CHANNELS, EVIDENCE_RADIUS,
                                             GUARD_RADIUS, OUTER_RADIUS, RIDGE, evidence_channels,
                                             local_contrast, local_rx)
@@ -95,50 +94,6 @@ def test_simulator_produces_labelled_anomalies_of_both_sizes():
         small = (labels == ANOMALY).mean()
         assert small < 0.3
     assert {BACKGROUND, ANOMALY, LARGE_NORMAL} <= seen
-
-
-def _separated_logits(margin):
-    labels = torch.tensor([ANOMALY] * 10 + [BACKGROUND] * 80 + [LARGE_NORMAL] * 10)
-    logits = torch.where(labels == ANOMALY, torch.tensor(margin), torch.tensor(-margin)).float()
-    return logits + torch.linspace(-0.3, 0.3, labels.numel()), labels
-
-
-def test_pixel_loss_falls_as_the_margin_grows():
-    loss = PixelMarginLoss()
-    values = [loss(*_separated_logits(m)).item() for m in (-1.0, 0.0, 1.0, 2.0, 4.0)]
-    assert all(a > b for a, b in zip(values, values[1:])), values
-
-
-def test_pixel_loss_multipliers_rise_by_ascent_when_false_alarms_exceed_the_anchors():
-    loss = PixelMarginLoss()
-    optimiser = torch.optim.Adam(loss.parameters(), lr=0.05, maximize=True)
-    before = loss.multipliers.detach().clone()
-    logits, labels = _separated_logits(-2.0)  # background scores high: constraints violated
-    for _ in range(5):
-        optimiser.zero_grad()
-        loss(logits, labels).backward()
-        optimiser.step()
-    assert (loss.multipliers > before).all()
-    logits, labels = _separated_logits(6.0)   # constraints met: multipliers relax
-    high = loss.multipliers.detach().clone()
-    optimiser = torch.optim.SGD(loss.parameters(), lr=0.5, maximize=True)
-    for _ in range(5):
-        optimiser.zero_grad()
-        loss(logits, labels).backward()
-        optimiser.step()
-    assert (loss.multipliers[1:] < high[1:]).all()
-
-
-def test_feature_loss_falls_as_groups_separate():
-    loss = FeatureMarginLoss()
-    labels = torch.tensor([ANOMALY] * 20 + [BACKGROUND] * 60 + [LARGE_NORMAL] * 20).reshape(1, 10, 10)
-    noise = torch.randn(1, 4, 10, 10) * 0.1
-    values = []
-    for margin in (0.0, 1.0, 2.0, 4.0):
-        features = noise.clone()
-        features[:, 0] += margin * (labels == ANOMALY).float()
-        values.append(loss(features, labels).item())
-    assert all(a > b for a, b in zip(values, values[1:])), values
 
 
 def test_spectral_reduction_round_trip_from_statistics():
