@@ -26,7 +26,7 @@ from .engine import (CancelFn, ProgressFn, band_statistics, no_variation, score_
 from .linalg import matmul
 
 LARGEST_WINDOW = 255                      # widest window (tile margins stay small)
-_SOLVE_PIXELS = 16_384                    # pixels per batch of local 10 x 10 solves
+_SOLVE_PIXELS = 16_384                    # pixels per batch of local K x K solves
 _CHUNK_VALUES = 1 << 20                   # band values per whitening chunk
 
 
