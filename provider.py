@@ -9,6 +9,7 @@ import os
 from qgis.core import QgsMessageLog, Qgis, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .algorithms.local import LocalContrastAlgorithm, LocalRxAlgorithm
 from .algorithms.polygonize import PolygonizeAlgorithm
 from .algorithms.rx import RxAlgorithm
 
@@ -23,7 +24,8 @@ class AnomalyProvider(QgsProcessingProvider):
         return "Anomaly detection"
 
     def longName(self):  # noqa: N802
-        return "Anomaly detection (RX, learned zero-shot detector, anomaly polygons)"
+        return ("Anomaly detection (RX, local RX, local contrast, learned zero-shot detector, "
+                "anomaly polygons)")
 
     def icon(self):
         return QIcon(ICON_PATH)
@@ -33,6 +35,8 @@ class AnomalyProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802
         self.addAlgorithm(RxAlgorithm())
+        self.addAlgorithm(LocalRxAlgorithm())
+        self.addAlgorithm(LocalContrastAlgorithm())
         self.addAlgorithm(PolygonizeAlgorithm())
         try:
             from .algorithms.detect import DetectAlgorithm

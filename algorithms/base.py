@@ -22,7 +22,7 @@ from ..model.engine import (Cancelled, RasterInputError, check_score_path, open_
                             parse_bands, refuse_inputs_as_outputs)
 from ..model.polygons import vector_driver
 from .params import THRESHOLD, check_threshold_parameters
-from .styles import register_output
+from .styles import POLYGONS_SUFFIX, layer_name, register_output, score_stretch
 
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icon.svg")
 
@@ -262,6 +262,18 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         :meth:`postProcessAlgorithm`, which runs in the main thread with the
         context that loads the layers)."""
         self._styles.append((destination, kind, name, kwargs))
+
+    def style_score_and_polygons(self, parameters, context, score_path, score_suffix,
+                                 polygons_path=None, is_cancelled=None):
+        """Name and style a score raster ('<input> - <score_suffix>', stretched to its
+        scores, under the polygons) and its polygons ('<input> - anomalies', if any)."""
+        input_name = self.input_name(parameters, "INPUT", context)
+        if self.may_load(context, score_path):
+            low, high = score_stretch(score_path, is_cancelled=is_cancelled)
+            self.style_output(score_path, "score", layer_name(input_name, score_suffix),
+                              low=low, high=high, below=layer_name(input_name, POLYGONS_SUFFIX))
+        if polygons_path:
+            self.style_output(polygons_path, "polygons", layer_name(input_name, POLYGONS_SUFFIX))
 
     def postProcessAlgorithm(self, context, feedback):  # noqa: N802
         for destination, kind, name, kwargs in self._styles:

@@ -14,7 +14,7 @@ from .base import CITATION, AnomalyAlgorithm, RasterInput
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
                      polygon_outputs, read_threshold_parameters)
 from .provenance import provenance, record_in_raster, record_in_vector
-from .styles import POLYGONS_SUFFIX, SCORE_SUFFIX, layer_name, score_stretch
+from .styles import SCORE_SUFFIX
 
 DEVICES = ["auto", "cpu", "cuda"]
 # analysis scale of each SCALE option (model.detector.SCALES)
@@ -183,11 +183,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
         record_in_vector(polygons_path, items)
         replace_output(partial, score_path)
         feedback.pushInfo(f"Threshold {polygons.threshold:.6g}: {polygons.count} anomaly polygon(s).")
-        input_name = self.input_name(parameters, self.INPUT, context)
-        if self.may_load(context, score_path):
-            low, high = score_stretch(score_path, is_cancelled=cancelled)
-            self.style_output(score_path, "score", layer_name(input_name, SCORE_SUFFIX),
-                              low=low, high=high, below=layer_name(input_name, POLYGONS_SUFFIX))
-        self.style_output(polygons_path, "polygons", layer_name(input_name, POLYGONS_SUFFIX))
+        self.style_score_and_polygons(parameters, context, score_path, SCORE_SUFFIX,
+                                      polygons_path, cancelled)
         return {self.OUTPUT_SCORE: score_path, self.OUTPUT_POLYGONS: polygons_path,
                 **polygon_outputs(polygons), self.DEVICE_USED: result.device}

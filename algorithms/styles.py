@@ -46,7 +46,8 @@ _ALIVE = collections.deque(maxlen=256)
 def layer_name(input_name, suffix):
     """'<input> - <suffix>', e.g. 'scene - anomaly score'."""
     input_name = (input_name or "").strip()
-    for known in (SCORE_SUFFIX, "RX score"):  # 'scene - anomaly score' -> 'scene - anomalies'
+    # 'scene - anomaly score' -> 'scene - anomalies'
+    for known in (SCORE_SUFFIX, "local RX score", "RX score", "local contrast"):
         if input_name.endswith(f" - {known}"):
             input_name = input_name[:-len(known) - 3]
     return f"{input_name} - {suffix}" if input_name else suffix

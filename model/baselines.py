@@ -12,12 +12,22 @@ anomalous. The definitions are those of ``../shared/tools/evaluate.py``:
 * :func:`local_contrast` - multi-scale contrast of the standardised band mean: for
   each centre box side ``s``, ``|centre mean - ring mean| / (ring std + eps)`` with
   the ring between the ``2s+1`` and ``4s+3`` boxes; maximum over the scales.
+
+The window filters (:func:`ring_rx`, :func:`grey_contrast`) also take a ``valid`` mask:
+invalid pixels (zero in their input) are left out of every window. Scoring a tile
+whose margin covers the windows' radius gives the whole image's scores on its core;
+:mod:`.local_baselines` streams them so through the engine.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import numpy as np
+
+GUARD_WINDOW, OUTER_WINDOW = 7, 21   # local RX window sides
+COMPONENTS, RIDGE = 10, 1e-3         # local RX: whitened components kept, ridge (whitened units)
+CONTRAST_SCALES = (1, 3, 5, 9, 15)   # local contrast centre box sides
+CONTRAST_EPS = 0.01                  # local contrast: added to the ring's standard deviation
 
 
 def fill_nonfinite(image: np.ndarray) -> np.ndarray:
@@ -64,9 +74,29 @@ def ring_count(height: int, width: int, inner: int, outer: int) -> np.ndarray:
     return np.maximum(count, 1.0)
 
 
-def ring_stats(array: np.ndarray, inner: int, outer: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and (non-negative) variance of ``array`` over the ring of :func:`ring_sum`."""
-    count = ring_count(*array.shape, inner, outer)
+def box_pixels(shape: tuple[int, int], radius: int, valid: np.ndarray | None = None
+               ) -> np.ndarray:
+    """Pixels in each window of :func:`box_sum` (valid ones only when ``valid`` is given,
+    then at least 1)."""
+    if valid is None:
+        return box_count(*shape, radius)
+    return np.maximum(box_sum(valid.astype(np.float64), radius), 1.0)
+
+
+def ring_pixels(shape: tuple[int, int], inner: int, outer: int,
+                valid: np.ndarray | None = None) -> np.ndarray:
+    """Pixels in each ring of :func:`ring_sum` (valid ones only when ``valid`` is given),
+    at least 1."""
+    if valid is None:
+        return ring_count(*shape, inner, outer)
+    return np.maximum(ring_sum(valid.astype(np.float64), inner, outer), 1.0)
+
+
+def ring_stats(array: np.ndarray, inner: int, outer: int, count: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (non-negative) variance of ``array`` over the ring of :func:`ring_sum`
+    (``count``: its pixels, default :func:`ring_count`)."""
+    count = ring_count(*array.shape, inner, outer) if count is None else count
     mean = ring_sum(array, inner, outer) / count
     variance = np.maximum(ring_sum(array * array, inner, outer) / count - mean * mean, 0.0)
     return mean, variance
@@ -94,42 +124,60 @@ def global_rx(image: np.ndarray) -> np.ndarray:
     return ((centred @ inverse) * centred).sum(axis=1).reshape(height, width)
 
 
-def whiten(image: np.ndarray, components: int) -> np.ndarray:
-    """``(H, W, K)`` whitened principal components: all of them with <= 3 bands, else the
-    top ``components``."""
-    bands, height, width = image.shape
-    centred = _centred_pixels(image)
-    eigenvalues, eigenvectors = np.linalg.eigh(_covariance(centred))
+def whitening_basis(covariance: np.ndarray, components: int
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(vectors (B, K), scales (K,))``: the principal axes of ``covariance`` and the
+    standard deviations along them, all of them with <= 3 bands, else the top
+    ``components``; axes without variance are dropped (None when none is left)."""
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     order = np.argsort(eigenvalues)[::-1]
     eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order]
     keep = eigenvalues > max(eigenvalues[0], 0.0) * 1e-10
     if not keep.any():  # constant image
-        return np.zeros((height, width, 1))
+        return None
     eigenvalues, eigenvectors = eigenvalues[keep], eigenvectors[:, keep]
-    count = eigenvalues.size if bands <= 3 else min(components, eigenvalues.size)
-    projected = (centred @ eigenvectors[:, :count]) / np.sqrt(eigenvalues[:count])
-    return projected.reshape(height, width, count)
+    count = eigenvalues.size if covariance.shape[0] <= 3 else min(components, eigenvalues.size)
+    return eigenvectors[:, :count], np.sqrt(eigenvalues[:count])
 
 
-def local_rx(image: np.ndarray, inner: int = 7, outer: int = 21, components: int = 10,
-             ridge: float = 1e-3, chunk: int = 100_000) -> np.ndarray:
+def whiten(image: np.ndarray, components: int) -> np.ndarray:
+    """``(H, W, K)`` whitened principal components (see :func:`whitening_basis`)."""
+    _, height, width = image.shape
+    centred = _centred_pixels(image)
+    basis = whitening_basis(_covariance(centred), components)
+    if basis is None:
+        return np.zeros((height, width, 1))
+    vectors, scales = basis
+    projected = (centred @ vectors) / scales
+    return projected.reshape(height, width, vectors.shape[1])
+
+
+def local_rx(image: np.ndarray, inner: int = GUARD_WINDOW, outer: int = OUTER_WINDOW,
+             components: int = COMPONENTS, ridge: float = RIDGE, chunk: int = 100_000
+             ) -> np.ndarray:
     """Dual-window local RX score of a ``(B, H, W)`` image (window sides ``inner`` < ``outer``)."""
     if outer <= inner:
         raise ValueError("local RX: the outer window must be larger than the inner (guard) window")
-    whitened = whiten(image, components)
+    return ring_rx(whiten(image, components), inner // 2, outer // 2, ridge, chunk)
+
+
+def ring_rx(whitened: np.ndarray, inner: int, outer: int, ridge: float = RIDGE,
+            chunk: int = 100_000, valid: np.ndarray | None = None) -> np.ndarray:
+    """Squared Mahalanobis distance of each ``(H, W, K)`` pixel to the mean of the ring
+    between the windows of radius ``inner`` and ``outer`` around it, under the ring's
+    covariance plus ``ridge`` (``whitened`` is 0 where ``valid`` is False)."""
     height, width, count = whitened.shape
-    r_in, r_out = inner // 2, outer // 2
+    pixels = ring_pixels((height, width), inner, outer, valid)
     if count == 1:
-        mean, variance = ring_stats(whitened[:, :, 0], r_in, r_out)
+        mean, variance = ring_stats(whitened[:, :, 0], inner, outer, pixels)
         return (whitened[:, :, 0] - mean) ** 2 / (variance + ridge)
-    pixels = ring_count(height, width, r_in, r_out)
     pairs = np.array([(i, j) for i in range(count) for j in range(i, count)])
     moments = np.empty((height, width, count + len(pairs)))
     for c in range(count):
-        moments[:, :, c] = ring_sum(whitened[:, :, c], r_in, r_out) / pixels
+        moments[:, :, c] = ring_sum(whitened[:, :, c], inner, outer) / pixels
     for p, (i, j) in enumerate(pairs):
         product = whitened[:, :, i] * whitened[:, :, j]
-        moments[:, :, count + p] = ring_sum(product, r_in, r_out) / pixels
+        moments[:, :, count + p] = ring_sum(product, inner, outer) / pixels
     moments = moments.reshape(height * width, -1)
     flat = whitened.reshape(height * width, count)
     out = np.empty(height * width)
@@ -150,17 +198,25 @@ def local_rx(image: np.ndarray, inner: int = 7, outer: int = 21, components: int
     return out.reshape(height, width)
 
 
-def local_contrast(image: np.ndarray, scales: tuple[int, ...] = (1, 3, 5, 9, 15),
-                   eps: float = 0.01) -> np.ndarray:
+def local_contrast(image: np.ndarray, scales: tuple[int, ...] = CONTRAST_SCALES,
+                   eps: float = CONTRAST_EPS) -> np.ndarray:
     """Multi-scale local contrast score of a ``(B, H, W)`` image."""
     grey = image.mean(axis=0)
     deviation = grey.std()
     grey = (grey - grey.mean()) / (deviation if deviation > 0 else 1.0)
+    return grey_contrast(grey, scales, eps)
+
+
+def grey_contrast(grey: np.ndarray, scales: tuple[int, ...], eps: float,
+                  valid: np.ndarray | None = None) -> np.ndarray:
+    """Maximum over the centre box sides ``scales`` of ``|centre mean - ring mean| /
+    (ring std + eps)`` of a standardised ``(H, W)`` image (0 where ``valid`` is False)."""
     best = np.zeros(grey.shape)
     for side in scales:
         radius = (side - 1) // 2
-        centre = box_sum(grey, radius) / box_count(*grey.shape, radius)
-        mean, variance = ring_stats(grey, side, 2 * side + 1)
+        centre = box_sum(grey, radius) / box_pixels(grey.shape, radius, valid)
+        mean, variance = ring_stats(grey, side, 2 * side + 1,
+                                    ring_pixels(grey.shape, side, 2 * side + 1, valid))
         np.maximum(best, np.abs(centre - mean) / (np.sqrt(variance) + eps), out=best)
     return best
 

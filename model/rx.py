@@ -7,8 +7,9 @@ Score definition (documented for users): the *plain* Mahalanobis distance
 where ``mu`` and ``C`` are the mean and covariance (ddof=1, as ``np.cov``) of
 all valid pixels of the selected bands, and ``pinv`` is the Moore-Penrose
 pseudo-inverse (so constant or perfectly correlated bands do not fail). With a
-single band this is ``|x - mu| / std``. The score is in units of standard
-deviations, so 3 means "3 sigma away from the scene's background".
+single band this is ``|x - mu| / std``. Its scale grows with the band count: the root
+mean square of the scores over the valid pixels is ``sqrt(rank(C) (n - 1) / n)``, about
+the square root of the number of bands.
 
 A raster without variation (every valid pixel equal) scores 0 everywhere.
 
