@@ -112,8 +112,8 @@ class Scene:
     source: str
     score: str
     polygons: str
-    temp_dir: str
-    """Temporary folder of the scene: its strips and its area of interest."""
+    strip_dir: str
+    """Temporary folder of the scene: its strips and the files of its area of interest."""
     pixels: int = 0
     groups: List[tuple] = field(default_factory=list)
     raster: str = ""
@@ -188,7 +188,7 @@ def task_finish(source: str, scored, scene: Scene, settings: Settings, started: 
     from .polygons import polygonize_scores
     if isinstance(scored, list):
         engine.assemble_strips(scored, scene.score, scene.raster)
-    shutil.rmtree(scene.temp_dir, ignore_errors=True)
+    shutil.rmtree(scene.strip_dir, ignore_errors=True)
     result = polygonize_scores(scene.score, scene.polygons, method=settings.method,
                                threshold=settings.threshold, min_area=settings.min_area,
                                top_n=settings.top_n)
@@ -229,7 +229,7 @@ def name_scenes(sources: Sequence[str], out_dir: Path) -> Dict[str, Scene]:
         taken.add(name.lower())
         scenes[source] = Scene(source, str(out_dir / f"{name}_score.tif"),
                                str(out_dir / f"{name}_anomalies.gpkg"),
-                               str(out_dir / f".{name}.tmp"), raster=source)
+                               str(out_dir / f".{name}.strips"), raster=source)
     return scenes
 
 
@@ -242,11 +242,11 @@ def scene_area(scene: Scene, settings: Settings) -> str:
                              for path in (scene.score, scene.polygons)):
         raise ValueError(f"The output of this scene would replace the --mask file "
                          f"'{settings.mask}': choose another --out folder.")
-    os.makedirs(scene.temp_dir, exist_ok=True)
-    area = prepare_area(scene.source, os.path.join(scene.temp_dir, "mask.tif"),
+    os.makedirs(scene.strip_dir, exist_ok=True)
+    area = prepare_area(scene.source, os.path.join(scene.strip_dir, "mask.tif"),
                         extent=settings.extent, extent_crs=settings.extent_crs,
                         mask=settings.mask)
-    return write_area_vrt(scene.source, os.path.join(scene.temp_dir, "area.vrt"),
+    return write_area_vrt(scene.source, os.path.join(scene.strip_dir, "area.vrt"),
                           window=area.window, mask_path=area.mask_path)
 
 
@@ -265,7 +265,7 @@ def submit_scenes(client, sources: Sequence[str], out_dir: Path, settings: Setti
             plan = _plan(scene.raster, settings)
             info = engine.open_raster_checked(scene.raster)
         except Exception as error:  # noqa: BLE001 - reported in the summary
-            shutil.rmtree(scene.temp_dir, ignore_errors=True)
+            shutil.rmtree(scene.strip_dir, ignore_errors=True)
             failed.append(SceneResult(source, False, error=str(error)))
             continue
         scene.pixels = info.width * info.height
@@ -282,7 +282,7 @@ def submit_scenes(client, sources: Sequence[str], out_dir: Path, settings: Setti
         if parts > 1:
             scene.groups = plan.row_groups(parts)
             strips = [client.submit(task_strip, scene.raster, stats, rows,
-                                    os.path.join(scene.temp_dir, f"rows_{rows[0]:05d}.tif"),
+                                    os.path.join(scene.strip_dir, f"rows_{rows[0]:05d}.tif"),
                                     settings, pure=False) for rows in scene.groups]
             scored = client.submit(_gather, *strips, pure=False)
         else:
@@ -332,7 +332,7 @@ def run_batch(inputs: Sequence[str], out_dir: str, *, settings: Optional[Setting
             else:
                 error = future.exception()
                 results.append(SceneResult(source, False, error=str(error) or repr(error)))
-                shutil.rmtree(name_scenes(sources, out)[source].temp_dir, ignore_errors=True)
+                shutil.rmtree(name_scenes(sources, out)[source].strip_dir, ignore_errors=True)
     finally:
         client.close()
         if cluster is not None:

@@ -64,7 +64,7 @@ def test_batch_on_local_cluster_equals_single_process(tmp_path):
         assert (size, gt, wkt) == (rsize, rgt, rwkt)
         assert np.abs(got - ref).max() < 1e-5
         assert _features(out / f"scene{i}_anomalies.gpkg") == _features(ref_poly)
-    assert not list(out.glob(".*.tmp"))  # temporary strips are removed
+    assert not list(out.glob(".*strips*"))  # temporary strips are removed
 
 
 def test_strips_assemble_into_the_whole_map(tmp_path):
