@@ -68,6 +68,7 @@ bench: setup dirs
 
 # Score many rasters on a Dask cluster: make batch INPUTS="a.tif 'dir/*.tif'" OUT=results
 # [WORKERS=2] [SCHEDULER=tcp://host:8786] [BATCH_ARGS="--threshold 0.01"]
+# (an area of interest: BATCH_ARGS="--mask fields.gpkg --extent=xmin,ymin,xmax,ymax,EPSG")
 WORKERS ?= 2
 batch: setup dirs
 	@test -n "$(INPUTS)" -a -n "$(OUT)" || { echo 'usage: make batch INPUTS="a.tif dir/*.tif" OUT=folder'; exit 2; }

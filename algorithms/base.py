@@ -354,6 +354,13 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         self._temporary.append(vrt)
         return vrt
 
+    def temporary_path(self, name):
+        """A new file name ending in ``name`` in Processing's temporary folder; the file is
+        removed after the run."""
+        path = QgsProcessingUtils.generateTempFilename(name)
+        self._temporary.append(path)
+        return path
+
     def check_outputs(self, outputs, inputs=None):
         """Refuse output files that are an input, each other, or in a folder that cannot be written.
 

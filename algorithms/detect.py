@@ -10,6 +10,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException,
 from .. import deps
 from ..model.engine import remove_quietly, replace_output, temp_name
 from ..model.polygons import polygonize_scores
+from .area import AREA_HELP, add_area_parameters, read_area
 from .base import CITATION, AnomalyAlgorithm, RasterInput
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
                      polygon_outputs, read_threshold_parameters)
@@ -64,8 +65,10 @@ class DetectAlgorithm(AnomalyAlgorithm):
         "retraining. The raster is normalised once from exact band statistics, then scored "
         "tile by tile with overlapping margins, so there are no seams. Scores lie in [0, 1]; "
         "nodata and non-finite input pixels are nodata (-9999) in the output, which has the "
-        "input's exact grid and CRS. Needs PyTorch (the CPU build is enough): when it is "
-        "missing, the plugin offers to install it and this algorithm says how.")
+        "input's exact grid and CRS. An optional area of interest (MASK polygons, EXTENT) "
+        "restricts the statistics, the scores and the polygons to it. Needs PyTorch (the CPU "
+        "build is enough): when it is missing, the plugin offers to install it and this "
+        "algorithm says how.")
     EXPECT = (
         "Two layers: '[input] - anomaly score' (transparent for ordinary pixels, red to "
         "bright yellow over the 5 % most anomalous ones) and '[input] - anomalies' "
@@ -85,6 +88,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
     PARAM_HELP = [
         (INPUT, "Raster to analyse (the active layer in the dialog)."),
         (BANDS, "Bands to use (optional, default: all bands)."),
+    ] + AREA_HELP + [
         (TILE_SIZE, "Side of the square tiles scored at once, in analysed pixels (rounded up "
                     "to a multiple of 4). Larger tiles need more memory; smaller ones are used "
                     "when a tile would not fit. Default 512."),
@@ -112,6 +116,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
         self.addParameter(QgsProcessingParameterBand(
             self.BANDS, "Bands (default: all)", parentLayerParameterName=self.INPUT,
             optional=True, allowMultiple=True))
+        add_area_parameters(self)
         # tiling changes speed and memory, not the result: Advanced section of the dialog
         for name, label, default, low, high in (
                 (self.TILE_SIZE, "Tile size (pixels)", 512, 32, 8192),
@@ -141,6 +146,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
         polygons_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context)
         self.check_outputs([(self.OUTPUT_SCORE, score_path), (self.OUTPUT_POLYGONS, polygons_path)])
         threshold = read_threshold_parameters(self, parameters, context)
+        area = read_area(self, parameters, context, feedback, src)
         detector = _import_detector()
         progress, cancelled = self.callbacks(feedback)
         # the score map is written under a temporary name and replaces a previous one
@@ -148,12 +154,13 @@ class DetectAlgorithm(AnomalyAlgorithm):
         partial = temp_name(score_path)
         try:
             return self._detect(detector, src, partial, score_path, polygons_path, bands,
-                                threshold, parameters, context, feedback, progress, cancelled)
+                                threshold, area, parameters, context, feedback, progress,
+                                cancelled)
         finally:
             remove_quietly(partial)
 
     def _detect(self, detector, src, partial, score_path, polygons_path, bands, threshold,
-                parameters, context, feedback, progress, cancelled):
+                area, parameters, context, feedback, progress, cancelled):
         try:
             result = detector.detect_raster(
                 src, partial, bands=bands,
@@ -162,7 +169,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
                 scale=SCALE_OPTIONS[self.parameterAsEnum(parameters, self.SCALE, context)][0],
                 device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
                 progress=None if progress is None else (lambda f: progress(0.9 * f)),
-                is_cancelled=cancelled)
+                is_cancelled=cancelled, window=area.window, mask_path=area.mask_path)
         except (detector.WeightsError, ValueError) as error:
             if isinstance(error, detector.RasterInputError):
                 raise

@@ -3,6 +3,7 @@
 from qgis.core import QgsProcessingParameterBand, QgsProcessingParameterRasterDestination
 
 from ..model.rx import rx_score_raster
+from .area import AREA_HELP, add_area_parameters, read_area
 from .base import AnomalyAlgorithm, RasterInput
 from .provenance import provenance, record_in_raster
 from .styles import layer_name, score_stretch
@@ -23,8 +24,9 @@ class RxAlgorithm(AnomalyAlgorithm):
         "sqrt((x - mean)<sup>T</sup> C<sup>-1</sup> (x - mean)) (one band: |x - mean| / std, "
         "in standard deviations). Two streaming passes, tile by tile: the raster is "
         "never loaded at once. Nodata and non-finite pixels are ignored and stay nodata "
-        "(-9999) in the output, which has the input's exact grid and CRS. Needs nothing "
-        "beyond QGIS (no PyTorch).")
+        "(-9999) in the output, which has the input's exact grid and CRS. An optional area "
+        "of interest (MASK polygons, EXTENT) restricts the statistics and the scores to "
+        "it. Needs nothing beyond QGIS (no PyTorch).")
     EXPECT = (
         "A score layer named '[input] - RX score', styled transparent for ordinary "
         "pixels and red to bright yellow over the 5 % most anomalous ones. The scale grows "
@@ -48,6 +50,7 @@ class RxAlgorithm(AnomalyAlgorithm):
         (INPUT, "Raster to score (any number of bands, any data type; complex bands are "
                 "scored on their magnitude)."),
         (BANDS, "Bands to use (optional, default: all bands)."),
+    ] + AREA_HELP + [
         (OUTPUT, "Score raster: float32 GeoTIFF, nodata -9999, higher = more anomalous."),
     ]
 
@@ -56,6 +59,7 @@ class RxAlgorithm(AnomalyAlgorithm):
         self.addParameter(QgsProcessingParameterBand(
             self.BANDS, "Bands (default: all)", parentLayerParameterName=self.INPUT,
             optional=True, allowMultiple=True))
+        add_area_parameters(self)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "RX score"))
 
     def process_core(self, parameters, context, feedback):
@@ -63,9 +67,11 @@ class RxAlgorithm(AnomalyAlgorithm):
         bands = self.bands(parameters, self.BANDS, context)
         dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         self.check_outputs([(self.OUTPUT, dst)])
+        area = read_area(self, parameters, context, feedback, src)
         progress, cancelled = self.callbacks(feedback)
         mean, cov, n = rx_score_raster(src, dst, bands, progress=progress,
-                                       is_cancelled=cancelled)
+                                       is_cancelled=cancelled, window=area.window,
+                                       mask_path=area.mask_path)
         feedback.pushInfo(f"RX statistics from {n} valid pixels over {len(mean)} band(s).")
         record_in_raster(dst, provenance(self.id(), parameters, valid_pixels=n),
                          f"RX score ({self.id()})")

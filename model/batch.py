@@ -4,10 +4,14 @@
         [--workers N] [--scheduler tcp://host:8786] [--method top_fraction]
         [--threshold 0.005] [--min-area 1] [--top-n 0] [--tile-size 512]
         [--overlap 64] [--scale 1] [--memory-mb MB] [--split-mp MP]
+        [--mask POLYGONS] [--extent xmin,ymin,xmax,ymax[,EPSG]]
 
 Each input (a path or a glob pattern) gives ``<out>/<stem>_score.tif`` (the
 deviation score of ``anomaly:detect``) and ``<out>/<stem>_anomalies.gpkg`` (its
-ranked polygons, same threshold parameters and defaults as the algorithm).
+ranked polygons, same threshold parameters and defaults as the algorithm). An area of
+interest (``--extent``, ``--mask``: the algorithm's EXTENT and MASK) is written per scene
+as a VRT of the scene's window whose mask is the rasterised polygons; the tasks read it
+instead of the scene.
 
 Work is split per scene; a scene larger than a worker's share of all pixels
 (or than ``--split-mp`` megapixels) is also split into groups of tile rows: its
@@ -31,9 +35,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import engine
+from .area import named_as, prepare_area, write_area_vrt
 from .detector import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, SCALES, TileScorer, _round_up,
                        check_scale, detection_statistics, raster_scorer, tile_align, tile_core,
                        tile_margin)
@@ -55,6 +60,9 @@ class Settings:
     top_n: int = 0
     torch_threads: Optional[int] = None
     weights_path: Optional[str] = None
+    mask: Optional[str] = None
+    extent: Optional[Tuple[float, float, float, float]] = None
+    extent_crs: str = ""
 
     def problem(self, workers: int = 1, split_mp: Optional[float] = None) -> Optional[str]:
         """A sentence saying which option is invalid, or None (checked before any work)."""
@@ -75,6 +83,8 @@ class Settings:
              f"--torch-threads must be at least 1 (got {self.torch_threads})."),
             (split_mp is None or (math.isfinite(split_mp) and split_mp > 0),
              f"--split-mp must be a positive number of megapixels (got {split_mp})."),
+            (not self.mask or self.mask.startswith("/vsi") or os.path.isfile(self.mask),
+             f"--mask '{self.mask}' is not a file: give a polygon layer such as a GeoPackage."),
         ]
         return next((message for ok, message in checks if not ok), None)
 
@@ -103,8 +113,11 @@ class Scene:
     score: str
     polygons: str
     strip_dir: str
+    """Temporary folder of the scene: its strips and the files of its area of interest."""
     pixels: int = 0
     groups: List[tuple] = field(default_factory=list)
+    raster: str = ""
+    """The raster the tasks read: the source, or the VRT of its area of interest."""
 
 
 # --------------------------------------------------------------------------
@@ -143,10 +156,12 @@ def _plan(source: str, settings: Settings) -> engine.TilePlan:
                              align=tile_align(settings.scale), memory_mb=settings.memory_mb)
 
 
-def task_statistics(source: str, settings: Settings):
-    """Pass 1 of a scene: the detector's band mean and covariance (once per scene)."""
+def task_statistics(raster: str, settings: Settings, source: str = ""):
+    """Pass 1 of a scene: the detector's band mean and covariance of ``raster`` (the scene
+    ``source`` or its area of interest), once per scene."""
     engine.limit_gdal_cache(settings.memory_mb)
-    return detection_statistics(source, scale=settings.scale, memory_mb=settings.memory_mb)
+    with named_as(raster, source or raster):
+        return detection_statistics(raster, scale=settings.scale, memory_mb=settings.memory_mb)
 
 
 def task_strip(source: str, statistics, rows: tuple, strip_path: str, settings: Settings) -> tuple:
@@ -172,8 +187,8 @@ def task_finish(source: str, scored, scene: Scene, settings: Settings, started: 
     """Assemble the strips (if any) and polygonize; returns a :class:`SceneResult`."""
     from .polygons import polygonize_scores
     if isinstance(scored, list):
-        engine.assemble_strips(scored, scene.score, source)
-        shutil.rmtree(scene.strip_dir, ignore_errors=True)
+        engine.assemble_strips(scored, scene.score, scene.raster)
+    shutil.rmtree(scene.strip_dir, ignore_errors=True)
     result = polygonize_scores(scene.score, scene.polygons, method=settings.method,
                                threshold=settings.threshold, min_area=settings.min_area,
                                top_n=settings.top_n)
@@ -214,8 +229,25 @@ def name_scenes(sources: Sequence[str], out_dir: Path) -> Dict[str, Scene]:
         taken.add(name.lower())
         scenes[source] = Scene(source, str(out_dir / f"{name}_score.tif"),
                                str(out_dir / f"{name}_anomalies.gpkg"),
-                               str(out_dir / f".{name}.strips"))
+                               str(out_dir / f".{name}.strips"), raster=source)
     return scenes
+
+
+def scene_area(scene: Scene, settings: Settings) -> str:
+    """The raster a scene's tasks read: its source, or a VRT of its area of interest
+    (``settings.extent``, ``settings.mask``) written into its temporary folder."""
+    if settings.extent is None and not settings.mask:
+        return scene.source
+    if settings.mask and any(engine.same_file(path, settings.mask)
+                             for path in (scene.score, scene.polygons)):
+        raise ValueError(f"The output of this scene would replace the --mask file "
+                         f"'{settings.mask}': choose another --out folder.")
+    os.makedirs(scene.strip_dir, exist_ok=True)
+    area = prepare_area(scene.source, os.path.join(scene.strip_dir, "mask.tif"),
+                        extent=settings.extent, extent_crs=settings.extent_crs,
+                        mask=settings.mask)
+    return write_area_vrt(scene.source, os.path.join(scene.strip_dir, "area.vrt"),
+                          window=area.window, mask_path=area.mask_path)
 
 
 def submit_scenes(client, sources: Sequence[str], out_dir: Path, settings: Settings,
@@ -229,9 +261,11 @@ def submit_scenes(client, sources: Sequence[str], out_dir: Path, settings: Setti
         try:
             engine.refuse_inputs_as_outputs(
                 [("score", scene.score), ("polygons", scene.polygons)], sources, files)
-            plan = _plan(source, settings)
-            info = engine.open_raster_checked(source)
+            scene.raster = scene_area(scene, settings)
+            plan = _plan(scene.raster, settings)
+            info = engine.open_raster_checked(scene.raster)
         except Exception as error:  # noqa: BLE001 - reported in the summary
+            shutil.rmtree(scene.strip_dir, ignore_errors=True)
             failed.append(SceneResult(source, False, error=str(error)))
             continue
         scene.pixels = info.width * info.height
@@ -242,17 +276,17 @@ def submit_scenes(client, sources: Sequence[str], out_dir: Path, settings: Setti
     futures = {}
     for scene, plan in scenes:
         started = time.time()
-        stats = client.submit(task_statistics, scene.source, settings, pure=False)
+        stats = client.submit(task_statistics, scene.raster, settings, scene.source, pure=False)
         parts = max(1, math.ceil(scene.pixels / max(1.0, limit))) if scene.pixels > limit else 1
         parts = min(parts, len(plan.rows))
         if parts > 1:
             scene.groups = plan.row_groups(parts)
-            strips = [client.submit(task_strip, scene.source, stats, rows,
+            strips = [client.submit(task_strip, scene.raster, stats, rows,
                                     os.path.join(scene.strip_dir, f"rows_{rows[0]:05d}.tif"),
                                     settings, pure=False) for rows in scene.groups]
             scored = client.submit(_gather, *strips, pure=False)
         else:
-            scored = client.submit(task_whole, scene.source, stats, scene.score, settings,
+            scored = client.submit(task_whole, scene.raster, stats, scene.score, settings,
                                    pure=False)
         futures[scene.source] = client.submit(task_finish, scene.source, scored, scene, settings,
                                               started, pure=False)
@@ -334,6 +368,29 @@ def summary_table(results: Sequence[SceneResult]) -> str:
     return "\n".join(lines)
 
 
+def parse_extent(text: str) -> Tuple[Tuple[float, float, float, float], str]:
+    """``xmin,ymin,xmax,ymax[,EPSG]`` -> ``((xmin, ymin, xmax, ymax), "EPSG:n" or "")``
+    (no EPSG: the extent is in each raster's CRS)."""
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        numbers = tuple(float(part) for part in parts[:4])
+        code = int(parts[4].upper().replace("EPSG:", "")) if len(parts) == 5 else None
+    except ValueError:
+        numbers, code = (), None
+    if (len(parts) not in (4, 5) or len(numbers) != 4 or not all(map(math.isfinite, numbers))
+            or numbers[0] > numbers[2] or numbers[1] > numbers[3]):
+        raise argparse.ArgumentTypeError(
+            f"give xmin,ymin,xmax,ymax[,EPSG] with xmin <= xmax and ymin <= ymax, e.g. "
+            f"500000,4099000,501000,4100000,32633 (got '{text}')")
+    if code is not None:
+        from osgeo import osr
+        with engine.gdal_quiet():
+            known = osr.SpatialReference().ImportFromEPSG(code) == 0
+        if not known:
+            raise argparse.ArgumentTypeError(f"EPSG:{code} is not a known CRS (got '{text}')")
+    return numbers, f"EPSG:{code}" if code is not None else ""
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m anomaly_detector.model.batch",
@@ -362,6 +419,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="split scenes above this many megapixels into tile-row groups "
                              "(default: a worker's share of all pixels)")
     parser.add_argument("--weights", default=None, help="detector weights (default: bundled)")
+    parser.add_argument("--mask", default=None,
+                        help="area of interest: polygon layer (any CRS); pixels outside its "
+                             "polygons are nodata and take no part in the statistics")
+    parser.add_argument("--extent", type=parse_extent, default=(None, ""),
+                        metavar="xmin,ymin,xmax,ymax[,EPSG]",
+                        help="area of interest: score only each raster's window covering "
+                             "this extent (in the raster's CRS, or in the EPSG code given)")
     args = parser.parse_args(argv)
     if not args.inputs or not args.out:
         parser.error("give at least one input and an --out folder.")
@@ -369,7 +433,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         memory_mb=args.memory_mb,
                         method=args.method, threshold=args.threshold, min_area=args.min_area,
                         top_n=args.top_n, torch_threads=args.torch_threads,
-                        weights_path=args.weights)
+                        weights_path=args.weights, mask=args.mask, extent=args.extent[0],
+                        extent_crs=args.extent[1])
     problem = settings.problem(args.workers, args.split_mp)
     if problem:
         parser.error(problem)

@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from . import engine
+from .area import Window, area_source
 from .engine import RasterInputError
 from .features import INPUT_CHANNELS, SpectralReduction, fit_from_array
 from .network import SIZE_MULTIPLE, DeviationNet, FusedScorer
@@ -253,15 +254,17 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
                   scale: int = 1, device: str = "auto", weights_path: str | None = None,
                   progress: Callable[[float], None] | None = None,
                   is_cancelled: Callable[[], bool] | None = None,
-                  memory_mb: float | None = None) -> DetectionResult:
+                  memory_mb: float | None = None, window: Window | None = None,
+                  mask_path: str | None = None) -> DetectionResult:
     """Write the deviation score map of ``src_path`` to ``dst_path`` (float32 GeoTIFF).
 
     ``memory_mb`` is the engine's memory setting (default: ``$ANOMALY_DETECTOR_MEMORY_MB``
     or :data:`engine.DEFAULT_MEMORY_MB`); ``tile_size`` is the largest tile, smaller ones
     are used when it would not fit (the result does not depend on the tile size).
     ``scale`` 2 or 4 analyses the raster at 1/2 or 1/4 resolution (see :class:`TileScorer`);
-    ``tile_size`` and ``overlap`` are counted in analysed pixels. The output is always on
-    the input's grid.
+    ``tile_size`` and ``overlap`` are counted in analysed pixels. The output is on the
+    input's grid, or on ``window`` of it with an area of interest (``window``,
+    ``mask_path``: see ``area.area_source``), whose pixels alone give the statistics.
     """
     start = time.perf_counter()
     device = resolve_device(device)
@@ -273,15 +276,17 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
     def report(offset: float, share: float) -> Callable[[float], None] | None:
         return None if progress is None else (lambda fraction: progress(offset + share * fraction))
 
-    mean, covariance = detection_statistics(src_path, bands, scale, progress=report(0.0, 0.1),
-                                            is_cancelled=is_cancelled, memory_mb=memory_mb)
-    scorer = raster_scorer(model, mean, covariance, device, scale)
-    margin = tile_margin(overlap, scale)
-    try:
-        engine.score_raster(src_path, dst_path, scorer, bands=bands, tile_size=tile_size,
-                            overlap=margin, align=tile_align(scale), progress=report(0.1, 0.9),
-                            is_cancelled=is_cancelled, memory_mb=memory_mb)
-    finally:
-        release_memory()
+    with area_source(src_path, bands=bands, window=window, mask_path=mask_path) as path:
+        mean, covariance = detection_statistics(path, bands, scale, progress=report(0.0, 0.1),
+                                                is_cancelled=is_cancelled, memory_mb=memory_mb)
+        scorer = raster_scorer(model, mean, covariance, device, scale)
+        margin = tile_margin(overlap, scale)
+        try:
+            engine.score_raster(path, dst_path, scorer, bands=bands, tile_size=tile_size,
+                                overlap=margin, align=tile_align(scale),
+                                progress=report(0.1, 0.9), is_cancelled=is_cancelled,
+                                memory_mb=memory_mb)
+        finally:
+            release_memory()
     return DetectionResult(device, time.perf_counter() - start, tile_size, margin, scale,
                            getattr(model, "weights_sha256", ""))

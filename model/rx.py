@@ -22,6 +22,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from .area import Window, area_source
 from .engine import (CancelFn, ProgressFn, RasterInputError, band_statistics, no_variation,
                      score_raster, zero_scorer)
 from .linalg import matmul
@@ -99,11 +100,13 @@ def make_rx_scorer(mean: np.ndarray, cov: np.ndarray):
 def rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence[int]] = None, *,
                     tile_size: int = 1024, block_size: int = 1024,
                     progress: ProgressFn = None, is_cancelled: CancelFn = None,
-                    memory_mb: Optional[float] = None
-                    ) -> Tuple[np.ndarray, np.ndarray, int]:
+                    memory_mb: Optional[float] = None, window: Optional[Window] = None,
+                    mask_path: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, int]:
     """Write the global RX score of ``src_path`` to ``dst_path`` (float32 GeoTIFF).
 
     ``memory_mb`` is the engine's memory setting (see ``engine.memory_budget``).
+    With an area of interest (``window``, ``mask_path``: see ``area.area_source``) the
+    output covers the window and the statistics come from the pixels inside the area.
     Returns ``(mean, cov, n_valid)`` of the statistics pass.
     """
     def p1(f):
@@ -114,15 +117,16 @@ def rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence[int]]
         if progress is not None:
             progress(0.5 + 0.5 * f)
 
-    mean, cov, n = band_statistics(src_path, bands, block_size=block_size,
-                                   progress=p1, is_cancelled=is_cancelled, memory_mb=memory_mb)
-    try:
-        scorer = zero_scorer if no_variation(mean, cov) else make_rx_scorer(mean, cov)
-    except np.linalg.LinAlgError as error:
-        raise RasterInputError(
-            f"The band statistics of '{src_path}' cannot be inverted ({error}). Check the "
-            "raster for extreme or corrupt values, or choose other bands.") from error
-    score_raster(src_path, dst_path, scorer, bands=bands,
-                 tile_size=tile_size, overlap=0, progress=p2, is_cancelled=is_cancelled,
-                 memory_mb=memory_mb)
+    with area_source(src_path, bands=bands, window=window, mask_path=mask_path) as path:
+        mean, cov, n = band_statistics(path, bands, block_size=block_size, progress=p1,
+                                       is_cancelled=is_cancelled, memory_mb=memory_mb)
+        try:
+            scorer = zero_scorer if no_variation(mean, cov) else make_rx_scorer(mean, cov)
+        except np.linalg.LinAlgError as error:
+            raise RasterInputError(
+                f"The band statistics of '{src_path}' cannot be inverted ({error}). Check the "
+                "raster for extreme or corrupt values, or choose other bands.") from error
+        score_raster(path, dst_path, scorer, bands=bands,
+                     tile_size=tile_size, overlap=0, progress=p2, is_cancelled=is_cancelled,
+                     memory_mb=memory_mb)
     return mean, cov, n
