@@ -14,7 +14,7 @@ APT_PKGS    := qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-sc
 VERSION     := $(shell sed -n 's/^version=//p' metadata.txt)
 ZIP         := $(BUILD)/$(PLUGIN)-$(VERSION).zip
 # Files and folders that go into the plugin ZIP (nothing for development).
-PKG_FILES   := __init__.py plugin.py provider.py deps.py metadata.txt LICENSE README.md \
+PKG_FILES   := __init__.py plugin.py provider.py deps.py metadata.txt LICENSE README.md triage \
                algorithms model weights resources
 
 # Environment shared by tests, demo and qgis_process calls: headless Qt and a

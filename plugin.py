@@ -7,7 +7,8 @@ outside :meth:`initGui` and the actions it creates.
 Desktop: a toolbar button and a *Raster* menu entry "Detect anomalies in
 active layer" open the ``anomaly:detect`` dialog with the active raster
 preselected. When PyTorch is missing, the message bar offers to install its
-CPU build into the plugin-managed folder (see :mod:`.deps`).
+CPU build into the plugin-managed folder (see :mod:`.deps`). A second button and
+menu entry, "Anomaly triage", shows the triage dock (see :mod:`.triage`).
 """
 
 from qgis.core import Qgis, QgsApplication, QgsMapLayer, QgsMessageLog, QgsTask
@@ -46,6 +47,7 @@ class AnomalyDetectorPlugin:
         self.iface = iface
         self.provider = None
         self.action = None
+        self.triage = None
         self.dialog = None
         self.install_task = None
         # PyTorch installed by the plugin lives in a folder of the profile:
@@ -71,6 +73,8 @@ class AnomalyDetectorPlugin:
         self.action.triggered.connect(self.open_detect_dialog)
         self.iface.addToolBarIcon(self.action)  # the Plugins toolbar, shown by default
         self.iface.addPluginToRasterMenu(MENU, self.action)
+        from .triage.dock import TriageEntry
+        self.triage = TriageEntry(self.iface, MENU)
         if not deps.torch_available():
             self.offer_torch_install()
 
@@ -80,6 +84,9 @@ class AnomalyDetectorPlugin:
             self.iface.removePluginRasterMenu(MENU, self.action)
             self.action.deleteLater()
             self.action = None
+        if self.triage is not None:
+            self.triage.unload()
+            self.triage = None
         if self.dialog is not None:
             self.dialog.close()
             self.dialog = None

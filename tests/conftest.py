@@ -12,6 +12,7 @@
 """
 
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -215,3 +216,104 @@ def run_alg(provider):
     def _run(alg_id, params, feedback=None):
         return processing.run(alg_id, params, feedback=feedback or QgsProcessingFeedback())
     return _run
+
+
+# --------------------------------------------------------------------------
+# QGIS desktop under Xvfb
+
+DESKTOP_SCRIPT_HEAD = r'''
+import json, os, sys, traceback
+from qgis.PyQt.QtCore import QEventLoop, QTimer
+
+OUT = os.environ["ANOMALY_DESKTOP_OUT"]
+result = {"stage": "start"}
+
+def finish():
+    with open(os.path.join(OUT, "result.json"), "w") as handle:
+        json.dump(result, handle, indent=1)
+    sys.stdout.flush()
+    os._exit(0)
+
+def watchdog():
+    result["error"] = (f"stopped at stage {result['stage']!r}: a dialog that stayed open "
+                       "or an event loop that did not return")
+    finish()
+
+QTimer.singleShot(int(os.environ["ANOMALY_DESKTOP_WATCHDOG"]) * 1000, watchdog)
+
+def settle(ms=300):
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec_()
+'''
+"""Start of a script for :func:`run_qgis_desktop`: ``OUT`` (the folder for files),
+``result`` (a dict that ``finish()`` saves as ``OUT/result.json`` before it exits
+QGIS; a timer does so with an error 20 s before the test's timeout, even while a modal
+dialog is open) and ``settle(ms)`` (runs the event loop for ``ms`` milliseconds)."""
+
+
+def _desktop_env(tmp_path, out_dir, extra, timeout):
+    config = tmp_path / "qgis-config"
+    ini = config / "profiles" / "default" / "QGIS"
+    ini.mkdir(parents=True)
+    (ini / "QGIS3.ini").write_text(
+        "[PythonPlugins]\nanomaly_detector=true\n\n"
+        "[qgis]\nshowTips322=false\ncheckVersion=false\n"
+        "allowCrashReporting=false\n\n"
+        "[core]\nLayers\\\\AutoUpdateRecentProjects=false\n")
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = dict(os.environ)
+    env.pop("QT_QPA_PLATFORM", None)  # the desktop needs a (virtual) display
+    env.update({
+        "QGIS_PLUGINPATH": str(PYPATH),
+        "QGIS_CUSTOM_CONFIG_PATH": str(config),
+        "XDG_RUNTIME_DIR": str(runtime),
+        "PYTHONPATH": os.pathsep.join([str(PYPATH), sysconfig.get_paths()["purelib"]]),
+        "ANOMALY_DESKTOP_OUT": str(out_dir),
+        "ANOMALY_DESKTOP_WATCHDOG": str(max(int(timeout) - 20, 10)),
+    })
+    env.update(extra or {})
+    return env
+
+
+def run_qgis_desktop(tmp_path, script, env=None, timeout=150):
+    """Run ``script`` (:data:`DESKTOP_SCRIPT_HEAD`, then code that calls ``finish()``)
+    with ``qgis --code`` in a 1280 x 800 Xvfb screen, the plugin enabled in a private
+    profile and ``env`` added to the environment; return ``(result, out_dir)``.
+    Fails (never skips) when Xvfb or QGIS desktop is not installed."""
+    import json
+    import shutil
+    missing = [tool for tool in ("xvfb-run", "qgis") if shutil.which(tool) is None]
+    assert not missing, (f"{' and '.join(missing)} not found: install the Debian packages "
+                         "xvfb, xauth and qgis (make setup does) to test the desktop")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    path = tmp_path / "desktop_script.py"
+    path.write_text(script)
+    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "qgis", "--nologo",
+           "--noversioncheck", "--code", str(path)]
+    run = subprocess.Popen(cmd, env=_desktop_env(tmp_path, out_dir, env, timeout), text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           start_new_session=True)
+    try:
+        log = run.communicate(timeout=timeout)[0][-6000:]
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)  # xvfb-run, Xvfb and QGIS: none is left behind
+        log = f"QGIS desktop was stopped after {timeout} s: {run.communicate()[0][-6000:]}"
+    result_file = out_dir / "result.json"
+    assert result_file.exists(), log
+    result = json.loads(result_file.read_text())
+    assert "error" not in result, result["error"]
+    assert result["stage"] == "done", result
+    return result, out_dir
+
+
+def rgb_array(path):
+    """The pixels of an image file as an (H, W, 3) uint8 array."""
+    from qgis.PyQt.QtGui import QImage
+    image = QImage(str(path)).convertToFormat(QImage.Format_RGB888)
+    ptr = image.constBits()
+    ptr.setsize(image.sizeInBytes())
+    arr = np.frombuffer(ptr, np.uint8).reshape(image.height(), image.bytesPerLine())
+    return arr[:, :image.width() * 3].reshape(image.height(), image.width(), 3).copy()

@@ -18,32 +18,13 @@ import numpy as np
 from pathlib import Path
 import pytest
 
-from conftest import BUILD, PYPATH, REPO
+from conftest import BUILD, DESKTOP_SCRIPT_HEAD, PYPATH, REPO, rgb_array, run_qgis_desktop
 
 ARTIFACTS = BUILD / "test-artifacts"
 SAMPLE = REPO / "resources" / "sample_thermal_baboons.tif"
 TIMEOUT = 150
 
-SCRIPT = r'''
-import json, os, sys, traceback
-from qgis.PyQt.QtCore import QTimer
-from qgis.PyQt.QtWidgets import QApplication
-
-OUT = os.environ["ANOMALY_DESKTOP_OUT"]
-result = {"stage": "start"}
-
-def finish():
-    with open(os.path.join(OUT, "result.json"), "w") as handle:
-        json.dump(result, handle, indent=1)
-    sys.stdout.flush()
-    os._exit(0)
-
-def settle(ms=300):
-    from qgis.PyQt.QtCore import QEventLoop, QTimer
-    loop = QEventLoop()
-    QTimer.singleShot(ms, loop.quit)
-    loop.exec_()
-
+SCRIPT = DESKTOP_SCRIPT_HEAD + r'''
 def main():
     try:
         from qgis.core import QgsProject, QgsRasterLayer, QgsProcessingFeedback
@@ -162,58 +143,16 @@ QTimer.singleShot(1500, main)
 '''
 
 
-def _desktop_env(tmp_path, out_dir):
-    config = tmp_path / "qgis-config"
-    ini = config / "profiles" / "default" / "QGIS"
-    ini.mkdir(parents=True)
-    (ini / "QGIS3.ini").write_text(
-        "[PythonPlugins]\nanomaly_detector=true\n\n"
-        "[qgis]\nshowTips322=false\ncheckVersion=false\n"
-        "allowCrashReporting=false\n\n"
-        "[core]\nLayers\\\\AutoUpdateRecentProjects=false\n")
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700)
-    env = dict(os.environ)
-    env.pop("QT_QPA_PLATFORM", None)  # the desktop needs a (virtual) display
-    env.update({
-        "QGIS_PLUGINPATH": str(PYPATH),
-        "QGIS_CUSTOM_CONFIG_PATH": str(config),
-        "XDG_RUNTIME_DIR": str(runtime),
-        "PYTHONPATH": os.pathsep.join([str(PYPATH), sysconfig.get_paths()["purelib"]]),
-        "ANOMALY_DESKTOP_OUT": str(out_dir),
-    })
-    return env
-
-
 def _colour_fraction(image, predicate):
     return float(predicate(image[..., 0].astype(int), image[..., 1].astype(int),
                            image[..., 2].astype(int)).mean())
 
 
-@pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("qgis") is None,
-                    reason="QGIS desktop (qgis) or Xvfb (xvfb-run) is not installed")
 def test_plugin_in_qgis_desktop(tmp_path):
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
     sample = tmp_path / "sample_thermal_baboons.tif"  # no sidecar next to resources/
     shutil.copy(SAMPLE, sample)
-    script = tmp_path / "desktop_script.py"
-    script.write_text(SCRIPT)
-    env = _desktop_env(tmp_path, out_dir)
-    env["ANOMALY_DESKTOP_INPUT"] = str(sample)
-    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "qgis", "--nologo",
-           "--noversioncheck", "--code", str(script)]
-    try:
-        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT,
-                             start_new_session=True)
-        log = run.stdout[-3000:] + run.stderr[-3000:]
-    except subprocess.TimeoutExpired as err:
-        log = f"timed out after {TIMEOUT} s: {err}"
-    result_file = out_dir / "result.json"
-    assert result_file.exists(), log
-    result = json.loads(result_file.read_text())
-    assert "error" not in result, result["error"]
-    assert result["stage"] == "done", result
+    result, out_dir = run_qgis_desktop(tmp_path, SCRIPT, {"ANOMALY_DESKTOP_INPUT": str(sample)},
+                                       timeout=TIMEOUT)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for name in ("desktop.png", "window.png"):
@@ -243,13 +182,8 @@ def test_plugin_in_qgis_desktop(tmp_path):
     assert result["labels"] and "centroid_x" in result["fields"]
 
     # a non-trivial screenshot: the anomaly colours are on the map
-    from qgis.PyQt.QtGui import QImage
-    image = QImage(str(ARTIFACTS / "desktop.png")).convertToFormat(QImage.Format_RGB888)
-    assert image.width() > 200 and image.height() > 200
-    ptr = image.constBits()
-    ptr.setsize(image.sizeInBytes())
-    arr = np.frombuffer(ptr, np.uint8).reshape(image.height(), image.bytesPerLine())
-    arr = arr[:, :image.width() * 3].reshape(image.height(), image.width(), 3)
+    arr = rgb_array(ARTIFACTS / "desktop.png")
+    assert arr.shape[0] > 200 and arr.shape[1] > 200
     assert arr.std() > 10  # not a blank canvas
     # the score ramp (red to yellow) is the only strongly warm colour on a grey thermal image
     hot = _colour_fraction(arr, lambda r, g, b: (r > 150) & (r - b > 100))
