@@ -12,7 +12,7 @@ from ..model.engine import remove_quietly, replace_output, temp_name
 from ..model.polygons import polygonize_scores
 from .base import CITATION, AnomalyAlgorithm, RasterInput
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
-                     polygon_outputs, read_threshold_parameters)
+                     polygon_outputs, polygon_summary, read_threshold_parameters)
 from .provenance import provenance, record_in_raster, record_in_vector
 from .styles import POLYGONS_SUFFIX, SCORE_SUFFIX, layer_name, score_stretch
 
@@ -177,12 +177,13 @@ class DetectAlgorithm(AnomalyAlgorithm):
             **threshold)
         items = provenance(self.id(), parameters, device=result.device,
                            weights_sha256=result.weights_sha256, threshold=polygons.threshold,
-                           valid_pixels=polygons.n_valid, flagged_pixels=polygons.n_flagged)
+                           valid_pixels=polygons.n_valid, flagged_pixels=polygons.n_flagged,
+                           group_count=polygons.groups)
         record_in_raster(partial, items, f"Anomaly score ({self.id()}, weights "
                                          f"{result.weights_sha256[:12]})")
         record_in_vector(polygons_path, items)
         replace_output(partial, score_path)
-        feedback.pushInfo(f"Threshold {polygons.threshold:.6g}: {polygons.count} anomaly polygon(s).")
+        feedback.pushInfo(polygon_summary(polygons))
         input_name = self.input_name(parameters, self.INPUT, context)
         if self.may_load(context, score_path):
             low, high = score_stretch(score_path, is_cancelled=cancelled)
