@@ -254,8 +254,7 @@ def _pixel_point(gt, transformer, row: int, col: int):
 
 
 def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fraction",
-                      threshold: float = 0.005, min_area: int = 1,
-                      top_n: int = DEFAULT_TOP_N,
+                      threshold: float = 0.005, min_area: int = 1, top_n: int = DEFAULT_TOP_N,
                       band: int = 1, layer_name: Optional[str] = None, progress: ProgressFn = None,
                       is_cancelled: CancelFn = None) -> PolygonResult:
     """Threshold ``src_path`` and write ranked anomaly polygons to ``dst_path``.
