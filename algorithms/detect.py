@@ -13,7 +13,7 @@ from ..model.polygons import polygonize_scores
 from .area import AREA_HELP, add_area_parameters, read_area
 from .base import CITATION, AnomalyAlgorithm, RasterInput
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
-                     polygon_outputs, read_threshold_parameters)
+                     polygon_outputs, polygon_summary, read_threshold_parameters)
 from .provenance import provenance, record_in_raster, record_in_vector
 from .styles import SCORE_SUFFIX
 
@@ -184,12 +184,13 @@ class DetectAlgorithm(AnomalyAlgorithm):
             **threshold)
         items = provenance(self.id(), parameters, device=result.device,
                            weights_sha256=result.weights_sha256, threshold=polygons.threshold,
-                           valid_pixels=polygons.n_valid, flagged_pixels=polygons.n_flagged)
+                           valid_pixels=polygons.n_valid, flagged_pixels=polygons.n_flagged,
+                           group_count=polygons.groups)
         record_in_raster(partial, items, f"Anomaly score ({self.id()}, weights "
                                          f"{result.weights_sha256[:12]})")
         record_in_vector(polygons_path, items)
         replace_output(partial, score_path)
-        feedback.pushInfo(f"Threshold {polygons.threshold:.6g}: {polygons.count} anomaly polygon(s).")
+        feedback.pushInfo(polygon_summary(polygons))
         self.style_score_and_polygons(parameters, context, score_path, SCORE_SUFFIX,
                                       polygons_path, cancelled)
         return {self.OUTPUT_SCORE: score_path, self.OUTPUT_POLYGONS: polygons_path,

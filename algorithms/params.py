@@ -5,6 +5,8 @@ import math
 from qgis.core import (QgsProcessingOutputNumber, QgsProcessingParameterEnum,
                        QgsProcessingParameterNumber)
 
+from ..model.polygons import DEFAULT_TOP_N
+
 THRESHOLD_METHOD = "THRESHOLD_METHOD"
 THRESHOLD = "THRESHOLD"
 MIN_AREA = "MIN_AREA"
@@ -26,7 +28,12 @@ THRESHOLD_HELP = [
     (THRESHOLD, "Fraction (top fraction method) or score value (fixed score method). "
                 "Default 0.005."),
     (MIN_AREA, "Smallest polygon kept, in pixels (8-connected). Default 1."),
-    (TOP_N, "Keep only the N most anomalous polygons (by rank); 0 (default) keeps all."),
+    (TOP_N, f"Write only the N most anomalous polygons (ranks 1 to N; default "
+            f"{DEFAULT_TOP_N}); 0 writes all. Every group of flagged pixels is still found, "
+            "ranked and counted (GROUP_COUNT, and in the log) in a streaming pass whose memory "
+            "does not grow with their number; only the N written are polygonised. With 0, time "
+            "and output grow with the number of groups (hundreds of thousands on a noisy "
+            "raster)."),
 ]
 
 
@@ -42,8 +49,9 @@ def add_threshold_parameters(alg, default_method=0, default_threshold=0.005, def
         MIN_AREA, "Minimum polygon area (pixels)", type=QgsProcessingParameterNumber.Integer,
         defaultValue=default_min_area, minValue=1))
     alg.addParameter(QgsProcessingParameterNumber(
-        TOP_N, "Keep only the N most anomalous polygons (0 = all)",
-        type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0, optional=True))
+        TOP_N, "Write only the N most anomalous polygons (0 = all)",
+        type=QgsProcessingParameterNumber.Integer, defaultValue=DEFAULT_TOP_N, minValue=0,
+        optional=True))
 
 
 def check_threshold_parameters(parameters):
@@ -98,7 +106,9 @@ def read_threshold_parameters(alg, parameters, context):
 
 # Numbers returned by both algorithms that write polygons (for the modeler and scripts)
 POLYGON_OUTPUTS = [
-    ("COUNT", "Number of anomaly polygons"),
+    ("COUNT", "Number of anomaly polygons written (as POLYGON_COUNT)"),
+    ("POLYGON_COUNT", "Number of anomaly polygons written (at most TOP_N)"),
+    ("GROUP_COUNT", "Number of groups of flagged pixels found (at least MIN_AREA pixels)"),
     ("THRESHOLD_VALUE", "Score threshold used"),
     ("VALID_PIXELS", "Valid (scored) pixels"),
     ("FLAGGED_PIXELS", "Pixels at or above the threshold"),
@@ -112,5 +122,14 @@ def add_polygon_outputs(alg):
 
 def polygon_outputs(result) -> dict:
     """The :data:`POLYGON_OUTPUTS` values of a ``model.polygons.PolygonResult``."""
-    return {"COUNT": int(result.count), "THRESHOLD_VALUE": float(result.threshold),
+    return {"COUNT": int(result.count), "POLYGON_COUNT": int(result.count),
+            "GROUP_COUNT": int(result.groups), "THRESHOLD_VALUE": float(result.threshold),
             "VALID_PIXELS": int(result.n_valid), "FLAGGED_PIXELS": int(result.n_flagged)}
+
+
+def polygon_summary(result) -> str:
+    """The log line of a ``model.polygons.PolygonResult``: threshold, groups found, written."""
+    written = (f"all {result.count} written" if result.count == result.groups else
+               f"the {result.count} most anomalous written as polygons (TOP_N)")
+    return (f"Threshold {result.threshold:.6g}: {result.n_flagged} of {result.n_valid} valid "
+            f"pixels flagged, {result.groups} group(s) found, {written}.")

@@ -7,7 +7,7 @@ from ..model.engine import open_raster_checked
 from ..model.polygons import polygonize_scores
 from .base import CITATION, AnomalyAlgorithm, RasterInput
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
-                     polygon_outputs, read_threshold_parameters)
+                     polygon_outputs, polygon_summary, read_threshold_parameters)
 from .provenance import provenance, record_in_vector
 from .styles import POLYGONS_SUFFIX, layer_name
 
@@ -23,9 +23,9 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
     TAGS = ["polygonize", "threshold", "vectorize", "rank"]
     SUMMARY = (
         "Selects the anomalous pixels of a score raster (BAND, default 1; higher = more "
-        "anomalous) "
-        "and turns each 8-connected group into a polygon with GDAL's polygonize. Polygons "
-        "are ranked by their highest score (rank 1 = most anomalous) and carry score_max, "
+        "anomalous), groups them 8-connected, ranks the groups by their highest score (rank "
+        "1 = most anomalous) and turns the TOP_N best into polygons with GDAL's polygonize. "
+        "Polygons carry rank, score_max, "
         "score_mean, pixels, area (map units²), centroid_x / centroid_y (the centroid, in "
         "the raster's CRS), peak_x / peak_y (the highest-scoring pixel), lon / lat (that peak "
         "in WGS 84), area_m2 (ellipsoidal) and top_share (the share of valid pixels scoring "
@@ -36,7 +36,8 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
         "with their rank: sort the attribute table by rank and zoom to each feature to "
         "triage. The top fraction method always flags the same share of pixels, even in a "
         "scene without real anomalies; use a fixed score to flag only pixels above an "
-        "absolute level, and TOP_N to keep a short list.")
+        "absolute level. At most TOP_N polygons (default 500) are written, the most anomalous; "
+        "the log and GROUP_COUNT say how many groups were found in all.")
     REFERENCE = (
         "Connected groups of flagged pixels become polygons with GDAL's GDALPolygonize "
         "(8-connected); the automatic threshold is the three-sigma rule. Score rasters of "
@@ -68,11 +69,10 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
         progress, cancelled = self.callbacks(feedback)
         res = polygonize_scores(src, dst, band=band, progress=progress, is_cancelled=cancelled,
                                 **kwargs)
-        feedback.pushInfo(
-            f"Threshold {res.threshold:.6g}: {res.n_flagged} of {res.n_valid} valid pixels, "
-            f"{res.count} polygon(s).")
+        feedback.pushInfo(polygon_summary(res))
         record_in_vector(dst, provenance(self.id(), parameters, threshold=res.threshold,
-                                         valid_pixels=res.n_valid, flagged_pixels=res.n_flagged))
+                                         valid_pixels=res.n_valid, flagged_pixels=res.n_flagged,
+                                         group_count=res.groups))
         self.style_output(dst, "polygons", layer_name(
             self.input_name(parameters, self.INPUT, context), POLYGONS_SUFFIX))
         return {self.OUTPUT: dst, **polygon_outputs(res)}

@@ -2,16 +2,17 @@
 
     python -m anomaly_detector.model.batch INPUT [INPUT ...] --out DIR
         [--workers N] [--scheduler tcp://host:8786] [--method top_fraction]
-        [--threshold 0.005] [--min-area 1] [--top-n 0] [--tile-size 512]
+        [--threshold 0.005] [--min-area 1] [--top-n 500] [--tile-size 512]
         [--overlap 64] [--scale 1] [--memory-mb MB] [--split-mp MP]
         [--mask POLYGONS] [--extent xmin,ymin,xmax,ymax[,EPSG]]
 
 Each input (a path or a glob pattern) gives ``<out>/<stem>_score.tif`` (the
 deviation score of ``anomaly:detect``) and ``<out>/<stem>_anomalies.gpkg`` (its
-ranked polygons, same threshold parameters and defaults as the algorithm). An area of
-interest (``--extent``, ``--mask``: the algorithm's EXTENT and MASK) is written per scene
-as a VRT of the scene's window whose mask is the rasterised polygons; the tasks read it
-instead of the scene.
+ranked polygons, same threshold parameters and defaults as the algorithm: the
+``--top-n`` most anomalous groups are written, all are counted). An area of interest
+(``--extent``, ``--mask``: the algorithm's EXTENT and MASK) is written per scene as a VRT
+of the scene's window whose mask is the rasterised polygons; the tasks read it instead
+of the scene.
 
 Work is split per scene; a scene larger than a worker's share of all pixels
 (or than ``--split-mp`` megapixels) is also split into groups of tile rows: its
@@ -42,6 +43,7 @@ from .area import named_as, prepare_area, write_area_vrt
 from .detector import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, SCALES, TileScorer, _round_up,
                        check_scale, detection_statistics, raster_scorer, tile_align, tile_core,
                        tile_margin)
+from .polygons import DEFAULT_TOP_N
 
 from .detector import THREADS_ENV  # noqa: E402
 
@@ -57,7 +59,7 @@ class Settings:
     method: str = "top_fraction"
     threshold: float = 0.005
     min_area: int = 1
-    top_n: int = 0
+    top_n: int = DEFAULT_TOP_N
     torch_threads: Optional[int] = None
     weights_path: Optional[str] = None
     mask: Optional[str] = None
@@ -102,6 +104,7 @@ class SceneResult:
     score: str = ""
     polygons: str = ""
     count: int = 0
+    groups: int = 0
     strips: int = 1
     seconds: float = 0.0
     error: str = ""
@@ -193,7 +196,7 @@ def task_finish(source: str, scored, scene: Scene, settings: Settings, started: 
                                threshold=settings.threshold, min_area=settings.min_area,
                                top_n=settings.top_n)
     return SceneResult(source, True, scene.score, scene.polygons, int(result.count),
-                       max(1, len(scene.groups)), time.time() - started)
+                       int(result.groups), max(1, len(scene.groups)), time.time() - started)
 
 
 def _gather(*parts):
@@ -354,10 +357,11 @@ def _text_progress(futures, stream, width: int = 30) -> None:
 
 
 def summary_table(results: Sequence[SceneResult]) -> str:
-    rows = [("scene", "status", "polygons", "strips", "seconds", "output / error")]
+    rows = [("scene", "status", "groups", "polygons", "strips", "seconds", "output / error")]
     for r in results:
         rows.append((Path(r.source).name, "ok" if r.ok else "FAILED",
-                     str(r.count) if r.ok else "-", str(r.strips) if r.ok else "-",
+                     str(r.groups) if r.ok else "-", str(r.count) if r.ok else "-",
+                     str(r.strips) if r.ok else "-",
                      f"{r.seconds:.1f}" if r.ok else "-",
                      r.score if r.ok else r.error.splitlines()[0][:200] if r.error else "error"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -406,7 +410,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         choices=["top_fraction", "fixed", "automatic"])
     parser.add_argument("--threshold", type=float, default=0.005)
     parser.add_argument("--min-area", type=int, default=1)
-    parser.add_argument("--top-n", type=int, default=0)
+    parser.add_argument("--top-n", type=int, default=Settings.top_n,
+                        help="write the N most anomalous polygons of each scene (default "
+                             "%(default)s; 0 = all); every group is counted")
     parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE)
     parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP)
     parser.add_argument("--scale", type=int, default=1, choices=SCALES,

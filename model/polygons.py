@@ -2,7 +2,8 @@
 
 QGIS-free (GDAL/OGR + numpy). Memory stays bounded: the raster is read window
 by window, the threshold comes from streaming histograms (never a sort of all
-pixels) and the mask and label rasters are temporary files.
+pixels), and memory and time do not grow with the number of anomalous groups
+(see :mod:`.groups`).
 
 Threshold methods (pixels with ``score >= threshold`` are anomalous):
 
@@ -14,10 +15,13 @@ Threshold methods (pixels with ``score >= threshold`` are anomalous):
 * ``automatic``: ``mean + 3 * std`` of the valid scores (the three-sigma
   rule), computed in one streaming pass; ``value`` is ignored.
 
-Polygons are built by ``gdal.Polygonize`` with 8-connectedness; polygons with
-fewer than ``min_area`` pixels are dropped and, with ``top_n > 0``, only the
-``top_n`` best-ranked polygons are kept. Each feature carries ``rank``
-(1 = most anomalous, by ``score_max``), ``score_max``, ``score_mean``,
+The flagged pixels are grouped 8-connected in one streaming pass that keeps each
+group's peak, size and score sum; groups of fewer than ``min_area`` pixels are
+dropped, the others counted and ranked (1 = most anomalous: highest peak, then
+largest, then first in raster order) and, with ``top_n > 0``, only the ``top_n``
+best are kept (the others are counted, never polygonised). A second pass writes the
+kept groups' ranks into a temporary raster that ``gdal.Polygonize`` turns into one
+polygon per group. Each feature carries ``rank``, ``score_max``, ``score_mean``,
 ``pixels``, ``area`` (map units squared), ``centroid_x`` / ``centroid_y`` (the
 polygon's centroid), ``peak_x`` / ``peak_y`` (its highest-scoring pixel), ``lon`` /
 ``lat`` (that peak in WGS 84), ``area_m2`` (ellipsoidal, through an equal-area
@@ -35,15 +39,18 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 from osgeo import gdal, ogr, osr
 
 from .engine import (CancelFn, ProgressFn, RasterInputError, WriteFailures, _check, _report,
                      gdal_quiet, iter_windows, open_dataset)
+from .groups import GroupLabels, GroupScan, Ranked, strip_rows
 
 METHODS = ("top_fraction", "fixed", "automatic")
+DEFAULT_TOP_N = 500
+"""Polygons written by default: the most anomalous groups, a list an analyst can read."""
 AUTO_K = 3.0
 BLOCK = 1024
 _HIST_BINS = 4096
@@ -74,6 +81,8 @@ class PolygonResult:
     threshold: float
     n_valid: int
     n_flagged: int
+    groups: int
+    """8-connected groups of at least ``min_area`` flagged pixels; ``count`` of them written."""
 
 
 class _Scores(NamedTuple):
@@ -82,9 +91,13 @@ class _Scores(NamedTuple):
     band: object
 
 
-def _score_windows(scores: _Scores, nodata, progress=None, is_cancelled=None, block=BLOCK):
+def _score_windows(scores: _Scores, nodata, progress=None, is_cancelled=None, block=BLOCK,
+                   rows: Optional[int] = None):
+    """``(window, scores, valid)`` of square blocks, or of strips of ``rows`` whole rows."""
     band = scores.band
-    wins = list(iter_windows(scores.ds.RasterXSize, scores.ds.RasterYSize, block))
+    width, height = scores.ds.RasterXSize, scores.ds.RasterYSize
+    wins = ([(0, y, width, min(rows, height - y)) for y in range(0, height, rows)] if rows
+            else list(iter_windows(width, height, block)))
     for i, (x, y, w, h) in enumerate(wins):
         _check(is_cancelled)
         a = band.ReadAsArray(x, y, w, h).astype(np.float64)
@@ -213,32 +226,6 @@ def _apply_transformer(geom, transformer) -> None:
             ring.SetPoint_2D(i, p[0], p[1])
 
 
-def _track_peaks(smax: np.ndarray, peak_row: np.ndarray, peak_col: np.ndarray,
-                 labels: np.ndarray, scores: np.ndarray, rows: np.ndarray, cols: np.ndarray
-                 ) -> None:
-    """Raise each polygon's running peak (score and pixel) to this window's best pixel."""
-    order = np.lexsort((scores, labels))
-    ordered = labels[order]
-    best = order[np.r_[ordered[1:] != ordered[:-1], True]]  # the highest score per label
-    ids = labels[best]
-    higher = scores[best] > smax[ids]
-    ids, best = ids[higher], best[higher]
-    smax[ids], peak_row[ids], peak_col[ids] = scores[best], rows[best], cols[best]
-
-
-def _top_shares(ds, nd, peaks: np.ndarray, n_valid: int, is_cancelled) -> np.ndarray:
-    """For each peak score, the share of valid pixels scoring at least as high: a
-    scene-relative score that reads the same in every raster (1e-4 = top 0.01 %)."""
-    ordered = np.sort(peaks)
-    # histogram of how many sorted peaks each valid pixel reaches
-    reached = np.zeros(len(ordered) + 1, dtype=np.int64)
-    for _, a, v in _score_windows(ds, nd, None, is_cancelled):
-        reached += np.bincount(np.searchsorted(ordered, a[v], side="right"),
-                               minlength=len(ordered) + 1)
-    at_least = np.cumsum(reached[::-1])[::-1][1:]  # pixels scoring >= ordered[j]
-    return at_least[np.searchsorted(ordered, peaks, side="left")] / max(n_valid, 1)
-
-
 def _wgs84_and_equal_area(srs):
     """Transformations from the layer's CRS to WGS 84 (lon, lat) and to an equal-area
     projection on the WGS 84 ellipsoid (for ellipsoidal areas); (None, None) without CRS."""
@@ -267,14 +254,14 @@ def _pixel_point(gt, transformer, row: int, col: int):
 
 
 def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fraction",
-                      threshold: float = 0.005, min_area: int = 1, top_n: int = 0,
+                      threshold: float = 0.005, min_area: int = 1, top_n: int = DEFAULT_TOP_N,
                       band: int = 1, layer_name: Optional[str] = None, progress: ProgressFn = None,
                       is_cancelled: CancelFn = None) -> PolygonResult:
     """Threshold ``src_path`` and write ranked anomaly polygons to ``dst_path``.
 
     The format follows the extension of ``dst_path`` (GeoPackage by default).
-    ``top_n > 0`` keeps only the ``top_n`` most anomalous polygons (0 = all).
-    Returns a :class:`PolygonResult` whose ``count`` is the number of polygons.
+    ``top_n > 0`` writes only the ``top_n`` most anomalous polygons (0 = all).
+    Returns a :class:`PolygonResult`: ``count`` polygons written of ``groups`` found.
     """
     def sub(a, b):
         return (lambda f: _report(progress, a + (b - a) * f)) if progress else None
@@ -294,171 +281,183 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = "top_fracti
     with failures.watch():
         try:
             with failures.raised():
-                return _polygonize(ds, info, nd, thr, dst_path, folder, min_area, top_n,
-                                   layer_name, failures, sub, progress, is_cancelled)
+                ranked, n_valid, n_flagged = _find_groups(ds, nd, thr, min_area, top_n,
+                                                          sub(0.3, 0.6), is_cancelled)
+                written, name = _polygonize(ds, info, nd, thr, ranked, n_valid, dst_path,
+                                            layer_name, failures, sub, progress, is_cancelled)
         except BaseException as error:
             failures.reraise(dst_path, error)
         finally:
             ds = None
+    _report(progress, 1.0)
+    return PolygonResult(path=dst_path, layer_name=name, count=written, threshold=thr,
+                         n_valid=n_valid, n_flagged=n_flagged, groups=ranked.found)
 
 
-def _polygonize(ds, info, nd, thr, dst_path, folder, min_area, top_n, layer_name, failures,
-                sub, progress, is_cancelled) -> PolygonResult:
-    """The steps of :func:`polygonize_scores` once the threshold is known."""
+def _flagged_strips(scores: _Scores, nodata, threshold: float, progress, is_cancelled):
+    """``(y, scores, valid, flagged)`` of each strip of whole rows (see :mod:`.groups`)."""
+    rows = strip_rows(scores.ds.RasterXSize)
+    for (_, y, _, _), a, v in _score_windows(scores, nodata, progress, is_cancelled, rows=rows):
+        yield y, a, v, v & (a >= threshold)
+
+
+def _find_groups(scores: _Scores, nodata, threshold: float, min_area: int, top_n: int,
+                 progress, is_cancelled) -> Tuple[Ranked, int, int]:
+    """Group the flagged pixels in one streaming pass: ``(ranked groups, valid pixels,
+    flagged pixels)``; only the best ``top_n`` groups are held."""
+    scan = GroupScan(scores.ds.RasterXSize, min_area, top_n)
+    n_valid = n_flagged = 0
+    for y, a, v, flagged in _flagged_strips(scores, nodata, threshold, progress, is_cancelled):
+        scan.add(y, a, flagged)
+        n_valid += int(v.sum())
+        n_flagged += int(flagged.sum())
+    return scan.ranked(), n_valid, n_flagged
+
+
+def _write_labels(band, scores: _Scores, nodata, threshold: float, ranked: Ranked, progress,
+                  is_cancelled) -> np.ndarray:
+    """Write each kept group's rank on its pixels (0 elsewhere) into ``band``. Returns, for
+    each kept group, how many valid pixels score at least its peak (for ``top_share``: a
+    scene-relative score that reads the same in every raster, 1e-4 = top 0.01 %)."""
+    labels = GroupLabels(scores.ds.RasterXSize, ranked)
+    peaks = np.sort(ranked.groups.peak)
+    reached = np.zeros(len(peaks) + 1, dtype=np.int64)  # valid pixels reaching j sorted peaks
+    for y, a, v, flagged in _flagged_strips(scores, nodata, threshold, progress, is_cancelled):
+        band.WriteArray(labels.add(y, a, flagged), 0, y)
+        reached += np.bincount(np.searchsorted(peaks, a[v], side="right"),
+                               minlength=len(peaks) + 1)
+    at_least = np.cumsum(reached[::-1])[::-1][1:]  # pixels scoring >= peaks[j]
+    return at_least[np.searchsorted(peaks, ranked.groups.peak, side="left")]
+
+
+def _layer_srs(info):
+    """The polygons' CRS: the raster's, or that of its GCPs; None without one."""
+    if not (info.projection_wkt or info.gcp_wkt):
+        return None
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(info.projection_wkt or info.gcp_wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def _polygonize(ds, info, nd, thr, ranked: Ranked, n_valid: int, dst_path: str,
+                layer_name, failures, sub, progress, is_cancelled) -> Tuple[int, str]:
+    """Polygonise the kept groups only and write them: ``(polygons written, layer name)``."""
     gt = info.geotransform if info.has_geotransform else NO_GEOTRANSFORM
+    srs = _layer_srs(info)
+    kept = len(ranked.groups.ids)
     tmpdir = tempfile.mkdtemp(prefix="anomaly-poly-")
+    lds = polys = layer = None
     try:
-        # 1. mask raster, window by window
-        mpath = os.path.join(tmpdir, "mask.tif")
-        drv = gdal.GetDriverByName("GTiff")
-        opts = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
-        mds = drv.Create(mpath, info.width, info.height, 1, gdal.GDT_Byte, opts)
-        mds.SetGeoTransform(gt)
-        if info.projection_wkt:
-            mds.SetProjection(info.projection_wkt)
-        mband = mds.GetRasterBand(1)
-        n_valid = n_flag = 0
-        for (x, y, w, h), a, v in _score_windows(ds, nd, sub(0.3, 0.5), is_cancelled):
-            m = v & (a >= thr)
-            n_valid += int(v.sum())
-            n_flag += int(m.sum())
-            mband.WriteArray(m.astype(np.uint8), x, y)
-        mband.FlushCache()
-
-        # 2. polygonize (8-connected) into a temporary layer
-        srs = None
-        if info.projection_wkt or info.gcp_wkt:
-            srs = osr.SpatialReference()
-            srs.ImportFromWkt(info.projection_wkt or info.gcp_wkt)
-            srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        # (a file, not memory: the number of polygons grows with the raster)
-        mem = ogr.GetDriverByName("GPKG").CreateDataSource(os.path.join(tmpdir, "poly.gpkg"))
-        tl = mem.CreateLayer("poly", srs=None if info.gcps else srs, geom_type=ogr.wkbPolygon,
-                             options=["SPATIAL_INDEX=NO"])
-        tl.CreateField(ogr.FieldDefn("v", ogr.OFTInteger))
-        _check(is_cancelled)
-        tl.StartTransaction()
-        gdal.Polygonize(mband, mband, tl, 0, ["8CONNECTED=8"])
-        tl.CommitTransaction()
-        _report(progress, 0.6)
-
-        # 3. label raster: burn a 1-based polygon id, then per-polygon statistics
-        fids = [f.GetFID() for f in tl]
-        npoly = len(fids)
-        fid_to_id = {fid: i + 1 for i, fid in enumerate(fids)}
-        tl.StartTransaction()
-        for f in tl:
-            f.SetField("v", fid_to_id[f.GetFID()])
-            tl.SetFeature(f)
-        tl.CommitTransaction()
-        smax = np.full(npoly + 1, -np.inf)
-        ssum = np.zeros(npoly + 1)
-        cnt = np.zeros(npoly + 1, dtype=np.int64)
-        peak_row = np.zeros(npoly + 1, dtype=np.int64)
-        peak_col = np.zeros(npoly + 1, dtype=np.int64)
-        if npoly:
-            lpath = os.path.join(tmpdir, "labels.tif")
-            lds = drv.Create(lpath, info.width, info.height, 1, gdal.GDT_Int32, opts)
+        fid_of_rank = np.zeros(kept + 1, dtype=np.int64)
+        shares = np.zeros(kept)
+        if kept:
+            # a raster of the kept groups' ranks, polygonised (8-connected) into a file
+            lds = gdal.GetDriverByName("GTiff").Create(
+                os.path.join(tmpdir, "labels.tif"), info.width, info.height, 1, gdal.GDT_Int32,
+                ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"])
             lds.SetGeoTransform(gt)
-            if info.projection_wkt:
-                lds.SetProjection(info.projection_wkt)
-            gdal.RasterizeLayer(lds, [1], tl, options=["ATTRIBUTE=v"])
             lband = lds.GetRasterBand(1)
-            for (x, y, w, h), a, v in _score_windows(ds, nd, sub(0.6, 0.9), is_cancelled):
-                lab = lband.ReadAsArray(x, y, w, h)
-                sel = (lab > 0) & v
-                if not sel.any():
-                    continue
-                li, s = lab[sel], a[sel]
-                cnt += np.bincount(li, minlength=npoly + 1)
-                ssum += np.bincount(li, weights=s, minlength=npoly + 1)
-                rows, cols = np.nonzero(sel)
-                _track_peaks(smax, peak_row, peak_col, li, s, rows + y, cols + x)
-            lband = None
-            lds = None
-
-        # 4. keep, rank and write
-        keep = [i for i in range(1, npoly + 1) if cnt[i] >= min_area]
-        keep.sort(key=lambda i: (-smax[i], -cnt[i], i))
-        if top_n:
-            keep = keep[:top_n]
-        pix_area = info.pixel_area
-        shares = _top_shares(ds, nd, smax[keep], n_valid, is_cancelled) if keep else []
-        to_wgs84, to_equal_area = _wgs84_and_equal_area(srs)
-        # GCP-georeferenced: vertices through GDAL's GCP transformer, as QGIS warps it
-        transformer = gdal.Transformer(ds.ds, None, []) if info.gcps else None
-        name = layer_name or os.path.splitext(os.path.basename(dst_path))[0] or "anomalies"
-        drv_name = vector_driver(dst_path)
-        odrv = ogr.GetDriverByName(drv_name)
-        # write into a hidden folder beside the destination, then rename
-        part_dir = os.path.join(folder, f".{os.path.basename(dst_path)}.{uuid.uuid4().hex[:8]}.partial")
-        try:
-            os.mkdir(part_dir)
-        except OSError as error:
-            raise RasterInputError(
-                f"Could not write in the output folder '{folder}' ({error.strerror}). "
-                "Choose a folder where you can write.") from error
-        part_path = os.path.join(part_dir, os.path.basename(dst_path))
-        try:
-            out = odrv.CreateDataSource(part_path)
-            if out is None:
-                raise RasterInputError(
-                    f"Could not create the output file '{dst_path}'. Check that the folder "
-                    "exists and is writable.")
-            lopts = LAYER_OPTIONS.get(drv_name, [])
-            ol = out.CreateLayer(name, srs=srs, geom_type=ogr.wkbPolygon, options=lopts)
-            for fname, ftype in FIELDS:
-                if drv_name == "MapInfo File" and ftype == ogr.OFTInteger64:
-                    ftype = ogr.OFTReal  # MapInfo has no 64-bit integers
-                ol.CreateField(ogr.FieldDefn(fname, ftype))
-            ol.StartTransaction()
-            for rank, i in enumerate(keep, start=1):
-                source = tl.GetFeature(fids[i - 1])  # keep it alive while cloning
-                geom = source.GetGeometryRef().Clone()
-                if transformer is not None:
-                    _apply_transformer(geom, transformer)
-                centroid = geom.Centroid()
-                feat = ogr.Feature(ol.GetLayerDefn())
-                feat.SetField("rank", rank)
-                feat.SetField("score_max", float(smax[i]))
-                feat.SetField("score_mean", float(ssum[i] / cnt[i]))
-                feat.SetField("pixels", int(cnt[i]))
-                feat.SetField("area", float(geom.GetArea() if transformer else
-                                            cnt[i] * pix_area))
-                feat.SetField("centroid_x", float(centroid.GetX()))
-                feat.SetField("centroid_y", float(centroid.GetY()))
-                peak = _pixel_point(gt, transformer, peak_row[i], peak_col[i])
-                feat.SetField("peak_x", peak.GetX())
-                feat.SetField("peak_y", peak.GetY())
-                feat.SetField("top_share", float(shares[rank - 1]))
-                if to_wgs84 is not None:
-                    peak.Transform(to_wgs84)
-                    feat.SetField("lon", peak.GetX())
-                    feat.SetField("lat", peak.GetY())
-                    metric = geom.Clone()
-                    metric.Transform(to_equal_area)
-                    feat.SetField("area_m2", metric.GetArea())
-                feat.SetGeometry(geom)
-                ol.CreateFeature(feat)
-            ol.CommitTransaction()
-            ol = None
-            out = None
+            shares = _write_labels(lband, ds, nd, thr, ranked, sub(0.6, 0.85),
+                                   is_cancelled) / max(n_valid, 1)
+            polys = ogr.GetDriverByName("GPKG").CreateDataSource(os.path.join(tmpdir, "p.gpkg"))
+            layer = polys.CreateLayer("poly", srs=None if info.gcps else srs,
+                                      geom_type=ogr.wkbPolygon, options=["SPATIAL_INDEX=NO"])
+            layer.CreateField(ogr.FieldDefn("rank", ogr.OFTInteger))
             _check(is_cancelled)
-            failures.check(dst_path)
-            _replace_vector(odrv, part_dir, dst_path)
-        finally:
-            with gdal_quiet():  # a failed write fails again when closed: said once
-                out = None
-            shutil.rmtree(part_dir, ignore_errors=True)
-        _report(progress, 1.0)
-        return PolygonResult(path=dst_path, layer_name=name, count=len(keep), threshold=thr,
-                             n_valid=n_valid, n_flagged=n_flag)
+            layer.StartTransaction()
+            gdal.Polygonize(lband, lband, layer, 0, ["8CONNECTED=8"])
+            layer.CommitTransaction()
+            for feature in layer:
+                fid_of_rank[feature.GetField(0)] = feature.GetFID()
+        _report(progress, 0.9)
+        name = layer_name or os.path.splitext(os.path.basename(dst_path))[0] or "anomalies"
+
+        def write(out_layer):
+            _write_features(out_layer, layer, fid_of_rank, ranked, shares, ds.ds, info, gt, srs)
+        _write_vector(dst_path, name, srs, write, failures, is_cancelled)
+        return kept, name
     finally:
         with gdal_quiet():
-            mband = None
-            mds = None
-            tl = mem = None  # noqa: F841 - closes the temporary polygon file
+            lband = lds = None
+            layer = polys = None  # noqa: F841 - closes the temporary files
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _write_features(out_layer, polygons, fid_of_rank: np.ndarray, ranked: Ranked,
+                    shares: np.ndarray, dataset, info, gt, srs) -> None:
+    """Write the kept groups' polygons (from layer ``polygons``) in rank order."""
+    groups = ranked.groups
+    to_wgs84, to_equal_area = _wgs84_and_equal_area(srs)
+    # GCP-georeferenced: vertices through GDAL's GCP transformer, as QGIS warps it
+    transformer = gdal.Transformer(dataset, None, []) if info.gcps else None
+    for i in range(len(groups.ids)):
+        source = polygons.GetFeature(int(fid_of_rank[i + 1]))  # alive while cloning
+        geom = source.GetGeometryRef().Clone()
+        if transformer is not None:
+            _apply_transformer(geom, transformer)
+        pixels = int(groups.pixels[i])
+        centroid = geom.Centroid()
+        feat = ogr.Feature(out_layer.GetLayerDefn())
+        feat.SetField("rank", i + 1)
+        feat.SetField("score_max", float(groups.peak[i]))
+        feat.SetField("score_mean", float(groups.score_sum[i] / pixels))
+        feat.SetField("pixels", pixels)
+        feat.SetField("area", float(geom.GetArea() if transformer else pixels * info.pixel_area))
+        feat.SetField("centroid_x", float(centroid.GetX()))
+        feat.SetField("centroid_y", float(centroid.GetY()))
+        peak = _pixel_point(gt, transformer, *divmod(int(groups.peak_at[i]), info.width))
+        feat.SetField("peak_x", peak.GetX())
+        feat.SetField("peak_y", peak.GetY())
+        feat.SetField("top_share", float(shares[i]))
+        if to_wgs84 is not None:
+            peak.Transform(to_wgs84)
+            feat.SetField("lon", peak.GetX())
+            feat.SetField("lat", peak.GetY())
+            metric = geom.Clone()
+            metric.Transform(to_equal_area)
+            feat.SetField("area_m2", metric.GetArea())
+        feat.SetGeometry(geom)
+        out_layer.CreateFeature(feat)
+
+
+def _write_vector(dst_path: str, name: str, srs, write, failures, is_cancelled) -> None:
+    """Create the output layer with :data:`FIELDS` in a hidden folder beside ``dst_path``,
+    fill it with ``write(layer)`` and move it into place when complete."""
+    folder = os.path.dirname(os.path.abspath(dst_path))
+    drv_name = vector_driver(dst_path)
+    odrv = ogr.GetDriverByName(drv_name)
+    part_dir = os.path.join(folder, f".{os.path.basename(dst_path)}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        os.mkdir(part_dir)
+    except OSError as error:
+        raise RasterInputError(
+            f"Could not write in the output folder '{folder}' ({error.strerror}). "
+            "Choose a folder where you can write.") from error
+    out = None
+    try:
+        out = odrv.CreateDataSource(os.path.join(part_dir, os.path.basename(dst_path)))
+        if out is None:
+            raise RasterInputError(
+                f"Could not create the output file '{dst_path}'. Check that the folder "
+                "exists and is writable.")
+        ol = out.CreateLayer(name, srs=srs, geom_type=ogr.wkbPolygon,
+                             options=LAYER_OPTIONS.get(drv_name, []))
+        for fname, ftype in FIELDS:
+            if drv_name == "MapInfo File" and ftype == ogr.OFTInteger64:
+                ftype = ogr.OFTReal  # MapInfo has no 64-bit integers
+            ol.CreateField(ogr.FieldDefn(fname, ftype))
+        ol.StartTransaction()
+        write(ol)
+        ol.CommitTransaction()
+        ol = out = None
+        _check(is_cancelled)
+        failures.check(dst_path)
+        _replace_vector(odrv, part_dir, dst_path)
+    finally:
+        with gdal_quiet():  # a failed write fails again when closed: said once
+            ol = out = None  # noqa: F841
+        shutil.rmtree(part_dir, ignore_errors=True)
 
 
 def _replace_vector(driver, part_dir: str, dst_path: str) -> None:

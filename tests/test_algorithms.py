@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from osgeo import gdal
+from scipy import ndimage
 
 from anomaly_detector.model.engine import NODATA
 from conftest import make_bad_input, read_raster, write_raster
@@ -116,6 +117,30 @@ def test_polygonize_algorithm(tmp_path, run_alg):
     # default parameters: top fraction 0.005 of valid pixels
     res = run_alg("anomaly:polygonize", {"INPUT": src, "OUTPUT": str(tmp_path / "d.gpkg")})
     assert res["COUNT"] >= 1
+
+
+def test_polygonize_writes_top_n_polygons_by_default_and_counts_every_group(tmp_path, run_alg):
+    from qgis.core import QgsProcessingFeedback, QgsVectorLayer
+
+    class Log(QgsProcessingFeedback):
+        lines = []
+
+        def pushInfo(self, text):  # noqa: N802
+            self.lines.append(text)
+    scores = np.random.default_rng(4).random((200, 300), dtype=np.float32)  # pure noise
+    src = write_raster(tmp_path / "noise.tif", scores)
+    log = Log()
+    res = run_alg("anomaly:polygonize", {"INPUT": src, "THRESHOLD": 0.05,
+                                         "OUTPUT": str(tmp_path / "p.gpkg")}, log)
+    groups = ndimage.label(scores >= res["THRESHOLD_VALUE"], np.ones((3, 3), bool))[1]
+    assert groups > 2000
+    assert res["GROUP_COUNT"] == groups
+    assert res["POLYGON_COUNT"] == res["COUNT"] == 500
+    layer = QgsVectorLayer(res["OUTPUT"], "p", "ogr")
+    assert layer.featureCount() == 500
+    assert sorted(f["rank"] for f in layer.getFeatures()) == list(range(1, 501))
+    assert f"3000 of 60000 valid pixels flagged, {groups} group(s) found, the 500 most " \
+        "anomalous written as polygons (TOP_N)." in "\n".join(log.lines)
 
 
 @pytest.mark.parametrize("case, words", [

@@ -55,6 +55,9 @@ def test_batch_on_local_cluster_equals_single_process(tmp_path):
     assert by_name["scene2.tif"].strips > 1  # the large scene was split into row groups
     table = batch.summary_table(results)
     assert "FAILED" in table and "4 scene(s) scored, 1 failed" in table
+    assert table.splitlines()[0].split()[:4] == ["scene", "status", "groups", "polygons"]
+    # fewer groups than --top-n (500 by default): every group is written
+    assert all(r.groups == r.count >= 1 for r in results if r.ok)
     for i, src in enumerate(sources):
         ref_score, ref_poly = tmp_path / f"ref{i}.tif", tmp_path / f"ref{i}.gpkg"
         detect_raster(src, str(ref_score), tile_size=32, overlap=48, device="cpu")

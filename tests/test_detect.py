@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 from osgeo import gdal
+from scipy import ndimage
 
 from anomaly_detector.model import weights as weights_module
 from anomaly_detector.model.detector import TileScorer, detect_raster, resolve_device
@@ -169,6 +170,9 @@ def test_detect_algorithm_scores_and_polygons(tmp_path, run_alg):
     # the same numbers as anomaly:polygonize returns, from the written map
     assert result["VALID_PIXELS"] == 110 * 90
     assert result["FLAGGED_PIXELS"] == int((scores >= result["THRESHOLD_VALUE"]).sum()) >= 1
+    flagged_groups = ndimage.label(scores >= result["THRESHOLD_VALUE"], np.ones((3, 3), bool))[1]
+    assert result["GROUP_COUNT"] == flagged_groups  # fewer than TOP_N (500): all written
+    assert result["POLYGON_COUNT"] == result["COUNT"] == flagged_groups
     assert size == (110, 90) and gt == gdal.Open(src).GetGeoTransform()
     from qgis.core import QgsVectorLayer
     layer = QgsVectorLayer(str(tmp_path / "anomalies.gpkg"), "anomalies", "ogr")

@@ -1,11 +1,14 @@
 """Thresholds and ranked polygons against a known synthetic score raster."""
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
 from osgeo import ogr, osr
+from scipy import ndimage
 
+from anomaly_detector.model.groups import strip_rows
 from anomaly_detector.model.polygons import compute_threshold, count_polygons, polygonize_scores
 from conftest import write_raster
 
@@ -187,3 +190,83 @@ def test_triage_attributes_without_a_crs_leave_lon_lat_and_area_empty(tmp_path):
     feature = next(iter(dataset.GetLayer(0)))
     assert feature.GetField("peak_x") is not None and feature.GetField("top_share") == 1 / 400
     assert feature.GetField("lon") is None and feature.GetField("area_m2") is None
+
+
+# --------------------------------------------------------------------------
+# TOP_N: the best groups are polygonised, all are counted
+
+def _noise_with_targets(tmp_path, height, width):
+    """Uniform noise in [0, 1) with five planted targets (scores >= 2) kept 2 pixels away
+    from any noise pixel; returns ``(path, scores, targets)`` with each target's peak,
+    peak pixel and size, in rank order."""
+    a = np.random.default_rng(11).random((height, width), dtype=np.float32)
+    boundary = strip_rows(width)  # the U and the square cross strip boundaries
+    targets = [  # (pixels, peak pixel, peak)
+        ([(r, 100) for r in range(boundary - 24, boundary + 17)]
+         + [(r, 110) for r in range(boundary - 24, boundary + 17)]
+         + [(boundary + 16, c) for c in range(101, 110)], (boundary - 24, 110), 9.0),
+        ([(r, c) for r in range(500, 503) for c in range(700, 704)], (501, 702), 8.0),
+        ([(2100, 50), (2101, 51), (2102, 52)], (2101, 51), 7.0),
+        ([(2 * boundary - 1, 900)], (2 * boundary - 1, 900), 6.0),
+        ([(r, c) for r in (2 * boundary - 1, 2 * boundary) for c in (300, 301)],
+         (2 * boundary, 300), 5.5),
+    ]
+    for pixels, _, _ in targets:
+        rows, cols = zip(*pixels)
+        a[max(min(rows) - 2, 0):max(rows) + 3, max(min(cols) - 2, 0):max(cols) + 3] = 0.0
+    for pixels, (r, c), peak in targets:
+        for p in pixels:
+            a[p] = 2.0
+        a[r, c] = peak
+    return write_raster(tmp_path / "noise.tif", a, geotransform=GT), a, targets
+
+
+def _features(path):
+    dataset = ogr.Open(str(path))
+    rows = [(f.items(), f.GetGeometryRef().ExportToWkt()) for f in dataset.GetLayer(0)]
+    dataset = None
+    return rows
+
+
+def test_top_n_writes_the_first_ranks_of_all_groups_and_counts_them_all(tmp_path):
+    width = 1024
+    src, a, targets = _noise_with_targets(tmp_path, 2 * strip_rows(width) + 252, width)
+    groups = ndimage.label(a >= 0.995, structure=np.ones((3, 3), bool))[1]
+    assert groups > 10000  # noise: thousands of one- or two-pixel groups
+    every = polygonize_scores(src, str(tmp_path / "all.gpkg"), method="fixed", threshold=0.995,
+                              top_n=0)
+    best = polygonize_scores(src, str(tmp_path / "best.gpkg"), method="fixed", threshold=0.995,
+                             top_n=8)
+    assert (every.groups, every.count) == (groups, groups)
+    assert (best.groups, best.count) == (groups, 8)
+    assert count_polygons(str(tmp_path / "best.gpkg")) == 8
+    first = _features(tmp_path / "best.gpkg")
+    assert first == _features(tmp_path / "all.gpkg")[:8]
+    for rank, ((attrs, _), (pixels, (r, c), peak)) in enumerate(zip(first, targets), start=1):
+        assert (attrs["rank"], attrs["score_max"], attrs["pixels"]) == (rank, peak, len(pixels))
+        assert (attrs["peak_x"], attrs["peak_y"]) == pytest.approx(
+            (GT[0] + (c + 0.5) * GT[1], GT[3] + (r + 0.5) * GT[5]))
+        assert attrs["area"] == pytest.approx(100.0 * len(pixels))
+    # then the noise groups, from the highest noise pixel down
+    assert [attrs["score_max"] for attrs, _ in first[5:]] == np.sort(a[a < 1])[:-4:-1].tolist()
+
+
+def test_memory_does_not_grow_with_the_number_of_groups(tmp_path):
+    # pure noise, 5 % flagged: eight times the rows give eight times the groups (339 869),
+    # with the same peak of traced memory (per-group objects for every group would grow it)
+    peaks = {}
+    for height in (1024, 8192):
+        a = np.random.default_rng(3).random((height, 1024), dtype=np.float32)
+        src = write_raster(tmp_path / f"noise{height}.tif", a)
+        out = str(tmp_path / f"noise{height}.gpkg")
+        tracemalloc.start()
+        try:
+            result = polygonize_scores(src, out, threshold=0.05, top_n=100)
+            peaks[height] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        flagged = a >= result.threshold
+        assert result.n_flagged == int(flagged.sum())
+        assert result.groups == ndimage.label(flagged, structure=np.ones((3, 3), bool))[1]
+        assert result.count == count_polygons(out) == 100
+    assert peaks[8192] < 1.15 * peaks[1024], peaks

@@ -39,7 +39,9 @@ def test_rx_then_polygonize_json(scene):
     res = _json(run_qgis_process(["--json", "run", "anomaly:polygonize", f"--INPUT={score}",
                                   "--THRESHOLD_METHOD=0", "--THRESHOLD=0.01", "--MIN_AREA=1",
                                   f"--OUTPUT={poly}"]))
-    assert poly.exists() and res["results"]["COUNT"] >= 1
+    results = res["results"]
+    assert poly.exists() and results["COUNT"] == results["POLYGON_COUNT"] >= 1
+    assert results["GROUP_COUNT"] == results["POLYGON_COUNT"]  # fewer than TOP_N: all written
 
 
 def test_model3_chain_runs_headless(scene):

@@ -1,0 +1,150 @@
+"""The user's path in ``make bench``: whole ``qgis_process`` runs on realistic GeoTIFFs.
+
+Each case writes a GeoTIFF in one of :data:`bench_rasters.LAYOUTS` and runs
+``qgis_process.bin --json run anomaly:<algorithm>`` on it with default parameters
+(``anomaly:detect`` and ``anomaly:polygonize`` write their polygons), in a private QGIS
+profile with the plugin of this checkout. The whole command is timed (start-up, plugin,
+PyTorch and weights loading included) and the peak resident memory of that child
+process comes from the kernel (``os.wait4``). The same command on a 1 x 1 raster of the
+same bands, type and layout gives its start-up time; the rate is
+``megapixels / (seconds - startup_s)``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sysconfig
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from osgeo import gdal
+
+from bench_rasters import GDAL_TYPES, LAYOUTS, write_noise, write_scene, write_speckle
+
+QGIS_PROCESS = "qgis_process.bin"
+PLUGIN = "anomaly_detector"
+
+
+class Case(NamedTuple):
+    name: str
+    content: str      # spectra, speckle or noise (see bench_rasters)
+    bands: int
+    dtype: str
+    side: int         # pixels per side; --quick divides it by 4
+    layout: str       # a key of LAYOUTS
+    algorithms: tuple
+
+
+CASES = [
+    Case("spectra-band", "spectra", 200, "int16", 1024, "band-interleaved, DEFLATE, tiled 256",
+         ("detect", "rx")),
+    Case("spectra-pixel", "spectra", 200, "int16", 1024, "pixel-interleaved, ZSTD, striped",
+         ("detect", "rx")),
+    Case("speckle-pixel", "speckle", 4, "uint16", 4096, "pixel-interleaved, ZSTD, tiled 256",
+         ("detect", "rx")),
+    Case("speckle-band", "speckle", 4, "uint16", 4096, "band-interleaved, DEFLATE, striped",
+         ("rx",)),
+    Case("noise", "noise", 3, "uint8", 4096, "pixel-interleaved, ZSTD, tiled 256", ("detect",)),
+    Case("noise-scores", "noise", 1, "float32", 4096, "band-interleaved, DEFLATE, striped",
+         ("polygonize",)),
+]
+
+
+def write_case(path: Path, case: Case, side: int) -> Path:
+    """The case's raster, ``side`` x ``side`` pixels."""
+    options = LAYOUTS[case.layout] + ("BIGTIFF=IF_SAFER",)
+    if case.content == "spectra":
+        return write_scene(path, case.bands, case.dtype, side, side, options=options, rows=128)
+    if case.content == "speckle":
+        return write_speckle(path, case.bands, side, side, options=options)
+    return write_noise(path, case.bands, case.dtype, side, side, options=options)
+
+
+def qgis_environment(scratch: Path, plugin_path: Path) -> dict:
+    """Headless ``qgis_process`` in a private profile under ``scratch``, with this
+    checkout's plugin enabled and this Python's packages (PyTorch) visible."""
+    config, runtime = scratch / "qgis-config", scratch / "xdg-runtime"
+    config.mkdir(parents=True, exist_ok=True)
+    runtime.mkdir(parents=True, exist_ok=True)
+    os.chmod(runtime, 0o700)
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QGIS_PLUGINPATH": str(plugin_path),
+           "QGIS_CUSTOM_CONFIG_PATH": str(config), "XDG_RUNTIME_DIR": str(runtime),
+           "PYTHONPATH": os.pathsep.join([str(plugin_path), sysconfig.get_paths()["purelib"]])}
+    subprocess.run([QGIS_PROCESS, "plugins", "enable", PLUGIN], env=env, capture_output=True)
+    return env
+
+
+def command(algorithm: str, src: Path, out: Path) -> list:
+    """``qgis_process`` with default parameters; outputs named after ``out``."""
+    outputs = {"detect": [f"--OUTPUT_SCORE={out}_score.tif",
+                          f"--OUTPUT_POLYGONS={out}_anomalies.gpkg"],
+               "rx": [f"--OUTPUT={out}_score.tif"],
+               "polygonize": [f"--OUTPUT={out}_anomalies.gpkg"]}[algorithm]
+    return [QGIS_PROCESS, "--json", "run", f"anomaly:{algorithm}", f"--INPUT={src}", *outputs]
+
+
+def run_measured(args: list, env: dict, log: Path) -> dict:
+    """Run ``args``: wall seconds of the whole process, its peak RSS (MiB) and the
+    results and log of ``qgis_process --json``."""
+    with open(log, "w") as stdout, open(f"{log}.err", "w") as stderr:
+        start = time.perf_counter()
+        process = subprocess.Popen(args, stdout=stdout, stderr=stderr, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    text = log.read_text(errors="replace")
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, args))} failed (exit {process.returncode}):\n"
+                           f"{text[-2000:]}{Path(f'{log}.err').read_text(errors='replace')[-2000:]}")
+    report = json.loads(text[text.index("{"):])
+    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "results": report.get("results", {}), "log": report.get("log", {}).get("info", [])}
+
+
+def qgis_process_rows(scratch: Path, plugin_path: Path, *, quick: bool, repeat: int,
+                      keep: bool, report: Callable[[dict], None]) -> list:
+    """Measure every case (its files in a folder of ``scratch``, removed after it unless
+    ``keep``); ``report(row)`` is called as each row is ready."""
+    env = qgis_environment(scratch, plugin_path)
+    startup, rows = {}, []
+    for case in CASES:
+        folder = scratch / case.name
+        folder.mkdir()
+        side = case.side // 4 if quick else case.side
+        src = write_case(folder / "input.tif", case, side)
+        one = write_case(folder / "input_1x1.tif", case, 1)
+        for algorithm in case.algorithms:
+            out = folder / algorithm
+            key = (algorithm, case.bands, case.dtype, case.layout)
+            if key not in startup:  # the fastest of ``repeat`` runs on the 1 x 1 raster
+                startup[key] = min(run_measured(command(algorithm, one, out), env,
+                                                Path(f"{out}.log"))["seconds"]
+                                   for _ in range(repeat))
+            runs = [run_measured(command(algorithm, src, out), env, Path(f"{out}.log"))
+                    for _ in range(repeat if side * side <= 50e6 else 1)]
+            best = min(runs, key=lambda run: run["seconds"])
+            rows.append(_row(case, algorithm, src, side, best, startup[key],
+                             max(run["peak_rss_mb"] for run in runs)))
+            report(rows[-1])
+        if not keep:
+            shutil.rmtree(folder)
+    return rows
+
+
+def _row(case: Case, algorithm: str, src: Path, side: int, run: dict, startup_s: float,
+         peak_rss_mb: float) -> dict:
+    results = run["results"]
+    megapixels = side * side / 1e6
+    row = {"case": case.name, "algorithm": f"anomaly:{algorithm}", "path": "qgis_process",
+           "raster": f"{case.bands}x{side}x{side} {gdal.GetDataTypeName(GDAL_TYPES[case.dtype])}",
+           "layout": case.layout, "file_mb": src.stat().st_size / 2 ** 20,
+           "megapixels": megapixels, "seconds": run["seconds"], "startup_s": startup_s,
+           "mp_per_s": megapixels / max(run["seconds"] - startup_s, 1e-9),
+           "peak_rss_mb": peak_rss_mb}
+    if "GROUP_COUNT" in results:
+        row["groups"], row["polygons"] = results["GROUP_COUNT"], results["POLYGON_COUNT"]
+        row["log"] = next((line for line in run["log"] if line.startswith("Threshold ")), "")
+    return row
