@@ -88,7 +88,7 @@ TRAIN_STEPS ?= 6000
 TRAIN_SCHEDULE ?= 6000
 TRAIN_OUT   ?= $(CURDIR)/weights/detector.pt
 train: setup
-	$(PY) -m $(PLUGIN).model.train --data $(TRAIN_DATA) --steps $(TRAIN_STEPS) \
+	$(PY) -m $(PLUGIN).model.training.train --data $(TRAIN_DATA) --steps $(TRAIN_STEPS) \
 	  --schedule-steps $(TRAIN_SCHEDULE) --out $(TRAIN_OUT) --validate $(SHARED_DATA)/dev \
 	  $(if $(RESUME),--resume $(RESUME)) $(TRAIN_ARGS)
 
@@ -99,7 +99,7 @@ train: setup
 DATA  ?= $(SHARED_DATA)/dev
 SCALE ?= 1
 evaluate: setup
-	$(PY) -m $(PLUGIN).model.evaluate $(DATA) --scale $(SCALE) \
+	$(PY) -m $(PLUGIN).model.training.evaluate $(DATA) --scale $(SCALE) \
 	  --out $(BUILD)/evaluation$(if $(filter-out 1,$(SCALE)),-scale$(SCALE)) $(EVALUATE_ARGS)
 
 # Install the packaged plugin into a QGIS profile (default: the user's default

@@ -8,11 +8,11 @@ import pytest
 from osgeo import gdal
 from scipy import ndimage
 
-from anomaly_detector.model import weights as weights_module
-from anomaly_detector.model.detector import TileScorer, detect_raster, resolve_device
+from anomaly_detector.model.nn import weights as weights_module
+from anomaly_detector.model.nn.detector import TileScorer, detect_raster, resolve_device
 from anomaly_detector.model.engine import NODATA
-from anomaly_detector.model.features import fit_from_array
-from anomaly_detector.model.weights import WeightsError, load_detector
+from anomaly_detector.model.nn.features import fit_from_array
+from anomaly_detector.model.nn.weights import WeightsError, load_detector
 from conftest import read_raster, run_qgis_process, write_raster
 
 
@@ -110,8 +110,8 @@ def test_nodata_and_grid_are_kept(tmp_path):
 
 def test_negligible_weights_are_zeroed_on_load_without_changing_scores(tmp_path):
     import torch
-    from anomaly_detector.model.network import DeviationNet
-    from anomaly_detector.model.weights import save_weights
+    from anomaly_detector.model.nn.network import DeviationNet
+    from anomaly_detector.model.nn.weights import save_weights
     torch.manual_seed(0)
     model = DeviationNet(width=4).eval()
     with torch.no_grad():

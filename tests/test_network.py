@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from anomaly_detector.model.features import INPUT_CHANNELS, SpectralReduction, fit_from_array
-from anomaly_detector.model.evidence import (CONTRAST_SCALES, EVIDENCE_CHANNELS, EVIDENCE_RADIUS,
+from anomaly_detector.model.nn.features import INPUT_CHANNELS, SpectralReduction, fit_from_array
+from anomaly_detector.model.nn.evidence import (CONTRAST_SCALES, EVIDENCE_CHANNELS, EVIDENCE_RADIUS,
                                             GUARD_RADIUS, OUTER_RADIUS, RIDGE, evidence_channels,
                                             local_contrast, local_rx)
-from anomaly_detector.model.network import CONV_RECEPTIVE_RADIUS, DeviationNet, parameter_count
-from anomaly_detector.model.simulation import (ANOMALY, BACKGROUND, LARGE_NORMAL, AnomalySimulator,
+from anomaly_detector.model.nn.network import CONV_RECEPTIVE_RADIUS, DeviationNet, parameter_count
+from anomaly_detector.model.training.simulation import (ANOMALY, BACKGROUND, LARGE_NORMAL, AnomalySimulator,
                                                BackgroundImage, random_shape)
 
 

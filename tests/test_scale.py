@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from anomaly_detector.model import engine
-from anomaly_detector.model.detector import TileScorer, detect_raster
-from anomaly_detector.model.network import FusedScorer
-from anomaly_detector.model.features import (INPUT_CHANNELS, LEADING_COMPONENTS,
+from anomaly_detector.model.nn.detector import TileScorer, detect_raster
+from anomaly_detector.model.nn.network import FusedScorer
+from anomaly_detector.model.nn.features import (INPUT_CHANNELS, LEADING_COMPONENTS,
                                              SpectralReduction, fit_from_array)
-from anomaly_detector.model.weights import load_detector
+from anomaly_detector.model.nn.weights import load_detector
 from conftest import read_raster, write_raster
 
 

@@ -18,7 +18,7 @@ noisy, with point lights as anomalies).
 Then: smooth illumination trends, random band subsets, single-band conversion, SAR-like speckle and dynamic range
 (amplitude, intensity, decibels, 8-bit quantisation), and Gaussian noise. Every crop
 is mapped to the detector's input channels by the same per-raster reduction as at
-inference (:mod:`.features`), fitted on the crop itself.
+inference (:mod:`..nn.features`), fitted on the crop itself.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .features import fit_from_array
+from ..nn.features import fit_from_array
 
 BACKGROUND, ANOMALY, IGNORE, LARGE_NORMAL = 0, 1, 2, 3
 

@@ -1,7 +1,7 @@
 """Train the bundled detector on simulated anomalies.
 
-    python -m anomaly_detector.model.train --data DIR [DIR ...] --steps N --out weights/detector.pt
-                                           [--resume CHECKPOINT] [--validate DEV_DIR]
+    python -m anomaly_detector.model.training.train --data DIR [DIR ...] --steps N --out weights/detector.pt
+                                                    [--resume CHECKPOINT] [--validate DEV_DIR]
 
 The saved and validated weights are an exponential moving average of the trained
 ones (``--ema``), steadier from checkpoint to checkpoint than the last step's.
@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .evidence import LOCAL_RX_COMPONENTS
+from ..nn.evidence import LOCAL_RX_COMPONENTS
 from .losses import FEATURE_LOSS_WEIGHT, PEAK_LOSS_WEIGHT, FeatureMarginLoss, PeakMarginLoss, \
     PixelMarginLoss
-from .network import DeviationNet, parameter_count
+from ..nn.network import DeviationNet, parameter_count
 from .simulation import AnomalySimulator, load_backgrounds, make_batch
-from .weights import save_weights
+from ..nn.weights import save_weights
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
