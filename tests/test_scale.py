@@ -6,7 +6,7 @@ import torch
 
 from anomaly_detector.model import engine
 from anomaly_detector.model.nn.detector import TileScorer, detect_raster
-from anomaly_detector.model.nn.network import FusedScorer
+from anomaly_detector.model.nn.fused import FusedScorer
 from anomaly_detector.model.nn.features import (INPUT_CHANNELS, LEADING_COMPONENTS,
                                              SpectralReduction, fit_from_array)
 from anomaly_detector.model.nn.weights import load_detector

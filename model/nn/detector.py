@@ -20,7 +20,8 @@ from .. import engine
 from ..area import Window, area_source
 from ..engine import RasterInputError
 from .features import INPUT_CHANNELS, SpectralReduction, fit_from_array
-from .network import SIZE_MULTIPLE, DeviationNet, FusedScorer
+from .fused import FusedScorer
+from .network import SIZE_MULTIPLE, DeviationNet
 from .weights import WeightsError, load_detector
 
 __all__ = ["DetectionResult", "RasterInputError", "SCALES", "TileScorer", "WeightsError",

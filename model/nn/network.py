@@ -62,14 +62,14 @@ class DeviationNet(nn.Module):
         """Pixels of context on each side of a pixel that influence its score."""
         return CONV_RECEPTIVE_RADIUS + (EVIDENCE_RADIUS if self.evidence else 0)
 
-    def expand_inputs(self, x: torch.Tensor) -> torch.Tensor:
+    def with_evidence_channels(self, x: torch.Tensor) -> torch.Tensor:
         """The input channels, followed by the classic evidence channels when configured."""
         if not self.evidence:
             return x
         return torch.cat([x, evidence_channels(x, self.local_rx_components)], dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.expand_inputs(x)
+        x = self.with_evidence_channels(x)
         fine = self.fine(x)
         middle = self.middle(F.avg_pool2d(fine, 2))
         coarse = self.coarse(F.avg_pool2d(middle, 2))
@@ -86,100 +86,3 @@ class DeviationNet(nn.Module):
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-class FusedScorer:
-    """``DeviationNet.score`` computed with fewer passes over memory, same weights and result.
-
-    Each convolution and its ReLU are one oneDNN call, and the two merge convolutions
-    over concatenated maps are split by input group and accumulated in place
-    (``conv(cat[a, b]) = conv_a(a) + conv_b(b)``), so the concatenated maps are never
-    written. The output equals ``model.score`` up to float rounding (max difference
-    ~2e-7; tests/test_scale.py checks it). A model of another layout, another device or
-    a missing operator falls back to the module. Measured on 2 cores: about a third
-    less CPU time per pixel.
-    """
-
-    def __init__(self, model: DeviationNet) -> None:
-        self.op = torch.ops.mkldnn._convolution_pointwise
-        self.add_op = torch.ops.mkldnn._convolution_pointwise.binary
-        self.fine = [model.fine[0], model.fine[2]]
-        self.middle = [model.middle[0], model.middle[2]]
-        self.coarse = [model.coarse[0], model.coarse[2], model.coarse[4]]
-        self.head = model.head
-        self.expand_inputs = model.expand_inputs
-        width = model.fine[0].out_channels
-        inputs = model.fine[0].in_channels
-        # merge_middle sees cat([up(coarse), middle]); merge_fine cat([up(middle), fine, x])
-        self.merge_middle = self._split(model.merge_middle[0], [model.coarse[4].out_channels,
-                                                                model.middle[2].out_channels])
-        self.merge_fine = self._split(model.merge_fine[0], [model.merge_middle[0].out_channels,
-                                                            width, inputs])
-
-    @staticmethod
-    def _split(conv: torch.nn.Conv2d, sizes: list[int]):
-        with torch.no_grad():
-            weights = [w.detach().contiguous(memory_format=torch.channels_last)
-                       for w in torch.split(conv.weight, sizes, dim=1)]
-        return conv, weights
-
-    def _conv(self, x: torch.Tensor, conv: torch.nn.Conv2d, relu: bool = True) -> torch.Tensor:
-        return self.op(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation,
-                       conv.groups, "relu" if relu else "none", [], "")
-
-    def _merge(self, inputs: list[torch.Tensor], merge) -> torch.Tensor:
-        conv, weights = merge
-        acc = self.op(inputs[-1], weights[-1], conv.bias, conv.padding, conv.stride,
-                      conv.dilation, 1, "none", [], "")
-        for x, weight in zip(inputs[-2::-1], weights[-2::-1]):
-            acc = self.add_op(x, acc, weight, None, conv.padding, conv.stride, conv.dilation, 1,
-                              "add", None, None, [], "")
-        return torch.relu_(acc)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self._conv
-        x = self.expand_inputs(x)
-        fine = conv(conv(x, self.fine[0]), self.fine[1])
-        middle = conv(conv(F.avg_pool2d(fine, 2), self.middle[0]), self.middle[1])
-        coarse = F.avg_pool2d(middle, 2)
-        for layer in self.coarse:
-            coarse = conv(coarse, layer)
-        up = F.interpolate(coarse, size=middle.shape[-2:], mode="bilinear", align_corners=False)
-        middle = self._merge([up, middle], self.merge_middle)
-        up = F.interpolate(middle, size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        features = self._merge([up, fine, x], self.merge_fine)
-        return torch.sigmoid(conv(features, self.head, relu=False)[:, 0])
-
-    @staticmethod
-    def matches(model: DeviationNet) -> bool:
-        """True when ``model`` has exactly the layout this path reproduces (checked from its
-        structure, not by running it: a probe would cost a third of a second per raster)."""
-        from torch import nn
-        if type(model).forward is not DeviationNet.forward or \
-                type(model).score is not DeviationNet.score:
-            return False
-        layout = {"fine": 2, "middle": 2, "coarse": 3, "merge_middle": 1, "merge_fine": 1}
-        for name, convs in layout.items():
-            layers = list(getattr(model, name, []))
-            if len(layers) != 2 * convs or not all(
-                    isinstance(layers[i], nn.Conv2d) and isinstance(layers[i + 1], nn.ReLU)
-                    for i in range(0, len(layers), 2)):
-                return False
-        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-        if any(c.groups != 1 or c.stride != (1, 1) or c.padding_mode != "zeros" or c.bias is None
-               for c in convs) or not isinstance(model.head, nn.Conv2d):
-            return False
-        return (model.merge_middle[0].in_channels
-                == model.coarse[4].out_channels + model.middle[2].out_channels
-                and model.merge_fine[0].in_channels == model.merge_middle[0].out_channels
-                + model.fine[2].out_channels + model.fine[0].in_channels)
-
-    @classmethod
-    def build(cls, model: DeviationNet, device: str):
-        """The fused path when it applies to ``model`` on ``device``, else None (use the module)."""
-        if device != "cpu" or not hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
-            return None
-        try:
-            return cls(model) if cls.matches(model) else None
-        except Exception:  # noqa: BLE001 - an unexpected layout or operator: use the module
-            return None
