@@ -4,7 +4,7 @@ import torch
 
 from anomaly_detector.model.training.losses import (FeatureMarginLoss, PeakMarginLoss, PixelMarginLoss,
                                            object_ids)
-from anomaly_detector.model.training.simulation import ANOMALY, BACKGROUND, IGNORE, LARGE_NORMAL
+from anomaly_detector.model.training.simulation_config import ANOMALY, BACKGROUND, IGNORE, LARGE_NORMAL
 
 
 def _separated_logits(margin):

@@ -9,8 +9,9 @@ from anomaly_detector.model.nn.evidence import (CONTRAST_SCALES, EVIDENCE_CHANNE
                                             GUARD_RADIUS, OUTER_RADIUS, RIDGE, evidence_channels,
                                             local_contrast, local_rx)
 from anomaly_detector.model.nn.network import CONV_RECEPTIVE_RADIUS, DeviationNet, parameter_count
-from anomaly_detector.model.training.simulation import (ANOMALY, BACKGROUND, LARGE_NORMAL, AnomalySimulator,
-                                               BackgroundImage, random_shape)
+from anomaly_detector.model.training.shapes import random_shape
+from anomaly_detector.model.training.simulation import AnomalySimulator, BackgroundImage
+from anomaly_detector.model.training.simulation_config import ANOMALY, BACKGROUND, LARGE_NORMAL
 
 
 def _scene(bands, size=40, seed=0):

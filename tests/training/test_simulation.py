@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from anomaly_detector.model.nn.features import INPUT_CHANNELS, fit_from_array
-from anomaly_detector.model.training.simulation import (ANOMALY, BACKGROUND, IGNORE, LARGE_NORMAL,
-                                                        AnomalySimulator, BackgroundImage,
-                                                        load_backgrounds, make_batch, random_shape)
+from anomaly_detector.model.training.shapes import random_shape
+from anomaly_detector.model.training.simulation import (AnomalySimulator, BackgroundImage,
+                                                        load_backgrounds, make_batch)
+from anomaly_detector.model.training.simulation_config import (ANOMALY, BACKGROUND, IGNORE,
+                                                               LARGE_NORMAL)
 from conftest import write_raster
 
 CROP = 32
