@@ -17,6 +17,7 @@ import copy
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,87 @@ class ProgressBar:
             sys.stderr.write("\n")
 
 
+@dataclass
+class Trainer:
+    """The network, its moving average, the losses and their optimisers: one training step
+    at a time, saved to and restored from a checkpoint."""
+
+    model: DeviationNet
+    average: DeviationNet
+    pixel_loss: PixelMarginLoss
+    feature_loss: FeatureMarginLoss
+    peak_loss: PeakMarginLoss
+    optimiser: torch.optim.Optimizer
+    multiplier_optimiser: torch.optim.Optimizer
+
+    CHECKPOINTED = ("model", "average", "pixel_loss", "feature_loss", "optimiser",
+                    "multiplier_optimiser")
+
+    @classmethod
+    def create(cls, args: argparse.Namespace, device: str) -> "Trainer":
+        model = DeviationNet(width=args.width, evidence=args.evidence,
+                             local_rx_components=args.local_rx_components).to(device)
+        pixel_loss, feature_loss = PixelMarginLoss().to(device), FeatureMarginLoss().to(device)
+        optimiser = torch.optim.Adam(list(model.parameters()) + list(feature_loss.parameters()),
+                                     lr=args.lr, weight_decay=1e-5)
+        multiplier_optimiser = torch.optim.Adam(pixel_loss.parameters(), lr=1e-3, maximize=True)
+        return cls(model, copy.deepcopy(model), pixel_loss, feature_loss, PeakMarginLoss(),
+                   optimiser, multiplier_optimiser)
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor, lr: float, step: int,
+             args: argparse.Namespace) -> dict[str, torch.Tensor]:
+        """One optimisation step at learning rate ``lr``; returns the loss and its parts."""
+        for group in self.optimiser.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        logits, last_features = self.model(inputs)
+        losses = {"pixel": self.pixel_loss(logits, targets),
+                  "feature": self.feature_loss(last_features, targets),
+                  "peak": self.peak_loss(logits, targets) if args.peak_weight
+                  else logits.new_zeros(())}
+        loss = losses["pixel"] + FEATURE_LOSS_WEIGHT * losses["feature"] + \
+            args.peak_weight * losses["peak"]
+        self.optimiser.zero_grad(set_to_none=True)
+        self.multiplier_optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 100.0)
+        self.optimiser.step()
+        self.multiplier_optimiser.step()
+        update_average(self.average, self.model, args.ema, step)
+        return {"loss": loss, **losses}
+
+    def save(self, path: Path, rng: np.random.Generator, step: int) -> None:
+        torch.save({**{name: getattr(self, name).state_dict() for name in self.CHECKPOINTED},
+                    "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "step": step}, path)
+
+    def resume(self, path: Path, rng: np.random.Generator, device: str) -> int:
+        """Restore the checkpoint at ``path`` (random states included); returns its step."""
+        state = torch.load(path, map_location=device, weights_only=True)
+        for name in self.CHECKPOINTED:
+            getattr(self, name).load_state_dict(state[name])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["step"])
+
+
+def _log_step(log, step: int, losses: dict[str, torch.Tensor], running: float,
+              trainer: Trainer, started: float) -> None:
+    multipliers = " ".join(f"{m:.3f}" for m in trainer.pixel_loss.multipliers.tolist())
+    log.write(f"step {step} loss {losses['loss'].item():.4f} avg {running:.4f} "
+              f"pixel {losses['pixel'].item():.4f} feature {losses['feature'].item():.4f} "
+              f"peak {losses['peak'].item():.4f} lr {trainer.optimiser.param_groups[0]['lr']:.5f} "
+              f"multipliers {multipliers} elapsed {time.time() - started:.0f}s\n")
+
+
+def _validate(log, step: int, average: DeviationNet, scenes: list) -> None:
+    from .evaluate import validate_in_memory
+    threads = torch.get_num_threads()
+    means = validate_in_memory(copy.deepcopy(average).cpu().eval(), scenes)
+    torch.set_num_threads(threads)  # inference may have changed it
+    log.write(f"validate step {step} " + " ".join(f"{k} {v:.4f}" for k, v in means.items()) + "\n")
+
+
 def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     torch.set_flush_denormal(True)  # denormal gradients late in training slow CPUs down a lot
@@ -113,88 +195,42 @@ def train(args: argparse.Namespace) -> Path:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rng = np.random.default_rng(args.seed)
     checkpoint_path = args.out.with_suffix(".checkpoint.pt")
-    log_path = args.log or args.out.with_suffix(".log")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-
-    model = DeviationNet(width=args.width, evidence=args.evidence,
-                         local_rx_components=args.local_rx_components).to(device)
-    pixel_loss, feature_loss = PixelMarginLoss().to(device), FeatureMarginLoss().to(device)
-    peak_loss = PeakMarginLoss()
-    optimiser = torch.optim.Adam(list(model.parameters()) + list(feature_loss.parameters()),
-                                 lr=args.lr, weight_decay=1e-5)
-    multiplier_optimiser = torch.optim.Adam(pixel_loss.parameters(), lr=1e-3, maximize=True)
-    average = copy.deepcopy(model)
-    step = 0
-    if args.resume:
-        state = torch.load(args.resume, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        average.load_state_dict(state["average"])
-        pixel_loss.load_state_dict(state["pixel_loss"])
-        feature_loss.load_state_dict(state["feature_loss"])
-        optimiser.load_state_dict(state["optimiser"])
-        multiplier_optimiser.load_state_dict(state["multiplier_optimiser"])
-        rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        step = int(state["step"])
-
+    trainer = Trainer.create(args, device)
+    step = trainer.resume(args.resume, rng, device) if args.resume else 0
     simulator = AnomalySimulator(load_backgrounds(args.data), crop=args.crop)
     scenes = None
     if args.validate:
         from .evaluate import find_scenes
         scenes = find_scenes(args.validate)
-    log = open(log_path, "a", buffering=1)
-    log.write(f"# start step {step} of {args.steps}; parameters {parameter_count(model)}; "
-              f"device {device}; threads {torch.get_num_threads()}; args {vars(args)}\n")
-    bar = ProgressBar(args.steps, step)
-    started, running = time.time(), None
-    while step < args.steps:
-        features, labels = make_batch(simulator, rng, args.batch)
-        inputs = torch.from_numpy(features).to(device)
-        targets = torch.from_numpy(labels).to(device)
-        for group in optimiser.param_groups:
-            group["lr"] = learning_rate(step, max(args.schedule_steps, args.steps), args.lr)
-        model.train()
-        logits, last_features = model(inputs)
-        loss_pixel = pixel_loss(logits, targets)
-        loss_feature = feature_loss(last_features, targets)
-        loss_peak = peak_loss(logits, targets) if args.peak_weight else logits.new_zeros(())
-        loss = loss_pixel + FEATURE_LOSS_WEIGHT * loss_feature + args.peak_weight * loss_peak
-        optimiser.zero_grad(set_to_none=True)
-        multiplier_optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
-        optimiser.step()
-        multiplier_optimiser.step()
-        update_average(average, model, args.ema, step)
-        step += 1
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        bar.update(step, running)
-        if step % 25 == 0 or step == args.steps:
-            multipliers = " ".join(f"{m:.3f}" for m in pixel_loss.multipliers.tolist())
-            log.write(f"step {step} loss {loss.item():.4f} avg {running:.4f} pixel {loss_pixel.item():.4f} "
-                      f"feature {loss_feature.item():.4f} peak {loss_peak.item():.4f} lr {optimiser.param_groups[0]['lr']:.5f} "
-                      f"multipliers {multipliers} elapsed {time.time() - started:.0f}s\n")
-        if step % args.checkpoint_every == 0 or step == args.steps:
-            torch.save({"model": model.state_dict(), "average": average.state_dict(),
-                        "pixel_loss": pixel_loss.state_dict(),
-                        "feature_loss": feature_loss.state_dict(), "optimiser": optimiser.state_dict(),
-                        "multiplier_optimiser": multiplier_optimiser.state_dict(),
-                        "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                        "step": step}, checkpoint_path)
-        if scenes and (step % args.validate_every == 0 or step == args.steps):
-            from .evaluate import validate_in_memory
-            threads = torch.get_num_threads()
-            means = validate_in_memory(copy.deepcopy(average).cpu().eval(), scenes)
-            torch.set_num_threads(threads)  # inference may have changed it
-            log.write(f"validate step {step} " + " ".join(f"{k} {v:.4f}" for k, v in means.items()) + "\n")
-    checksum = save_weights(average.cpu(), args.out, extra={
-        "training": {"steps": args.steps, "schedule_steps": args.schedule_steps,
-                     "seed": args.seed, "batch": args.batch, "crop": args.crop, "ema": args.ema,
-                     "peak_weight": args.peak_weight,
-                     "data": [str(p) for p in args.data]},
-        "parameters": parameter_count(model)})
-    log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")
-    log.close()
+    with open(args.log or args.out.with_suffix(".log"), "a", buffering=1) as log:
+        log.write(f"# start step {step} of {args.steps}; parameters "
+                  f"{parameter_count(trainer.model)}; device {device}; threads "
+                  f"{torch.get_num_threads()}; args {vars(args)}\n")
+        bar = ProgressBar(args.steps, step)
+        started, running = time.time(), None
+        while step < args.steps:
+            features, labels = make_batch(simulator, rng, args.batch)
+            lr = learning_rate(step, max(args.schedule_steps, args.steps), args.lr)
+            losses = trainer.step(torch.from_numpy(features).to(device),
+                                  torch.from_numpy(labels).to(device), lr, step, args)
+            step += 1
+            loss = losses["loss"].item()
+            running = loss if running is None else 0.98 * running + 0.02 * loss
+            bar.update(step, running)
+            if step % 25 == 0 or step == args.steps:
+                _log_step(log, step, losses, running, trainer, started)
+            if step % args.checkpoint_every == 0 or step == args.steps:
+                trainer.save(checkpoint_path, rng, step)
+            if scenes and (step % args.validate_every == 0 or step == args.steps):
+                _validate(log, step, trainer.average, scenes)
+        checksum = save_weights(trainer.average.cpu(), args.out, extra={
+            "training": {"steps": args.steps, "schedule_steps": args.schedule_steps,
+                         "seed": args.seed, "batch": args.batch, "crop": args.crop,
+                         "ema": args.ema, "peak_weight": args.peak_weight,
+                         "data": [str(p) for p in args.data]},
+            "parameters": parameter_count(trainer.model)})
+        log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")
     return args.out
 
 
