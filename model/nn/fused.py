@@ -15,7 +15,7 @@ class FusedScorer:
     over concatenated maps are split by input group and accumulated in place
     (``conv(cat[a, b]) = conv_a(a) + conv_b(b)``), so the concatenated maps are never
     written. The output equals ``model.score`` up to float rounding (max difference
-    ~2e-7; tests/test_scale.py checks it). A model of another layout, another device or
+    ~2e-7; tests/nn/test_fused.py checks it). A model of another layout, another device or
     a missing operator falls back to the module. Measured on 2 cores: about a third
     less CPU time per pixel.
     """
