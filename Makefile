@@ -13,9 +13,11 @@ SITE        := $(VENV)/lib/python3.11/site-packages
 APT_PKGS    := qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-scipy python3-venv xvfb xauth
 VERSION     := $(shell sed -n 's/^version=//p' metadata.txt)
 ZIP         := $(BUILD)/$(PLUGIN)-$(VERSION).zip
-# Files and folders that go into the plugin ZIP (nothing for development).
+# Files and folders that go into the plugin ZIP (nothing for development: model/training,
+# the detector's training and evaluation, is imported by nothing that runs in QGIS).
 PKG_FILES   := __init__.py plugin.py provider.py deps.py metadata.txt LICENSE README.md triage \
                algorithms model weights resources
+PKG_EXCLUDE := __pycache__ '*.pyc' '*.aux.xml' '*.checkpoint.pt' model/training
 
 # Environment shared by tests, demo and qgis_process calls: headless Qt and a
 # private QGIS profile so that nothing touches the user's settings.
@@ -88,7 +90,7 @@ TRAIN_STEPS ?= 6000
 TRAIN_SCHEDULE ?= 6000
 TRAIN_OUT   ?= $(CURDIR)/weights/detector.pt
 train: setup
-	$(PY) -m $(PLUGIN).model.train --data $(TRAIN_DATA) --steps $(TRAIN_STEPS) \
+	$(PY) -m $(PLUGIN).model.training.train --data $(TRAIN_DATA) --steps $(TRAIN_STEPS) \
 	  --schedule-steps $(TRAIN_SCHEDULE) --out $(TRAIN_OUT) --validate $(SHARED_DATA)/dev \
 	  $(if $(RESUME),--resume $(RESUME)) $(TRAIN_ARGS)
 
@@ -99,7 +101,7 @@ train: setup
 DATA  ?= $(SHARED_DATA)/dev
 SCALE ?= 1
 evaluate: setup
-	$(PY) -m $(PLUGIN).model.evaluate $(DATA) --scale $(SCALE) \
+	$(PY) -m $(PLUGIN).model.training.evaluate $(DATA) --scale $(SCALE) \
 	  --out $(BUILD)/evaluation$(if $(filter-out 1,$(SCALE)),-scale$(SCALE)) $(EVALUATE_ARGS)
 
 # Install the packaged plugin into a QGIS profile (default: the user's default
@@ -117,7 +119,7 @@ deploy: package
 
 package:
 	rm -rf $(BUILD)/package && mkdir -p $(BUILD)/package/$(PLUGIN)
-	set -o pipefail; tar -cf - --exclude=__pycache__ --exclude='*.pyc' --exclude='*.aux.xml' --exclude='*.checkpoint.pt' $(PKG_FILES) | tar -xf - -C $(BUILD)/package/$(PLUGIN)
+	set -o pipefail; tar -cf - $(addprefix --exclude=,$(PKG_EXCLUDE)) $(PKG_FILES) | tar -xf - -C $(BUILD)/package/$(PLUGIN)
 	rm -f $(ZIP) && cd $(BUILD)/package && /usr/bin/python3 -m zipfile -c $(ZIP) $(PLUGIN)
 	@echo "Wrote $(ZIP)"
 

@@ -18,7 +18,7 @@ from .provenance import provenance, record_in_raster, record_in_vector
 from .styles import SCORE_SUFFIX
 
 DEVICES = ["auto", "cpu", "cuda"]
-# analysis scale of each SCALE option (model.detector.SCALES)
+# analysis scale of each SCALE option (model.nn.detector.SCALES)
 SCALE_OPTIONS = [(1, "Full resolution"),
                  (2, "1/2 resolution: about 4x faster, for objects of 2 or more pixels"),
                  (4, "1/4 resolution: about 10x faster, for objects of 4 or more pixels")]
@@ -32,7 +32,7 @@ def torch_missing_message():
 def _import_detector():
     """The detector module, imported only when needed (it imports torch)."""
     try:
-        from ..model import detector
+        from ..model.nn import detector
     except ImportError as error:
         missing = getattr(error, "name", None) or ""
         if missing.split(".")[0] == "torch" or "torch" in str(error):

@@ -40,12 +40,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import engine
 from .area import named_as, prepare_area, write_area_vrt
-from .detector import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, SCALES, TileScorer, _round_up,
+from .nn.detector import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, SCALES, TileScorer, _round_up,
                        check_scale, detection_statistics, raster_scorer, tile_align, tile_core,
                        tile_margin)
 from .polygons import DEFAULT_TOP_N
 
-from .detector import THREADS_ENV  # noqa: E402
+from .nn.detector import THREADS_ENV  # noqa: E402
 
 
 @dataclass
@@ -144,7 +144,7 @@ _MODELS: dict = {}
 
 def _scorer(settings: Settings, mean, covariance):
     """The scene's ``score_tile``: the detector, or zeros for a scene without variation."""
-    from .weights import load_detector
+    from .nn.weights import load_detector
     _set_threads(settings)
     key = settings.weights_path or ""
     if key not in _MODELS:

@@ -9,9 +9,13 @@
   GDAL type name, Int8 and complex included; other drivers and creation options).
 * ``make_bad_input(path, case)``: a missing, text, empty or all-nodata input.
 * ``read_raster(path)``: ``(array, geotransform, wkt, nodata)`` of band 1..n.
+* ``targets_scene(bands, height, width)``: a textured image with three small bright
+  targets, and their (row, col).
+* ``tampered_weights`` (fixture): a copy of the bundled weights with one byte flipped.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,6 +127,18 @@ def make_bad_input(path, case, *, bands=1, size=6, nodata=0):
     return str(path)
 
 
+def targets_scene(bands=3, height=90, width=110, seed=0):
+    """Textured background with three small bright targets (rows, cols listed)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = 100 + 10 * np.sin(xx / 9.0) + 8 * np.cos(yy / 13.0)
+    image = base[None] * rng.uniform(0.8, 1.2, (bands, 1, 1)) + rng.normal(0, 2, (bands, height, width))
+    targets = [(20, 30), (60, 80), (45, 15)]
+    for row, col in targets:
+        image[:, row - 1:row + 2, col - 1:col + 2] += 60
+    return image, targets
+
+
 def read_raster(path):
     ds = gdal.Open(str(path))
     arr = ds.ReadAsArray()
@@ -216,6 +232,19 @@ def run_alg(provider):
     def _run(alg_id, params, feedback=None):
         return processing.run(alg_id, params, feedback=feedback or QgsProcessingFeedback())
     return _run
+
+
+@pytest.fixture
+def tampered_weights(tmp_path):
+    """A copy of the bundled weights (and card) with one byte flipped."""
+    from anomaly_detector.model.nn import weights as weights_module
+    target = tmp_path / "detector.pt"
+    shutil.copy(weights_module.DEFAULT_WEIGHTS, target)
+    shutil.copy(weights_module.card_path(weights_module.DEFAULT_WEIGHTS), tmp_path / "detector.json")
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    return target
 
 
 # --------------------------------------------------------------------------

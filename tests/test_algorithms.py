@@ -160,7 +160,7 @@ def test_bad_inputs_raise_clear_error(tmp_path, run_alg, case, words):
 def test_outputs_record_how_they_were_made(tmp_path, run_alg):
     import json
     import subprocess
-    from anomaly_detector.model.weights import DEFAULT_WEIGHTS, card_path
+    from anomaly_detector.model.nn.weights import DEFAULT_WEIGHTS, card_path
     src = write_raster(tmp_path / "in.tif", _scene((3, 40, 36)))
     score, polygons = str(tmp_path / "score.tif"), str(tmp_path / "anomalies.gpkg")
     run_alg("anomaly:detect", {"INPUT": src, "DEVICE": 1, "THRESHOLD": 0.01,

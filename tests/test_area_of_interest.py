@@ -9,7 +9,7 @@ import pytest
 from osgeo import gdal, ogr, osr
 
 from anomaly_detector.model.area import Window, area_source, prepare_area
-from anomaly_detector.model.detector import detect_raster, detection_statistics
+from anomaly_detector.model.nn.detector import detect_raster, detection_statistics
 from anomaly_detector.model.engine import NODATA
 from anomaly_detector.model.rx import rx_score_raster
 from conftest import DEFAULT_EPSG, DEFAULT_GT, PYPATH, read_raster, run_qgis_process, write_raster

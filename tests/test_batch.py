@@ -9,7 +9,7 @@ import pytest
 from osgeo import ogr
 
 from anomaly_detector.model import batch, engine
-from anomaly_detector.model.detector import detect_raster
+from anomaly_detector.model.nn.detector import detect_raster
 from anomaly_detector.model.polygons import polygonize_scores
 from conftest import PYPATH, read_raster, write_raster
 

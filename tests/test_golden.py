@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr
 
-from anomaly_detector.model.detector import detect_raster
+from anomaly_detector.model.nn.detector import detect_raster
 from anomaly_detector.model.polygons import polygonize_scores
 from anomaly_detector.model.rx import rx_score_raster
 

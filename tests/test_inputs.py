@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from anomaly_detector.model import weights as weights_module
+from anomaly_detector.model.nn import weights as weights_module
 from anomaly_detector.model.engine import NODATA
 from conftest import DEFAULT_GT, read_raster, write_raster
 

@@ -20,7 +20,7 @@ import pytest
 from osgeo import gdal, ogr, osr
 
 from anomaly_detector.model import batch, engine
-from anomaly_detector.model import weights as weights_module
+from anomaly_detector.model.nn import weights as weights_module
 from anomaly_detector.model.engine import NODATA
 from anomaly_detector.model.polygons import OGR_DRIVERS
 from conftest import PYPATH, read_raster, run_qgis_process, write_raster

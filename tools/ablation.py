@@ -10,10 +10,10 @@ import sys
 
 import numpy as np
 
-from anomaly_detector.model.detector import TileScorer
-from anomaly_detector.model.evaluate import find_scenes, read_array, roc_auc, summarise
-from anomaly_detector.model.features import fit_from_array
-from anomaly_detector.model.weights import load_detector
+from anomaly_detector.model.nn.detector import TileScorer
+from anomaly_detector.model.training.evaluate import find_scenes, read_array, roc_auc, summarise
+from anomaly_detector.model.nn.features import fit_from_array
+from anomaly_detector.model.nn.weights import load_detector
 
 VARIANTS = {"all channels": [], "without the RX distance channel": [4],
             "without components 2-4": [1, 2, 3], "without component 1": [0]}

@@ -62,7 +62,7 @@ def child(kind: str, src: str, dst: str, memory_mb: float | None, tile_size: int
     engine.limit_gdal_cache(memory_mb)
     if kind == "detect":  # imported and warmed up before the clock starts, as in a QGIS
         # session that has run it once (thread pools, oneDNN kernels)
-        from anomaly_detector.model.detector import detect_raster
+        from anomaly_detector.model.nn.detector import detect_raster
         _warm_up(src, dst, detect_raster, scale)
     else:
         from anomaly_detector.model.rx import rx_score_raster
@@ -120,10 +120,10 @@ def network_figures() -> dict:
     """MACs per pixel of the detector (counted from its convolutions), the machine's
     conv throughput (a large 3x3 convolution) and the detector network's own rate."""
     import torch
-    from anomaly_detector.model.detector import TileScorer, use_all_cores
-    from anomaly_detector.model.features import SpectralReduction
-    from anomaly_detector.model.network import DeviationNet
-    from anomaly_detector.model.weights import DEFAULT_WEIGHTS, load_detector
+    from anomaly_detector.model.nn.detector import TileScorer, use_all_cores
+    from anomaly_detector.model.nn.features import SpectralReduction
+    from anomaly_detector.model.nn.network import DeviationNet
+    from anomaly_detector.model.nn.weights import DEFAULT_WEIGHTS, load_detector
     threads = use_all_cores()
     model = load_detector().to(memory_format=torch.channels_last)
     total = [0]
@@ -182,7 +182,7 @@ def network_figures() -> dict:
 
 
 def training_running() -> bool:
-    run = subprocess.run(["pgrep", "-f", "model.train"], capture_output=True, text=True)
+    run = subprocess.run(["pgrep", "-f", "model.training.train"], capture_output=True, text=True)
     return bool(run.stdout.strip())
 
 

@@ -2,7 +2,7 @@
 
     python tools/compare_evaluations.py CANDIDATE.tsv REFERENCE.tsv [--method detector]
 
-Both files are ``evaluation.tsv`` tables written by ``model/evaluate.py``. For each
+Both files are ``evaluation.tsv`` tables written by ``model/training/evaluate.py``. For each
 metric (pixel AUC, object R-precision, recall, hit@1) prints the per-modality mean of
 candidate minus reference and the 90 % bootstrap interval of the mean of modality means
 of the per-scene differences (scenes resampled within each modality: a paired bootstrap).
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly_detector.model.objects import bootstrap_intervals
+from anomaly_detector.model.training.objects import bootstrap_intervals
 
 METRICS = ("auc", "rprec", "recall", "hit1")
 

@@ -4,7 +4,7 @@
 
 MAPS/<modality>/<scene>.tif are score maps (e.g. build/evaluation/maps/detector).
 Groups are the 8-connected components of the top ``fraction`` of pixels (as
-``model/objects.py``); they are ranked by each candidate object score in turn:
+``model/training/objects.py``); they are ranked by each candidate object score in turn:
 
 * ``peak``: the group's highest score (what ``anomaly:polygonize`` and
   ``../shared/tools/objects.py`` use);
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from anomaly_detector.model.evaluate import find_scenes, read_array, read_score_map
-from anomaly_detector.model.objects import EIGHT, bootstrap_intervals, flagged_groups
+from anomaly_detector.model.training.evaluate import find_scenes, read_array, read_score_map
+from anomaly_detector.model.training.objects import EIGHT, bootstrap_intervals, flagged_groups
 
 RANKINGS = ("peak", "mean", "mass", "prominence")
 

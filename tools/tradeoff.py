@@ -19,8 +19,8 @@ PYPATH = REPO / "build" / "pythonpath"
 if str(PYPATH) not in sys.path:
     sys.path.insert(0, str(PYPATH))
 
-from anomaly_detector.model.detector import SCALES  # noqa: E402
-from anomaly_detector.model.evaluate import summarise  # noqa: E402
+from anomaly_detector.model.nn.detector import SCALES  # noqa: E402
+from anomaly_detector.model.training.evaluate import summarise  # noqa: E402
 
 
 def modality_means(tsv: Path) -> dict[str, float]:

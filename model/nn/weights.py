@@ -15,7 +15,7 @@ import torch
 
 from .network import DeviationNet
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "detector.pt"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "detector.pt"
 
 
 class WeightsError(RuntimeError):

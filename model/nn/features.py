@@ -21,7 +21,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .linalg import matmul
+from ..linalg import matmul
 
 LEADING_COMPONENTS = 4
 INPUT_CHANNELS = LEADING_COMPONENTS + 1

@@ -2,9 +2,9 @@
 
 import torch
 
-from anomaly_detector.model.losses import (FeatureMarginLoss, PeakMarginLoss, PixelMarginLoss,
+from anomaly_detector.model.training.losses import (FeatureMarginLoss, PeakMarginLoss, PixelMarginLoss,
                                            object_ids)
-from anomaly_detector.model.simulation import ANOMALY, BACKGROUND, IGNORE, LARGE_NORMAL
+from anomaly_detector.model.training.simulation_config import ANOMALY, BACKGROUND, IGNORE, LARGE_NORMAL
 
 
 def _separated_logits(margin):

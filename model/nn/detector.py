@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import engine
-from .area import Window, area_source
-from .engine import RasterInputError
+from .. import engine
+from ..area import Window, area_source
+from ..engine import RasterInputError
 from .features import INPUT_CHANNELS, SpectralReduction, fit_from_array
-from .network import SIZE_MULTIPLE, DeviationNet, FusedScorer
+from .fused import FusedScorer
+from .network import SIZE_MULTIPLE, DeviationNet
 from .weights import WeightsError, load_detector
 
 __all__ = ["DetectionResult", "RasterInputError", "SCALES", "TileScorer", "WeightsError",

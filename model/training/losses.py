@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .simulation import ANOMALY, BACKGROUND, LARGE_NORMAL
+from .simulation_config import ANOMALY, BACKGROUND, LARGE_NORMAL
 
 THRESHOLDS = (0.9, 0.85, 0.8, 0.75, 0.7, 0.6)
 FPR_ANCHORS = (0.0, 0.06, 0.12, 0.18, 0.24, 0.3)   # one per threshold, spread over [0, 0.3]

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from anomaly_detector.model.train import main as train_main
+from anomaly_detector.model.training.train import main as train_main
 from conftest import write_raster
 
 
@@ -37,7 +37,7 @@ def test_training_is_seeded_and_resumable(tmp_path):
 
 
 def test_saved_weights_are_the_moving_average(tmp_path):
-    from anomaly_detector.model.train import update_average
+    from anomaly_detector.model.training.train import update_average
     model, average = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
     with torch.no_grad():
         model.weight.fill_(1.0)

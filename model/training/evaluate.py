@@ -2,11 +2,11 @@
 
 Layout read: ``<data>/<modality>/<scene>/{image.tif, mask.tif}`` (mask > 0 = anomaly).
 
-    python -m anomaly_detector.model.evaluate DATA [--out DIR] [--weights FILE] [--scale 1]
-        [--methods detector,rx,lrx,lcm] [--limit N] [--fraction 0.005] [--resamples 2000]
+    python -m anomaly_detector.model.training.evaluate DATA [--out DIR] [--weights FILE] [--scale 1]
+                 [--methods detector,rx,lrx,lcm] [--limit N] [--fraction 0.005] [--resamples 2000]
 
-runs the detector exactly as ``anomaly:detect`` does (:func:`.detector.detect_raster`,
-tiles and all) and the baselines of :mod:`.baselines` (global RX, dual-window local RX,
+runs the detector exactly as ``anomaly:detect`` does (:func:`..nn.detector.detect_raster`,
+tiles and all) and the baselines of :mod:`..baselines` (global RX, dual-window local RX,
 multi-scale local contrast), keeps every score map as
 ``DIR/maps/<method>/<modality>/<scene>.tif`` and scores each map as stored: pixel ROC
 AUC, and the object metrics of :mod:`.objects` (R-precision, target recall at K and
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .baselines import BASELINE_NAMES, BASELINES, fill_nonfinite
+from ..baselines import BASELINE_NAMES, BASELINES, fill_nonfinite
 from .objects import DEFAULT_FRACTION, METRICS as OBJECT_METRICS, bootstrap_intervals, object_scores
 
 PREVIEWS_PER_MODALITY = 2
@@ -114,7 +114,7 @@ def _object_row(scores: np.ndarray, mask: np.ndarray, fraction: float) -> dict[s
 def validate_in_memory(model, scenes: list[Scene]) -> dict[str, float]:
     """Quick whole-image validation (used while training): modality means of pixel AUC,
     plus object R-precision per modality under ``rprec_<modality>``."""
-    from .detector import score_array
+    from ..nn.detector import score_array
     rows = []
     for scene in scenes:
         image = read_array(scene.image_path).astype(np.float32)
@@ -130,7 +130,7 @@ def validate_in_memory(model, scenes: list[Scene]) -> dict[str, float]:
 
 def _write_baseline_map(method: str, image: np.ndarray, reference: Path, target: Path) -> None:
     """Score ``image`` with a baseline into a float32 GeoTIFF on the grid of ``reference``."""
-    from . import engine
+    from .. import engine
     scores = BASELINES[method](image).astype(np.float32)
     dataset = engine.create_score_raster(str(target), engine.open_raster_checked(str(reference)))
     dataset.GetRasterBand(1).WriteArray(scores)
@@ -145,7 +145,7 @@ def evaluate(data: Path, out_dir: Path, weights: str | None = None, device: str 
     ``limit`` keeps the first scenes of each modality; ``fraction`` is the share of valid
     pixels flagged for the object metrics (default: the product's default threshold).
     """
-    from .detector import detect_raster
+    from ..nn.detector import detect_raster
 
     scenes = [scene for _, group in groupby(find_scenes(data), key=lambda s: s.modality)
               for scene in list(group)[:limit]]

@@ -1,0 +1,88 @@
+"""The compact deviation-scoring network.
+
+A small three-scale encoder-decoder over the fixed input channels of
+:mod:`.features` (optionally followed by the classic evidence channels of
+:mod:`.evidence`: multi-scale local contrast and dual-window local RX): full
+resolution for the pixel and its immediate neighbours, 1/2 and 1/4 resolution (with
+dilated convolutions) for the surroundings it is compared with.
+Skip connections bring the fine detail back; a 1x1 head turns the last feature map
+into a per-pixel logit, and ``sigmoid(logit)`` is the deviation score in [0, 1].
+
+There is deliberately no normalisation layer: instance or batch statistics would be
+computed per tile and show as seams. Inputs are already normalised once per raster.
+Tiles must have sides that are multiples of ``SIZE_MULTIPLE`` and start at offsets
+that are multiples of it, so the pooling grid is the same in every tile.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .evidence import EVIDENCE_CHANNELS, EVIDENCE_RADIUS, LOCAL_RX_COMPONENTS, evidence_channels
+from .features import INPUT_CHANNELS
+
+SIZE_MULTIPLE = 4
+# Pixels of context on each side that influence a score through the convolutions and
+# pooling (tested); the evidence channels, when used, add their window radius.
+CONV_RECEPTIVE_RADIUS = 44
+
+
+def _conv(in_channels: int, out_channels: int, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation)
+
+
+class DeviationNet(nn.Module):
+    """Per-pixel deviation scorer. ``forward`` returns (logits, last features)."""
+
+    def __init__(self, in_channels: int = INPUT_CHANNELS, width: int = 16,
+                 evidence: bool = False,
+                 local_rx_components: int = LOCAL_RX_COMPONENTS) -> None:
+        super().__init__()
+        w1, w2, w3 = width, 2 * width, 3 * width
+        self.config = {"in_channels": in_channels, "width": width, "evidence": evidence}
+        if evidence:
+            self.config["local_rx_components"] = local_rx_components
+        self.evidence, self.local_rx_components = evidence, local_rx_components
+        if evidence:
+            in_channels += EVIDENCE_CHANNELS
+        self.fine = nn.Sequential(_conv(in_channels, w1), nn.ReLU(inplace=True),
+                                  _conv(w1, w1), nn.ReLU(inplace=True))
+        self.middle = nn.Sequential(_conv(w1, w2), nn.ReLU(inplace=True),
+                                    _conv(w2, w2, 2), nn.ReLU(inplace=True))
+        self.coarse = nn.Sequential(_conv(w2, w3), nn.ReLU(inplace=True),
+                                    _conv(w3, w3, 2), nn.ReLU(inplace=True),
+                                    _conv(w3, w3, 4), nn.ReLU(inplace=True))
+        self.merge_middle = nn.Sequential(_conv(w3 + w2, w2), nn.ReLU(inplace=True))
+        self.merge_fine = nn.Sequential(_conv(w2 + w1 + in_channels, w1), nn.ReLU(inplace=True))
+        self.head = nn.Conv2d(w1, 1, 1)
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context on each side of a pixel that influence its score."""
+        return CONV_RECEPTIVE_RADIUS + (EVIDENCE_RADIUS if self.evidence else 0)
+
+    def with_evidence_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """The input channels, followed by the classic evidence channels when configured."""
+        if not self.evidence:
+            return x
+        return torch.cat([x, evidence_channels(x, self.local_rx_components)], dim=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.with_evidence_channels(x)
+        fine = self.fine(x)
+        middle = self.middle(F.avg_pool2d(fine, 2))
+        coarse = self.coarse(F.avg_pool2d(middle, 2))
+        up = F.interpolate(coarse, size=middle.shape[-2:], mode="bilinear", align_corners=False)
+        middle = self.merge_middle(torch.cat([up, middle], dim=1))
+        up = F.interpolate(middle, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        features = self.merge_fine(torch.cat([up, fine, x], dim=1))
+        return self.head(features)[:, 0], features
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Deviation score in [0, 1], shape (N, H, W)."""
+        return torch.sigmoid(self.forward(x)[0])
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,162 @@
+"""Anomaly simulation: labelled training crops from unlabelled background imagery.
+
+Labels per pixel: 0 background, 1 anomaly, 2 ignore, 3 large normal object. Two kinds
+of sample, drawn with equal probability:
+
+* spectral (multi-band crops): regions whose spectra are band-shuffled. Small regions
+  (0.6-2.3 % of the crop) are anomalies, large ones (2.3-50 %) are normal. Often
+  also 1-12 pixel sub-pixel targets: a foreign spectrum mixed into the background.
+* spatial (any crop): object cut-outs pasted from elsewhere in the imagery, with a
+  random gain, under irregular masks. Small ones are anomalies, large ones normal.
+  Small, dim, blurred point targets (infrared) are added to half of them.
+
+Hard negatives (straight edges, thin lines, clouds) are added to half the crops as
+background; speckled crops get ships (compact bright clusters), visible ones
+solar-panel-like arrays, and 12 % of spatial crops become night-time scenes (dim,
+noisy, with point lights as anomalies).
+
+Then: smooth illumination trends, random band subsets, single-band conversion, SAR-like
+speckle and dynamic range (amplitude, intensity, decibels, 8-bit quantisation), and
+Gaussian noise. Every crop is mapped to the detector's input channels by the same
+per-raster reduction as at inference (:mod:`..nn.features`), fitted on the crop itself.
+
+:meth:`AnomalySimulator.sample` is the recipe; the steps are the functions of
+:mod:`.anomalies` and :mod:`.radiometry`, every probability and range is a field of
+:class:`.simulation_config.SimulationConfig`. A seed gives the same samples
+(``tools/simulation_digest.py`` fingerprints them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..nn.features import fit_from_array
+from .anomalies import (hard_negatives, low_light, panel_arrays, pasted_objects, point_targets,
+                        ships, spectral_regions)
+from .radiometry import illumination_trend, sar_like, sensor_noise
+from .shapes import log_uniform, random_crop
+from .simulation_config import SimulationConfig
+
+
+@dataclass
+class BackgroundImage:
+    modality: str
+    name: str
+    pixels: np.ndarray  # (B, H, W) float32, finite
+
+
+def load_backgrounds(roots: list[Path]) -> list[BackgroundImage]:
+    """Read every ``<root>/<modality>/*.tif`` into memory (the background bank)."""
+    from osgeo import gdal
+    gdal.UseExceptions()
+    images = []
+    for root in roots:
+        for path in sorted(Path(root).glob("*/*.tif")):
+            dataset = gdal.Open(str(path))
+            array = dataset.ReadAsArray().astype(np.float32)
+            dataset = None
+            if array.ndim == 2:
+                array = array[None]
+            for band in array:
+                bad = ~np.isfinite(band)
+                if bad.any():
+                    band[bad] = np.median(band[~bad]) if (~bad).any() else 0.0
+            images.append(BackgroundImage(path.parent.name, path.stem, array))
+    if not images:
+        raise FileNotFoundError(f"no background images under {roots}")
+    return images
+
+
+class AnomalySimulator:
+    """Draws (image (B, S, S) float32, labels (S, S) uint8) training samples."""
+
+    def __init__(self, backgrounds: list[BackgroundImage], crop: int = 96,
+                 config: SimulationConfig = SimulationConfig()) -> None:
+        self.crop, self.config = crop, config
+        self.by_modality: dict[str, list[BackgroundImage]] = {}
+        for image in backgrounds:
+            self.by_modality.setdefault(image.modality, []).append(image)
+        names = sorted(self.by_modality)
+        weights = np.array([config.modality_weights.get(n, config.other_modality_weight)
+                            for n in names])
+        self.modalities, self.modality_p = names, weights / weights.sum()
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        config = self.config
+        background = self._pick_image(rng)
+        image = random_crop(background.pixels, self.crop, rng)
+        image, pixels = self._band_subset(image, background.pixels, rng)
+        labels = np.zeros((self.crop, self.crop), dtype=np.uint8)
+        if rng.random() < config.illumination_p:
+            illumination_trend(image, rng, config.radiometry)
+        if rng.random() < config.hard_negatives_p:
+            hard_negatives(image, labels, rng, config.hard_negatives)
+        if image.shape[0] >= 2 and rng.random() < config.spectral_p:
+            spectral_regions(image, labels, rng, config)
+        else:
+            image, source = self._single_band(image, pixels, rng)
+            if rng.random() < config.low_light_p:
+                return low_light(image, labels, rng, config.low_light), labels
+            image = self._spatial_anomalies(image, source, background.modality, labels, rng)
+        if rng.random() < config.noise_p:
+            image = sensor_noise(image, rng, config.radiometry)
+        return image.astype(np.float32), labels
+
+    def _pick_image(self, rng: np.random.Generator) -> BackgroundImage:
+        modality = self.modalities[rng.choice(len(self.modalities), p=self.modality_p)]
+        images = self.by_modality[modality]
+        return images[rng.integers(len(images))]
+
+    def _band_subset(self, image: np.ndarray, pixels: np.ndarray, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Crop and whole image reduced to a random subset of 2 or more of their bands
+        (sometimes, for more than 3 bands)."""
+        bands = image.shape[0]
+        if bands > 3 and rng.random() < self.config.band_subset_p:
+            keep = int(np.clip(round(log_uniform(rng, 2, bands)), 2, bands))
+            chosen = np.sort(rng.choice(bands, keep, replace=False))
+            return image[chosen], pixels[chosen]
+        return image, pixels
+
+    def _single_band(self, image: np.ndarray, pixels: np.ndarray, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Sometimes the crop as one band (the band mean or a random band), with the image
+        that cut-outs come from as its band mean; else both as they are."""
+        if rng.random() >= self.config.single_band_p:
+            return image, pixels
+        image = image.mean(axis=0, keepdims=True) if rng.random() < self.config.band_mean_p \
+            else image[rng.integers(image.shape[0])][None].copy()
+        return image, pixels.mean(axis=0, keepdims=True)
+
+    def _spatial_anomalies(self, image: np.ndarray, source: np.ndarray, modality: str,
+                           labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Pasted objects, and depending on the sensor ships, panel arrays, point targets;
+        single-band crops of other sensors sometimes become SAR-like first."""
+        config = self.config
+        speckled = modality == "sar"
+        if not speckled and image.shape[0] == 1 and rng.random() < config.sar_like_p:
+            image = sar_like(image, rng, config.radiometry)
+            source = sar_like(random_crop(source, self.crop, rng), rng, config.radiometry)
+            speckled = True
+        pasted_objects(image, source, labels, rng, config)
+        if speckled and rng.random() < config.ships_p:
+            ships(image, labels, rng, config.ships)
+        if modality in config.panels.modalities and rng.random() < config.panels_p:
+            panel_arrays(image, labels, rng, config.panels)
+        if rng.random() < config.point_targets_p:
+            point_targets(image, labels, rng, config.points)
+        return image
+
+
+def make_batch(simulator: AnomalySimulator, rng: np.random.Generator, batch_size: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, C, S, S) float32, labels (N, S, S) uint8) for one training step."""
+    features, labels = [], []
+    for _ in range(batch_size):
+        image, label = simulator.sample(rng)
+        features.append(fit_from_array(image).apply(image))
+        labels.append(label)
+    return np.stack(features), np.stack(labels)
+

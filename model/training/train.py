@@ -1,0 +1,246 @@
+"""Train the bundled detector on simulated anomalies.
+
+    python -m anomaly_detector.model.training.train --data DIR [DIR ...] --steps N --out weights/detector.pt
+                                                    [--resume CHECKPOINT] [--validate DEV_DIR]
+
+The saved and validated weights are an exponential moving average of the trained
+ones (``--ema``), steadier from checkpoint to checkpoint than the last step's.
+Seeded and resumable: a checkpoint (network, its average, losses, optimisers, random
+state) is written every ``--checkpoint-every`` steps next to ``--out``; ``--resume``
+continues from it bit for bit. Loss and a periodic validation AUC go to the log file;
+a terminal also gets a progress bar with loss and ETA. Uses a GPU when present.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..nn.evidence import LOCAL_RX_COMPONENTS
+from .losses import FEATURE_LOSS_WEIGHT, PEAK_LOSS_WEIGHT, FeatureMarginLoss, PeakMarginLoss, \
+    PixelMarginLoss
+from ..nn.network import DeviationNet, parameter_count
+from .simulation import AnomalySimulator, load_backgrounds, make_batch
+from ..nn.weights import save_weights
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train the cross-modality deviation detector.")
+    parser.add_argument("--data", type=Path, nargs="+",
+                        default=[SHARED_DATA / "train", SHARED_DATA / "train_extra"],
+                        help="background image folders (<dir>/<modality>/*.tif)")
+    parser.add_argument("--steps", type=int, default=6000, help="steps to run")
+    parser.add_argument("--schedule-steps", type=int, default=6000,
+                        help="length of the learning-rate schedule (at least --steps)")
+    parser.add_argument("--out", type=Path, default=REPO / "weights" / "detector.pt")
+    parser.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
+    parser.add_argument("--validate", type=Path, default=None,
+                        help="labelled scenes (<dir>/<modality>/<scene>/) for a periodic AUC")
+    parser.add_argument("--validate-every", type=int, default=1000)
+    parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=96)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--evidence", action=argparse.BooleanOptionalAction, default=True,
+                        help="add the classic evidence channels (local contrast, local RX) "
+                             "to the network's input")
+    parser.add_argument("--local-rx-components", type=int, default=LOCAL_RX_COMPONENTS,
+                        help="leading components compared by the local RX evidence channel")
+    parser.add_argument("--peak-weight", type=float, default=PEAK_LOSS_WEIGHT,
+                        help="weight of the object-level peak margin loss (0 = off)")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--ema", type=float, default=0.998,
+                        help="decay of the exponential moving average of the weights that is "
+                             "validated and saved (0 = save the raw weights)")
+    parser.add_argument("--seed", type=int, default=20241)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
+    parser.add_argument("--log", type=Path, default=None, help="log file (default: <out>.log)")
+    return parser.parse_args(argv)
+
+
+def update_average(average: torch.nn.Module, model: torch.nn.Module, decay: float,
+                   step: int) -> None:
+    """Move ``average``'s weights towards ``model``'s (decay warmed up over the first steps)."""
+    decay = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for kept, current in zip(average.parameters(), model.parameters()):
+            kept.lerp_(current, 1 - decay)
+
+
+def learning_rate(step: int, steps: int, peak: float, warmup: int = 200, floor: float = 1e-4) -> float:
+    """Linear warm-up, then cosine decay to ``floor``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class ProgressBar:
+    """A one-line bar with loss and ETA, only when stderr is a terminal."""
+
+    def __init__(self, total: int, start_step: int) -> None:
+        self.total, self.start_step, self.started = total, start_step, time.time()
+        self.enabled = sys.stderr.isatty()
+
+    def update(self, step: int, loss: float) -> None:
+        if not self.enabled:
+            return
+        done = step - self.start_step
+        rate = done / max(time.time() - self.started, 1e-9)
+        eta = (self.total - step) / max(rate, 1e-9)
+        filled = int(30 * step / self.total)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {step}/{self.total} "
+                         f"loss {loss:.4f} ETA {int(eta // 60):d}m{int(eta % 60):02d}s ")
+        sys.stderr.flush()
+        if step == self.total:
+            sys.stderr.write("\n")
+
+
+@dataclass
+class Trainer:
+    """The network, its moving average, the losses and their optimisers: one training step
+    at a time, saved to and restored from a checkpoint."""
+
+    model: DeviationNet
+    average: DeviationNet
+    pixel_loss: PixelMarginLoss
+    feature_loss: FeatureMarginLoss
+    peak_loss: PeakMarginLoss
+    optimiser: torch.optim.Optimizer
+    multiplier_optimiser: torch.optim.Optimizer
+
+    CHECKPOINTED = ("model", "average", "pixel_loss", "feature_loss", "optimiser",
+                    "multiplier_optimiser")
+
+    @classmethod
+    def create(cls, args: argparse.Namespace, device: str) -> "Trainer":
+        model = DeviationNet(width=args.width, evidence=args.evidence,
+                             local_rx_components=args.local_rx_components).to(device)
+        pixel_loss, feature_loss = PixelMarginLoss().to(device), FeatureMarginLoss().to(device)
+        optimiser = torch.optim.Adam(list(model.parameters()) + list(feature_loss.parameters()),
+                                     lr=args.lr, weight_decay=1e-5)
+        multiplier_optimiser = torch.optim.Adam(pixel_loss.parameters(), lr=1e-3, maximize=True)
+        return cls(model, copy.deepcopy(model), pixel_loss, feature_loss, PeakMarginLoss(),
+                   optimiser, multiplier_optimiser)
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor, lr: float, step: int,
+             args: argparse.Namespace) -> dict[str, torch.Tensor]:
+        """One optimisation step at learning rate ``lr``; returns the loss and its parts."""
+        for group in self.optimiser.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        logits, last_features = self.model(inputs)
+        losses = {"pixel": self.pixel_loss(logits, targets),
+                  "feature": self.feature_loss(last_features, targets),
+                  "peak": self.peak_loss(logits, targets) if args.peak_weight
+                  else logits.new_zeros(())}
+        loss = losses["pixel"] + FEATURE_LOSS_WEIGHT * losses["feature"] + \
+            args.peak_weight * losses["peak"]
+        self.optimiser.zero_grad(set_to_none=True)
+        self.multiplier_optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 100.0)
+        self.optimiser.step()
+        self.multiplier_optimiser.step()
+        update_average(self.average, self.model, args.ema, step)
+        return {"loss": loss, **losses}
+
+    def save(self, path: Path, rng: np.random.Generator, step: int) -> None:
+        torch.save({**{name: getattr(self, name).state_dict() for name in self.CHECKPOINTED},
+                    "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "step": step}, path)
+
+    def resume(self, path: Path, rng: np.random.Generator, device: str) -> int:
+        """Restore the checkpoint at ``path`` (random states included); returns its step."""
+        state = torch.load(path, map_location=device, weights_only=True)
+        for name in self.CHECKPOINTED:
+            getattr(self, name).load_state_dict(state[name])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["step"])
+
+
+def _log_step(log, step: int, losses: dict[str, torch.Tensor], running: float,
+              trainer: Trainer, started: float) -> None:
+    multipliers = " ".join(f"{m:.3f}" for m in trainer.pixel_loss.multipliers.tolist())
+    log.write(f"step {step} loss {losses['loss'].item():.4f} avg {running:.4f} "
+              f"pixel {losses['pixel'].item():.4f} feature {losses['feature'].item():.4f} "
+              f"peak {losses['peak'].item():.4f} lr {trainer.optimiser.param_groups[0]['lr']:.5f} "
+              f"multipliers {multipliers} elapsed {time.time() - started:.0f}s\n")
+
+
+def _validate(log, step: int, average: DeviationNet, scenes: list) -> None:
+    from .evaluate import validate_in_memory
+    threads = torch.get_num_threads()
+    means = validate_in_memory(copy.deepcopy(average).cpu().eval(), scenes)
+    torch.set_num_threads(threads)  # inference may have changed it
+    log.write(f"validate step {step} " + " ".join(f"{k} {v:.4f}" for k, v in means.items()) + "\n")
+
+
+def train(args: argparse.Namespace) -> Path:
+    torch.manual_seed(args.seed)
+    torch.set_flush_denormal(True)  # denormal gradients late in training slow CPUs down a lot
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    rng = np.random.default_rng(args.seed)
+    checkpoint_path = args.out.with_suffix(".checkpoint.pt")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer.create(args, device)
+    step = trainer.resume(args.resume, rng, device) if args.resume else 0
+    simulator = AnomalySimulator(load_backgrounds(args.data), crop=args.crop)
+    scenes = None
+    if args.validate:
+        from .evaluate import find_scenes
+        scenes = find_scenes(args.validate)
+    with open(args.log or args.out.with_suffix(".log"), "a", buffering=1) as log:
+        log.write(f"# start step {step} of {args.steps}; parameters "
+                  f"{parameter_count(trainer.model)}; device {device}; threads "
+                  f"{torch.get_num_threads()}; args {vars(args)}\n")
+        bar = ProgressBar(args.steps, step)
+        started, running = time.time(), None
+        while step < args.steps:
+            features, labels = make_batch(simulator, rng, args.batch)
+            lr = learning_rate(step, max(args.schedule_steps, args.steps), args.lr)
+            losses = trainer.step(torch.from_numpy(features).to(device),
+                                  torch.from_numpy(labels).to(device), lr, step, args)
+            step += 1
+            loss = losses["loss"].item()
+            running = loss if running is None else 0.98 * running + 0.02 * loss
+            bar.update(step, running)
+            if step % 25 == 0 or step == args.steps:
+                _log_step(log, step, losses, running, trainer, started)
+            if step % args.checkpoint_every == 0 or step == args.steps:
+                trainer.save(checkpoint_path, rng, step)
+            if scenes and (step % args.validate_every == 0 or step == args.steps):
+                _validate(log, step, trainer.average, scenes)
+        checksum = save_weights(trainer.average.cpu(), args.out, extra={
+            "training": {"steps": args.steps, "schedule_steps": args.schedule_steps,
+                         "seed": args.seed, "batch": args.batch, "crop": args.crop,
+                         "ema": args.ema, "peak_weight": args.peak_weight,
+                         "data": [str(p) for p in args.data]},
+            "parameters": parameter_count(trainer.model)})
+        log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")
+    return args.out
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        train(parse_args(argv))
+    finally:
+        torch.set_flush_denormal(False)  # process-wide: do not leave it on for the caller
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
