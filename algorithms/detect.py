@@ -20,8 +20,8 @@ from .styles import SCORE_SUFFIX
 DEVICES = ["auto", "cpu", "cuda"]
 # analysis scale of each SCALE option (model.nn.detector.SCALES)
 SCALE_OPTIONS = [(1, "Full resolution"),
-                 (2, "1/2 resolution: about 4x faster, for objects of 2 or more pixels"),
-                 (4, "1/4 resolution: about 10x faster, for objects of 4 or more pixels")]
+                 (2, "1/2 resolution: faster on few bands, for objects of 2 or more pixels"),
+                 (4, "1/4 resolution: faster on few bands, for objects of 4 or more pixels")]
 
 
 def torch_missing_message():
@@ -96,10 +96,12 @@ class DetectAlgorithm(AnomalyAlgorithm):
                   "multiple of 4). Default 64 covers the network's receptive field: results "
                   "do not depend on the tile size."),
         (SCALE, "Resolution the detector analyses. Full resolution finds the smallest "
-                "targets. 1/2 or 1/4 averages 2 x 2 or 4 x 4 pixel blocks first: several "
-                "times faster on very large or very high-resolution rasters (e.g. 10 cm "
-                "orthophotos, where objects span many pixels), but targets smaller than a "
-                "block fade. The score map is always written on the input's grid."),
+                "targets. 1/2 or 1/4 averages 2 x 2 or 4 x 4 pixel blocks first: faster on "
+                "rasters of few bands (see the README's performance table), for very large "
+                "or very high-resolution rasters (e.g. 10 cm orthophotos, where objects span "
+                "many pixels); targets smaller than a block fade, and on hundreds of bands "
+                "the block averaging costs more than it saves. The score map is always "
+                "written on the input's grid."),
         (DEVICE, "auto (a CUDA GPU when PyTorch sees one, else the CPU), cpu or cuda. The "
                  "device actually used is written to the log."),
     ] + THRESHOLD_HELP + [
