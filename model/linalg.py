@@ -4,8 +4,9 @@ The QGIS executables (``qgis``, ``qgis_process``) link GSL, whose unoptimised
 reference CBLAS then sits in the process's global symbol scope ahead of the system
 BLAS: numpy's matrix products inside QGIS resolve to it and run far slower than in a
 plain Python process (``tools/blas_speed.py`` times both). Where that is the case,
-:func:`matmul` sends large products through torch's own BLAS; elsewhere it is plain
-numpy (identical results).
+:func:`matmul` calls the system BLAS through SciPy's Fortran interface (``sgemm_`` /
+``dgemm_``, symbols GSL does not define; no copy of either operand), or through torch's
+BLAS when SciPy is missing; elsewhere it is plain numpy. The results agree to rounding.
 """
 from __future__ import annotations
 
@@ -36,9 +37,28 @@ def reference_blas_first() -> bool:
     return b"gslcblas" in (info.dli_fname or b"")
 
 
+def _fortran_gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` by SciPy's BLAS: computes (a @ b)^T = b^T a^T in Fortran order, reading
+    each operand in place through a transpose flag, and returns its C-ordered transpose."""
+    from scipy.linalg import blas
+    gemm = blas.dgemm if a.dtype == np.float64 else blas.sgemm
+
+    def operand(x: np.ndarray) -> tuple[np.ndarray, int]:  # x^T as (Fortran array, trans)
+        if x.flags.f_contiguous:
+            return x, 1
+        return np.ascontiguousarray(x).T, 0
+
+    (first, trans_first), (second, trans_second) = operand(b), operand(a)
+    return gemm(1.0, first, second, trans_a=trans_first, trans_b=trans_second).T
+
+
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` for 2-D arrays of one float type, fast whichever BLAS the process found."""
     if not reference_blas_first() or a.shape[0] * a.shape[1] * b.shape[1] < _LARGE_PRODUCT:
         return a @ b
-    import torch
-    return (torch.from_numpy(np.ascontiguousarray(a)) @ torch.from_numpy(np.ascontiguousarray(b))).numpy()
+    try:
+        return _fortran_gemm(a, b)
+    except ImportError:
+        import torch
+        return (torch.from_numpy(np.ascontiguousarray(a))
+                @ torch.from_numpy(np.ascontiguousarray(b))).numpy()

@@ -1,0 +1,41 @@
+"""Matrix products inside QGIS: GSL's reference CBLAS first in the symbol scope (as the
+QGIS executables have it) is detected and bypassed without importing torch."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from anomaly_detector.model.linalg import _fortran_gemm, matmul
+
+GSL_CBLAS = "/usr/lib/x86_64-linux-gnu/libgslcblas.so.0"  # installed with QGIS on Debian
+
+CHECK = """
+import sys, numpy as np
+from anomaly_detector.model.linalg import matmul, reference_blas_first
+rng = np.random.default_rng(0)
+x = rng.random((64, 5000))
+print(reference_blas_first(), float(np.abs(matmul(x, x.T) - np.dot(x, x.T)).max()),
+      'torch' in sys.modules)
+"""
+
+
+def test_products_agree_with_numpy_in_every_layout():
+    rng = np.random.default_rng(1)
+    for dtype, tolerance in ((np.float64, 1e-12), (np.float32, 1e-5)):
+        a, b = rng.random((30, 40)).astype(dtype), rng.random((40, 50)).astype(dtype)
+        for left, right in ((a, b), (np.asfortranarray(a), b), (a, np.asfortranarray(b)),
+                            (a[:, ::2], b[::2]), (a, a.T)):
+            got = _fortran_gemm(left, right)
+            assert got.dtype == dtype and got.flags.c_contiguous
+            np.testing.assert_allclose(got, left @ right, rtol=tolerance)
+            np.testing.assert_allclose(matmul(left, right), left @ right, rtol=tolerance)
+
+
+def test_reference_cblas_first_is_bypassed_without_torch():
+    env = {**os.environ, "LD_PRELOAD": GSL_CBLAS}
+    run = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True,
+                         text=True, timeout=120, check=True)
+    first, difference, torch_imported = run.stdout.split()
+    assert first == "True" and float(difference) < 1e-9 and torch_imported == "False"
