@@ -2,12 +2,9 @@
 
 import os
 import signal
-import tempfile
 import threading
 import traceback
-import uuid
 from contextlib import contextmanager
-from xml.sax.saxutils import escape
 
 import numpy as np
 from osgeo import gdal
@@ -18,9 +15,10 @@ from qgis.core import (QgsCoordinateTransformContext, QgsMapLayer, QgsMapLayerFa
 from qgis.PyQt.QtCore import QCoreApplication, QThread, QUrl
 from qgis.PyQt.QtGui import QIcon
 
-from ..model.engine import (Cancelled, RasterInputError, check_score_path, open_raster_checked,
-                            parse_bands, refuse_inputs_as_outputs)
-from ..model.polygons import vector_driver
+from ..model.raster.errors import AnomalyError, Cancelled
+from ..model.raster.files import check_output_paths, check_score_path, magnitude_vrt
+from ..model.raster.io import open_raster_checked, parse_bands
+from ..model.vector.output import vector_driver
 from .params import THRESHOLD, check_threshold_parameters
 from .styles import POLYGONS_SUFFIX, layer_name, register_output, score_stretch
 
@@ -152,19 +150,6 @@ def terminate_cleanly():
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-
-
-def _writable(folder):
-    """Whether a file can be created in ``folder`` (tried, not guessed from permissions)."""
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return False
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".anomaly-write-test-", dir=folder)
-    except OSError:
-        return False
-    os.close(fd)
-    os.remove(probe)
-    return True
 
 
 class AnomalyAlgorithm(QgsProcessingAlgorithm):
@@ -313,44 +298,11 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         return self._magnitude_if_complex(path)
 
     def _magnitude_if_complex(self, path):
-        """``path``, or a temporary VRT of its bands' magnitude when they are complex.
-
-        Complex rasters (e.g. SAR single-look complex, CInt16/CFloat32) are scored
-        on their amplitude |z| with GDAL's ``mod`` pixel function; the VRT has the
-        input's grid and CRS and lives in memory (``/vsimem/``) during the run.
-        """
-        ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY) if path else None
-        if ds is None:
+        """``path``, or a temporary in-memory VRT of its bands' magnitude when they are
+        complex (e.g. SAR single-look complex): see :func:`magnitude_vrt`."""
+        vrt = magnitude_vrt(path)
+        if vrt is None:
             return path
-        complex_types = (gdal.GDT_CInt16, gdal.GDT_CInt32, gdal.GDT_CFloat32, gdal.GDT_CFloat64)
-        bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
-        if not any(b.DataType in complex_types for b in bands):
-            return path
-        parts = [f'<VRTDataset rasterXSize="{ds.RasterXSize}" rasterYSize="{ds.RasterYSize}">']
-        if ds.GetProjection():
-            parts.append(f"<SRS>{escape(ds.GetProjection())}</SRS>")
-        gt = ds.GetGeoTransform(can_return_null=True)
-        if gt:
-            parts.append("<GeoTransform>" + ", ".join(repr(float(v)) for v in gt) + "</GeoTransform>")
-        for i, band in enumerate(bands, start=1):
-            source = (f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(path)}'
-                      f"</SourceFilename><SourceBand>{i}</SourceBand></SimpleSource>")
-            nodata = band.GetNoDataValue()
-            nd = "" if nodata is None else f"<NoDataValue>{abs(nodata)!r}</NoDataValue>"
-            if band.DataType in complex_types:
-                parts.append(f'<VRTRasterBand dataType="Float64" band="{i}" '
-                             f'subClass="VRTDerivedRasterBand">{nd}'
-                             "<PixelFunctionType>mod</PixelFunctionType>"
-                             f"<SourceTransferType>CFloat64</SourceTransferType>{source}"
-                             "</VRTRasterBand>")
-            else:
-                dtype = gdal.GetDataTypeName(band.DataType)
-                parts.append(f'<VRTRasterBand dataType="{dtype}" band="{i}">{nd}{source}'
-                             "</VRTRasterBand>")
-        parts.append("</VRTDataset>")
-        ds = None
-        vrt = f"/vsimem/anomaly_detector/magnitude-{uuid.uuid4().hex}.vrt"
-        gdal.FileFromMemBuffer(vrt, "".join(parts).encode("utf-8"))
         self._temporary.append(vrt)
         return vrt
 
@@ -367,32 +319,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         ``outputs`` is a list of ``(PARAMETER_NAME, path)``; ``inputs`` the input rasters'
         paths (default: those read by :meth:`raster_path`).
         """
-        seen = {}
-        for name, path in outputs:
-            if not path:
-                continue
-            if path.startswith("/vsi"):
-                raise QgsProcessingException(
-                    f"The {name} output '{path}' is a virtual GDAL path. Choose a file on disk.")
-            if os.path.isdir(path):
-                raise QgsProcessingException(
-                    f"The {name} output '{path}' is a folder. Choose a file name in it.")
-            real = os.path.realpath(path)
-            if real in seen:
-                raise QgsProcessingException(
-                    f"The {seen[real]} and {name} outputs are the same file '{path}'. Choose "
-                    "a different file name for each output.")
-            seen[real] = name
-            folder = os.path.dirname(real)
-            if not os.path.isdir(folder):
-                raise QgsProcessingException(
-                    f"The folder of the {name} output, '{folder}', does not exist. Choose an "
-                    "existing folder or create it first.")
-            if not _writable(folder):
-                raise QgsProcessingException(
-                    f"The folder of the {name} output, '{folder}', is not writable. Choose a "
-                    "folder where you can write.")
-        refuse_inputs_as_outputs(outputs, self._inputs if inputs is None else inputs)
+        check_output_paths(outputs, self._inputs if inputs is None else inputs)
         for name, path in outputs:
             if isinstance(self.parameterDefinition(name), QgsProcessingParameterRasterDestination):
                 check_score_path(path, name)
@@ -428,7 +355,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
             if self.parameterDefinition(name) is not None:
                 try:
                     bands = self.bands(parameters, name, context)
-                except RasterInputError as err:
+                except AnomalyError as err:
                     return False, str(err)
         inputs = []
         message = self._check_rasters(parameters, context, inputs)
@@ -441,7 +368,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
             if bands and inputs:
                 open_raster_checked(inputs[0], bands)
             self.check_outputs(outputs, inputs)
-        except (RasterInputError, QgsProcessingException) as err:
+        except (AnomalyError, QgsProcessingException) as err:
             return False, str(err)
         return super().checkParameterValues(parameters, context)
 
@@ -460,7 +387,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
                 if layer is None:  # not a raster: a missing file, or a vector file for QGIS
                     try:
                         open_raster_checked(value.split("|")[0])
-                    except RasterInputError as err:
+                    except AnomalyError as err:
                         if "not a raster" not in str(err):
                             return str(err)
                     layer = QgsProcessingUtils.mapLayerFromString(value, context)
@@ -478,7 +405,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
                 continue
             try:
                 open_raster_checked(value.split("|")[0])
-            except RasterInputError as err:
+            except AnomalyError as err:
                 return str(err)
             paths.append(value.split("|")[0])
         return None
@@ -501,7 +428,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         try:
             with terminate_cleanly():
                 return self.process_core(parameters, context, feedback)
-        except RasterInputError as err:
+        except AnomalyError as err:
             raise QgsProcessingException(str(err)) from err
         except Terminated as err:
             raise QgsProcessingException(str(err)) from err

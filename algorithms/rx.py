@@ -2,7 +2,7 @@
 
 from qgis.core import QgsProcessingParameterBand, QgsProcessingParameterRasterDestination
 
-from ..model.rx import rx_score_raster
+from ..model.classic.rx import rx_score_raster
 from .area import AREA_HELP, add_area_parameters, read_area
 from .base import AnomalyAlgorithm, RasterInput
 from .provenance import provenance, record_in_raster

@@ -38,12 +38,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import engine
-from .area import named_as, prepare_area, write_area_vrt
-from .detector import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, SCALES, TileScorer, _round_up,
-                       check_scale, detection_statistics, raster_scorer, tile_align, tile_core,
-                       tile_margin)
-from .polygons import DEFAULT_TOP_N
+from . import defaults
+from .detector import (SCALES, TileScorer, _round_up, check_scale, detection_statistics,
+                       raster_scorer, tile_align, tile_core, tile_margin)
+from .raster.area import named_as, prepare_area, write_area_vrt
+from .raster.files import refuse_inputs_as_outputs, same_file
+from .raster.io import open_raster_checked
+from .raster.memory import MEMORY_ENV, limit_gdal_cache
+from .raster.output import gdal_quiet
+from .raster.pipeline import assemble_strips, score_raster
+from .raster.tiling import TilePlan, plan_tiles
+from .vector.threshold import METHODS
 
 from .detector import THREADS_ENV  # noqa: E402
 
@@ -52,14 +57,14 @@ from .detector import THREADS_ENV  # noqa: E402
 class Settings:
     """Scoring and threshold settings shared by every task (defaults = anomaly:detect's)."""
 
-    tile_size: int = DEFAULT_TILE_SIZE
-    overlap: int = DEFAULT_OVERLAP
+    tile_size: int = defaults.TILE_SIZE
+    overlap: int = defaults.OVERLAP
     scale: int = 1
     memory_mb: Optional[float] = None
-    method: str = "top_fraction"
-    threshold: float = 0.005
-    min_area: int = 1
-    top_n: int = DEFAULT_TOP_N
+    method: str = defaults.THRESHOLD_METHOD
+    threshold: float = defaults.THRESHOLD
+    min_area: int = defaults.MIN_AREA
+    top_n: int = defaults.TOP_N
     torch_threads: Optional[int] = None
     weights_path: Optional[str] = None
     mask: Optional[str] = None
@@ -111,7 +116,9 @@ class SceneResult:
 
 
 @dataclass
-class Scene:
+class SceneJob:
+    """One input of a batch run: its outputs, temporary folder and tile-row groups."""
+
     source: str
     score: str
     polygons: str
@@ -152,45 +159,45 @@ def _scorer(settings: Settings, mean, covariance):
     return raster_scorer(_MODELS[key], mean, covariance, "cpu", settings.scale)
 
 
-def _plan(source: str, settings: Settings) -> engine.TilePlan:
-    info = engine.open_raster_checked(source)
-    return engine.plan_tiles(info, TileScorer, tile_size=settings.tile_size,
-                             overlap=tile_margin(settings.overlap, settings.scale),
-                             align=tile_align(settings.scale), memory_mb=settings.memory_mb)
+def _plan(source: str, settings: Settings) -> TilePlan:
+    info = open_raster_checked(source)
+    return plan_tiles(info, TileScorer, tile_size=settings.tile_size,
+                      overlap=tile_margin(settings.overlap, settings.scale),
+                      align=tile_align(settings.scale), memory_mb=settings.memory_mb)
 
 
 def task_statistics(raster: str, settings: Settings, source: str = ""):
     """Pass 1 of a scene: the detector's band mean and covariance of ``raster`` (the scene
     ``source`` or its area of interest), once per scene."""
-    engine.limit_gdal_cache(settings.memory_mb)
+    limit_gdal_cache(settings.memory_mb)
     with named_as(raster, source or raster):
         return detection_statistics(raster, scale=settings.scale, memory_mb=settings.memory_mb)
 
 
 def task_strip(source: str, statistics, rows: tuple, strip_path: str, settings: Settings) -> tuple:
     """Score the tile rows ``rows`` of a scene into a strip GeoTIFF; returns (path, first row)."""
-    engine.limit_gdal_cache(settings.memory_mb)
+    limit_gdal_cache(settings.memory_mb)
     plan = _plan(source, settings)
     scorer = _scorer(settings, *statistics)
     os.makedirs(os.path.dirname(strip_path), exist_ok=True)
-    engine.score_raster(source, strip_path, scorer, plan=plan, row_range=tuple(rows))
+    score_raster(source, strip_path, scorer, plan=plan, row_range=tuple(rows))
     return strip_path, plan.write_rows(*rows)[0]
 
 
 def task_whole(source: str, statistics, score_path: str, settings: Settings) -> str:
     """Score a whole scene in one task (what ``detect_raster`` does after its statistics)."""
-    engine.limit_gdal_cache(settings.memory_mb)
+    limit_gdal_cache(settings.memory_mb)
     plan = _plan(source, settings)
     scorer = _scorer(settings, *statistics)
-    engine.score_raster(source, score_path, scorer, plan=plan)
+    score_raster(source, score_path, scorer, plan=plan)
     return score_path
 
 
-def task_finish(source: str, scored, scene: Scene, settings: Settings, started: float):
+def task_finish(source: str, scored, scene: SceneJob, settings: Settings, started: float):
     """Assemble the strips (if any) and polygonize; returns a :class:`SceneResult`."""
-    from .polygons import polygonize_scores
+    from .vector.polygons import polygonize_scores
     if isinstance(scored, list):
-        engine.assemble_strips(scored, scene.score, scene.raster)
+        assemble_strips(scored, scene.score, scene.raster)
     shutil.rmtree(scene.strip_dir, ignore_errors=True)
     result = polygonize_scores(scene.score, scene.polygons, method=settings.method,
                                threshold=settings.threshold, min_area=settings.min_area,
@@ -218,8 +225,8 @@ def expand_inputs(patterns: Sequence[str]) -> List[str]:
     return out
 
 
-def name_scenes(sources: Sequence[str], out_dir: Path) -> Dict[str, Scene]:
-    """A :class:`Scene` per source whose outputs never collide: ``<stem>_score.tif`` and
+def name_scenes(sources: Sequence[str], out_dir: Path) -> Dict[str, SceneJob]:
+    """A :class:`SceneJob` per source whose outputs never collide: ``<stem>_score.tif`` and
     ``<stem>_anomalies.gpkg``, with ``_2``, ``_3``... after a stem already used (compared
     case-insensitively, as some file systems do), e.g. for ``d1/scene.tif`` and ``d2/scene.tif``."""
     taken, scenes = set(), {}
@@ -230,18 +237,18 @@ def name_scenes(sources: Sequence[str], out_dir: Path) -> Dict[str, Scene]:
             count += 1
             name = f"{stem}_{count}"
         taken.add(name.lower())
-        scenes[source] = Scene(source, str(out_dir / f"{name}_score.tif"),
+        scenes[source] = SceneJob(source, str(out_dir / f"{name}_score.tif"),
                                str(out_dir / f"{name}_anomalies.gpkg"),
                                str(out_dir / f".{name}.strips"), raster=source)
     return scenes
 
 
-def scene_area(scene: Scene, settings: Settings) -> str:
+def scene_area(scene: SceneJob, settings: Settings) -> str:
     """The raster a scene's tasks read: its source, or a VRT of its area of interest
     (``settings.extent``, ``settings.mask``) written into its temporary folder."""
     if settings.extent is None and not settings.mask:
         return scene.source
-    if settings.mask and any(engine.same_file(path, settings.mask)
+    if settings.mask and any(same_file(path, settings.mask)
                              for path in (scene.score, scene.polygons)):
         raise ValueError(f"The output of this scene would replace the --mask file "
                          f"'{settings.mask}': choose another --out folder.")
@@ -262,11 +269,11 @@ def submit_scenes(client, sources: Sequence[str], out_dir: Path, settings: Setti
     for source in sources:
         scene = named[source]
         try:
-            engine.refuse_inputs_as_outputs(
+            refuse_inputs_as_outputs(
                 [("score", scene.score), ("polygons", scene.polygons)], sources, files)
             scene.raster = scene_area(scene, settings)
             plan = _plan(scene.raster, settings)
-            info = engine.open_raster_checked(scene.raster)
+            info = open_raster_checked(scene.raster)
         except Exception as error:  # noqa: BLE001 - reported in the summary
             shutil.rmtree(scene.strip_dir, ignore_errors=True)
             failed.append(SceneResult(source, False, error=str(error)))
@@ -388,7 +395,7 @@ def parse_extent(text: str) -> Tuple[Tuple[float, float, float, float], str]:
             f"500000,4099000,501000,4100000,32633 (got '{text}')")
     if code is not None:
         from osgeo import osr
-        with engine.gdal_quiet():
+        with gdal_quiet():
             known = osr.SpatialReference().ImportFromEPSG(code) == 0
         if not known:
             raise argparse.ArgumentTypeError(f"EPSG:{code} is not a known CRS (got '{text}')")
@@ -406,20 +413,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "split between them")
     parser.add_argument("--scheduler", help="address of a running Dask scheduler, "
                                             "e.g. tcp://10.0.0.5:8786")
-    parser.add_argument("--method", default="top_fraction",
-                        choices=["top_fraction", "fixed", "automatic"])
-    parser.add_argument("--threshold", type=float, default=0.005)
-    parser.add_argument("--min-area", type=int, default=1)
+    parser.add_argument("--method", default=defaults.THRESHOLD_METHOD, choices=METHODS)
+    parser.add_argument("--threshold", type=float, default=defaults.THRESHOLD)
+    parser.add_argument("--min-area", type=int, default=defaults.MIN_AREA)
     parser.add_argument("--top-n", type=int, default=Settings.top_n,
                         help="write the N most anomalous polygons of each scene (default "
                              "%(default)s; 0 = all); every group is counted")
-    parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE)
-    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP)
+    parser.add_argument("--tile-size", type=int, default=defaults.TILE_SIZE)
+    parser.add_argument("--overlap", type=int, default=defaults.OVERLAP)
     parser.add_argument("--scale", type=int, default=1, choices=SCALES,
                         help="analysis resolution: 1 (full), 2 or 4 (1/2 or 1/4; faster)")
     parser.add_argument("--memory-mb", type=float, default=None,
                         help="memory setting per task (default $%s or %d)"
-                             % (engine.MEMORY_ENV, engine.DEFAULT_MEMORY_MB))
+                             % (MEMORY_ENV, defaults.MEMORY_MB))
     parser.add_argument("--torch-threads", type=int, default=None)
     parser.add_argument("--split-mp", type=float, default=None,
                         help="split scenes above this many megapixels into tile-row groups "

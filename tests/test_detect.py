@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from anomaly_detector.model import weights as weights_module
 from anomaly_detector.model.detector import TileScorer, detect_raster, resolve_device
-from anomaly_detector.model.engine import NODATA
+from anomaly_detector.model.raster.output import NODATA
 from anomaly_detector.model.features import fit_from_array
 from anomaly_detector.model.weights import WeightsError, load_detector
 from conftest import read_raster, run_qgis_process, write_raster
