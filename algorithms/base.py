@@ -1,24 +1,21 @@
-"""Shared boilerplate of the plugin's Processing algorithms."""
+"""The base class of the plugin's Processing algorithms: help, outputs and their
+styles, and the checks and error sentences every algorithm shares."""
 
 import os
-import signal
-import threading
-import traceback
-from contextlib import contextmanager
 
-import numpy as np
 from osgeo import gdal
-from qgis.core import (QgsCoordinateTransformContext, QgsMapLayer, QgsMapLayerFactory,
-                       QgsMapLayerType, QgsProcessingAlgorithm, QgsProcessingException,
+from qgis.core import (QgsMapLayer, QgsProcessingAlgorithm, QgsProcessingException,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
                        QgsProcessingUtils)
 from qgis.PyQt.QtCore import QCoreApplication, QThread, QUrl
 from qgis.PyQt.QtGui import QIcon
 
-from ..model.raster.errors import AnomalyError, Cancelled
+from ..model.raster.errors import AnomalyError
 from ..model.raster.files import check_output_paths, check_score_path, magnitude_vrt
 from ..model.raster.io import open_raster_checked, parse_bands
 from ..model.vector.output import vector_driver
+from .errors import forget_frames, processing_error, terminate_cleanly
+from .layers import SOURCE_PROPERTY, layer_path, loaded_or_quiet_layer, release_quiet_layers
 from .params import THRESHOLD, check_threshold_parameters
 from .styles import POLYGONS_SUFFIX, layer_name, register_output, score_stretch
 
@@ -34,122 +31,6 @@ GROUPS = {
     "scoring": "Anomaly scores",
     "postprocessing": "Post-processing",
 }
-
-
-SOURCE_PROPERTY = "anomaly_detector/source"
-
-
-def raster_layer(source):
-    """A QGIS raster layer of the file ``source`` that never writes into or beside it.
-
-    QGIS computes statistics for a new layer's default style and GDAL saves them
-    into a VRT itself or an ``.aux.xml`` beside the file (even into a zip archive).
-    The layer reads ``source`` through an in-memory ``vrt://`` wrapper, opened with
-    GDAL's PAM off, so that no file keeps them; it is named after ``source`` (so that
-    Processing finds it for that value) and keeps the path in :data:`SOURCE_PROPERTY`.
-    The algorithms read the file itself (with its sidecars) through GDAL.
-    """
-    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "NO")  # no .aux.xml beside files
-    gdal.PushErrorHandler("CPLQuietErrorHandler")  # e.g. "Unable to compute a transformation"
-    try:
-        # made by QGIS's factory, not as a Python subclass instance: a layer store may
-        # delete it late (after QGIS exits) without calling back into Python
-        layer = QgsMapLayerFactory.createLayer(
-            f"vrt://{source}", source, QgsMapLayerType.RasterLayer,
-            QgsMapLayerFactory.LayerOptions(QgsCoordinateTransformContext()), "gdal")
-    finally:
-        gdal.PopErrorHandler()
-        gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
-    if layer is not None:
-        layer.setCustomProperty(SOURCE_PROPERTY, source)
-    return layer
-
-
-def loaded_or_quiet_layer(value, context):
-    """The layer that ``value`` names in ``context`` (or the project), else the file loaded
-    by :func:`raster_layer` into the context's temporary store; None if neither works."""
-    layer = QgsProcessingUtils.mapLayerFromString(value, context, False)
-    if layer is None:
-        quiet = raster_layer(value.split("|")[0])
-        if quiet is not None and quiet.isValid():
-            context.temporaryLayerStore().addMapLayer(quiet)  # the store owns it
-            return quiet
-    return layer
-
-
-class RasterInput(QgsProcessingParameterRasterLayer):
-    """A raster layer parameter whose files are loaded by :func:`raster_layer`.
-
-    qgis_process (and Processing before the algorithm's own checks) loads a layer for
-    a file path while checking the value; this parameter loads it first, quietly, so
-    that the check finds it and no statistics are written into or beside the input.
-    """
-
-    def checkValueIsAcceptable(self, value, context=None):  # noqa: N802
-        if context is not None and isinstance(value, str) and value:
-            loaded_or_quiet_layer(value, context)
-        return super().checkValueIsAcceptable(value, context)
-
-    def clone(self):
-        return RasterInput(self.name(), self.description(), self.defaultValue(),
-                           bool(self.flags() & self.FlagOptional))
-
-
-def release_quiet_layers(context):
-    """Remove the :func:`raster_layer` layers of a run that failed from its context.
-
-    A failed run's context may live on in a kept traceback; its layers would then be
-    closed only when Python collects it, possibly after QGIS has shut GDAL down.
-    """
-    store = context.temporaryLayerStore()
-    ours = [layer for layer in store.mapLayers().values()
-            if layer.customProperty(SOURCE_PROPERTY) and layer.thread() == QThread.currentThread()]
-    if ours:
-        store.removeMapLayers(ours)
-
-
-def forget_frames(error):
-    """Clear the variables of the finished frames behind ``error`` and its causes.
-
-    They hold the run's datasets; a traceback kept in a reference cycle would
-    otherwise close them only when Python collects it, possibly after QGIS shut GDAL
-    down (a crash at exit).
-    """
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        traceback.clear_frames(error.__traceback__)
-        error = error.__cause__ or error.__context__
-
-
-def layer_path(layer):
-    """The GDAL path of a raster layer (the file behind a :func:`raster_layer`)."""
-    return layer.customProperty(SOURCE_PROPERTY) or layer.source().split("|")[0]
-
-
-class Terminated(Cancelled):
-    """The process received SIGTERM during a run."""
-
-
-@contextmanager
-def terminate_cleanly():
-    """Turn SIGTERM into :class:`Terminated` during a run in the main thread (qgis_process),
-    so that partial files are removed before the process ends."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        raise Terminated("Stopped by a termination signal; no output was written.")
-    try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except (ValueError, OSError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 class AnomalyAlgorithm(QgsProcessingAlgorithm):
@@ -428,40 +309,10 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         try:
             with terminate_cleanly():
                 return self.process_core(parameters, context, feedback)
-        except AnomalyError as err:
-            raise QgsProcessingException(str(err)) from err
-        except Terminated as err:
-            raise QgsProcessingException(str(err)) from err
-        except Cancelled as err:
-            raise QgsProcessingException("Cancelled by the user; no output was written.") from err
-        except np.linalg.LinAlgError as err:
-            raise QgsProcessingException(
-                f"The statistics of this raster could not be inverted ({err}). Check it for "
-                "extreme or corrupt values, or choose other BANDS.") from err
-        except MemoryError as err:
-            raise QgsProcessingException(
-                "Not enough memory for this raster. Choose a smaller TILE_SIZE (anomaly:detect) "
-                "or fewer BANDS, or close other programs, then run again.") from err
         except QgsProcessingException:
             raise
-        except RuntimeError as err:  # GDAL/OGR errors (exceptions enabled), torch errors
-            text = str(err).strip() or type(err).__name__
-            if "out of memory" in text.lower():
-                raise QgsProcessingException(
-                    f"Not enough memory ({text.splitlines()[0]}). Choose a smaller TILE_SIZE "
-                    "or the cpu DEVICE, then run again.") from err
-            raise QgsProcessingException(
-                f"A raster could not be read or written ({text}). Check that the input file "
-                "is complete and not damaged, and that the output disk has free space.") from err
-        except OSError as err:
-            raise QgsProcessingException(
-                f"A file could not be read or written ({err}). Check the paths, the "
-                "permissions and the free disk space.") from err
         except Exception as err:  # noqa: BLE001 - a sentence, never a traceback
-            raise QgsProcessingException(
-                f"The run stopped on an unexpected error ({type(err).__name__}: {err}). No "
-                "output was written; please report it with the output of gdalinfo for the "
-                "input.") from err
+            raise processing_error(err) from err
 
     def process_core(self, parameters, context, feedback):
         raise NotImplementedError

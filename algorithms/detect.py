@@ -14,7 +14,8 @@ from ..model.raster.output import atomic_output
 from ..model.raster.progress import sub_progress
 from ..model.vector.polygons import polygonize_scores
 from .area import AREA_HELP, add_area_parameters, read_area
-from .base import CITATION, AnomalyAlgorithm, RasterInput
+from .base import CITATION, AnomalyAlgorithm
+from .layers import RasterInput
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
                      polygon_outputs, polygon_summary, read_threshold_parameters)
 from .provenance import provenance, record_in_raster, record_in_vector

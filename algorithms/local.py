@@ -14,7 +14,8 @@ from ..model.classic.local_baselines import (CONTRAST_SCALES, GUARD_WINDOW as DE
 from ..model.raster.output import atomic_output
 from ..model.raster.progress import sub_progress
 from ..model.vector.polygons import polygonize_scores
-from .base import AnomalyAlgorithm, RasterInput
+from .base import AnomalyAlgorithm
+from .layers import RasterInput
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
                      polygon_outputs, read_threshold_parameters)
 from .provenance import provenance, record_in_raster, record_in_vector

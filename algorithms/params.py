@@ -131,7 +131,8 @@ def polygon_outputs(result) -> dict:
 
 
 def polygon_summary(result) -> str:
-    """The log line of a ``model.vector.polygons.PolygonResult``: threshold, groups found, written."""
+    """The log line of a ``model.vector.polygons.PolygonResult``: threshold, groups found,
+    polygons written."""
     written = (f"all {result.count} written" if result.count == result.groups else
                f"the {result.count} most anomalous written as polygons (TOP_N)")
     return (f"Threshold {result.threshold:.6g}: {result.n_flagged} of {result.n_valid} valid "

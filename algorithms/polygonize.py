@@ -5,7 +5,8 @@ from qgis.core import (QgsProcessing, QgsProcessingParameterBand,
 
 from ..model.raster.io import open_raster_checked
 from ..model.vector.polygons import polygonize_scores
-from .base import CITATION, AnomalyAlgorithm, RasterInput
+from .base import CITATION, AnomalyAlgorithm
+from .layers import RasterInput
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
                      polygon_outputs, polygon_summary, read_threshold_parameters)
 from .provenance import provenance, record_in_vector

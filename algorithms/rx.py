@@ -4,7 +4,8 @@ from qgis.core import QgsProcessingParameterBand, QgsProcessingParameterRasterDe
 
 from ..model.classic.rx import rx_score_raster
 from .area import AREA_HELP, add_area_parameters, read_area
-from .base import AnomalyAlgorithm, RasterInput
+from .base import AnomalyAlgorithm
+from .layers import RasterInput
 from .provenance import provenance, record_in_raster
 from .styles import layer_name, score_stretch
 

@@ -23,8 +23,7 @@ from .raster.io import open_raster_checked
 from .raster.pipeline import score_raster
 from .raster.progress import sub_progress
 from .raster.scorer import TileScorer as RasterTileScorer, zero_scorer
-from .raster.stats import (STATISTICS_SAMPLE, band_statistics, no_variation, pool_mean,
-                           statistics_stride)
+from .raster.stats import band_statistics, no_variation, pool_mean, statistics_stride
 from .features import INPUT_CHANNELS, SpectralReduction, fit_from_array
 from .network import SIZE_MULTIPLE, DeviationNet, FusedScorer
 from .weights import WeightsError, load_detector
@@ -230,7 +229,7 @@ def detection_statistics(src_path: str, bands: Sequence[int] | None = None, scal
     """Band mean and covariance that normalise ``src_path`` for the detector.
 
     Of the raster averaged over ``scale`` x ``scale`` blocks; exact over all valid
-    pixels up to 4 x :data:`STATISTICS_SAMPLE` pixels, estimated from a regular
+    pixels up to 4 x :data:`.raster.stats.STATISTICS_SAMPLE` pixels, estimated from a regular
     grid of at least that many beyond (the estimate barely moves, the cost of the
     covariance of hundreds of bands drops with the grid).
     """

@@ -73,6 +73,14 @@ def check_score_path(path: str, name: str = "score") -> None:
             "written as GeoTIFF. Choose a name ending in .tif.")
 
 
+def check_output_folder(dst_path: str) -> None:
+    """Refuse an output whose folder does not exist."""
+    folder = os.path.dirname(os.path.abspath(dst_path))
+    if not os.path.isdir(folder):
+        raise RasterOutputError(
+            f"The output folder '{folder}' does not exist. Choose an existing folder.")
+
+
 def same_file(a: str, b: str) -> bool:
     """Whether paths ``a`` and ``b`` are one file (through symlinks and hard links)."""
     try:

@@ -6,7 +6,6 @@ float32 GeoTIFF on the input's exact grid, with :data:`~.output.NODATA` where th
 input is invalid or the score is not finite. Memory is bounded by the memory
 setting (:mod:`.memory`), never by the raster.
 """
-import os
 import queue
 import threading
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ import numpy as np
 from osgeo import gdal
 
 from ..defaults import TILE_SIZE
-from .errors import RasterOutputError
+from .files import check_output_folder
 from .io import open_dataset, read_tile_with_margin
 from .output import NODATA, SCORE_BLOCK, WriteFailures, written_score_raster
 from .progress import CancelFn, ProgressFn, check_cancelled, report
@@ -244,10 +243,7 @@ def score_raster(src_path: str, dst_path: str, score_tile, *,
         raise ValueError("tile_size must be at least 1")
     ds, info = open_dataset(src_path, bands)
     ds = None
-    folder = os.path.dirname(os.path.abspath(dst_path))
-    if not os.path.isdir(folder):
-        raise RasterOutputError(
-            f"The output folder '{folder}' does not exist. Choose an existing folder.")
+    check_output_folder(dst_path)
     if plan is None:
         plan = plan_tiles(info, score_tile, tile_size=tile_size, overlap=overlap, align=align,
                           memory_mb=memory_mb, batch_size=batch_size)

@@ -28,7 +28,7 @@ import numpy as np
 from osgeo import gdal, ogr
 
 from ..defaults import MIN_AREA, THRESHOLD, THRESHOLD_METHOD, TOP_N
-from ..raster.errors import RasterOutputError
+from ..raster.files import check_output_folder
 from ..raster.output import WriteFailures, gdal_quiet
 from ..raster.progress import CancelFn, ProgressFn, check_cancelled, report, sub_progress
 from .attributes import NO_GEOTRANSFORM, layer_srs, write_features
@@ -64,31 +64,30 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = THRESHOLD_M
     min_area = max(1, int(min_area or 1))
     top_n = max(0, int(top_n or 0))
     dst_path = str(dst_path)
-    folder = os.path.dirname(os.path.abspath(dst_path))
-    if not os.path.isdir(folder):
-        raise RasterOutputError(
-            f"The output folder '{folder}' does not exist. Choose an existing folder.")
+    check_output_folder(dst_path)
     vector_driver(dst_path)
-    thr = compute_threshold(src_path, method, threshold, band=band,
-                            progress=sub_progress(progress, 0.0, 0.3), is_cancelled=is_cancelled)
+    score_threshold = compute_threshold(src_path, method, threshold, band=band,
+                                        progress=sub_progress(progress, 0.0, 0.3),
+                                        is_cancelled=is_cancelled)
     scores, info = open_scores(src_path, band)
     failures = WriteFailures(dst_path)
     with failures.watch():
         try:
             with failures.raised():
                 ranked, n_valid, n_flagged = _find_groups(
-                    scores, thr, min_area, top_n, sub_progress(progress, 0.3, 0.6), is_cancelled)
+                    scores, score_threshold, min_area, top_n, sub_progress(progress, 0.3, 0.6),
+                    is_cancelled)
                 name = layer_name or os.path.splitext(os.path.basename(dst_path))[0] or \
                     "anomalies"
-                _polygonize(scores, info, thr, ranked, n_valid, dst_path, name, failures,
-                            progress, is_cancelled)
+                _polygonize(scores, info, score_threshold, ranked, n_valid, dst_path, name,
+                            failures, progress, is_cancelled)
         except BaseException as error:
             failures.reraise(dst_path, error)
         finally:
             scores = None
     report(progress, 1.0)
     return PolygonResult(path=dst_path, layer_name=name, count=len(ranked.groups.ids),
-                         threshold=thr, n_valid=n_valid, n_flagged=n_flagged,
+                         threshold=score_threshold, n_valid=n_valid, n_flagged=n_flagged,
                          groups=ranked.found)
 
 

@@ -13,7 +13,7 @@ from anomaly_detector.model.vector.output import count_polygons
 from anomaly_detector.model.vector.polygons import polygonize_scores
 from anomaly_detector.model.vector.threshold import compute_threshold
 from conftest import write_raster
-from scenes import GT, ND, ORDER, check_features, expected, read_features, synthetic_scores
+from scenes import GT, ND, ORDER, check_features, read_features, synthetic_scores
 
 @pytest.mark.parametrize("method, value", [("fixed", 5.0), ("top_fraction", None),
                                            ("automatic", 0.0)])
