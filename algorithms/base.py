@@ -5,8 +5,8 @@ import os
 
 from osgeo import gdal
 from qgis.core import (QgsMapLayer, QgsProcessingAlgorithm, QgsProcessingException,
-                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
-                       QgsProcessingUtils)
+                       QgsProcessingParameterBand, QgsProcessingParameterRasterDestination,
+                       QgsProcessingParameterRasterLayer, QgsProcessingUtils)
 from qgis.PyQt.QtCore import QCoreApplication, QThread, QUrl
 from qgis.PyQt.QtGui import QIcon
 
@@ -15,7 +15,8 @@ from ..model.raster.files import check_output_paths, check_score_path, magnitude
 from ..model.raster.io import open_raster_checked, parse_bands
 from ..model.vector.output import vector_driver
 from .errors import forget_frames, processing_error, terminate_cleanly
-from .layers import SOURCE_PROPERTY, layer_path, loaded_or_quiet_layer, release_quiet_layers
+from .layers import (SOURCE_PROPERTY, RasterInput, layer_path, loaded_or_quiet_layer,
+                     release_quiet_layers)
 from .params import THRESHOLD, check_threshold_parameters
 from .styles import POLYGONS_SUFFIX, layer_name, register_output, score_stretch
 
@@ -148,6 +149,13 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         return {}
 
     # -- shared by subclasses -----------------------------------------------
+
+    def add_input_and_bands(self):
+        """Add the INPUT raster and its BANDS (optional, several) parameters."""
+        self.addParameter(RasterInput(self.INPUT, "Input raster"))
+        self.addParameter(QgsProcessingParameterBand(
+            self.BANDS, "Bands (default: all)", parentLayerParameterName=self.INPUT,
+            optional=True, allowMultiple=True))
 
     @staticmethod
     def callbacks(feedback):

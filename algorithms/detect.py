@@ -1,7 +1,7 @@
 """anomaly:detect - the bundled cross-modality deep detector, then ranked polygons."""
 
 from qgis.core import (QgsProcessing, QgsProcessingException,
-                       QgsProcessingOutputString, QgsProcessingParameterBand,
+                       QgsProcessingOutputString,
                        QgsProcessingParameterDefinition,
                        QgsProcessingParameterEnum, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination,
@@ -15,7 +15,6 @@ from ..model.raster.progress import sub_progress
 from ..model.vector.polygons import polygonize_scores
 from .area import AREA_HELP, add_area_parameters, read_area
 from .base import CITATION, AnomalyAlgorithm
-from .layers import RasterInput
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
                      polygon_outputs, polygon_summary, read_threshold_parameters)
 from .provenance import provenance, record_in_raster, record_in_vector
@@ -117,10 +116,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
     ]
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(RasterInput(self.INPUT, "Input raster"))
-        self.addParameter(QgsProcessingParameterBand(
-            self.BANDS, "Bands (default: all)", parentLayerParameterName=self.INPUT,
-            optional=True, allowMultiple=True))
+        self.add_input_and_bands()
         add_area_parameters(self)
         # tiling changes speed and memory, not the result: Advanced section of the dialog
         for name, label, default, low, high in (

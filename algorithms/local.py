@@ -3,7 +3,7 @@
 from typing import Optional, Tuple
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
-                       QgsProcessingParameterBand, QgsProcessingParameterNumber,
+                       QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterString,
                        QgsProcessingParameterVectorDestination)
 
@@ -15,7 +15,6 @@ from ..model.raster.output import atomic_output
 from ..model.raster.progress import sub_progress
 from ..model.vector.polygons import polygonize_scores
 from .base import AnomalyAlgorithm
-from .layers import RasterInput
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
                      polygon_outputs, read_threshold_parameters)
 from .provenance import provenance, record_in_raster, record_in_vector
@@ -41,10 +40,7 @@ class LocalScoreAlgorithm(AnomalyAlgorithm):
     GROUP_ID = "scoring"
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(RasterInput(self.INPUT, "Input raster"))
-        self.addParameter(QgsProcessingParameterBand(
-            self.BANDS, "Bands (default: all)", parentLayerParameterName=self.INPUT,
-            optional=True, allowMultiple=True))
+        self.add_input_and_bands()
         self.add_window_parameters()
         add_threshold_parameters(self)
         self.addParameter(QgsProcessingParameterRasterDestination(

@@ -69,7 +69,7 @@ def create_score_raster(path: str, info: RasterInfo, options: Sequence[str] = GT
     return out
 
 
-def temp_name(dst_path: str) -> str:
+def _temp_name(dst_path: str) -> str:
     """A hidden file name beside ``dst_path`` for writing it before it is complete."""
     folder = os.path.dirname(os.path.abspath(dst_path))
     base = os.path.basename(dst_path)
@@ -97,7 +97,7 @@ def atomic_output(dst_path: str, *, several_files: bool = False,
     ``remove_previous(dst_path)`` then first removes the previous output.
     """
     if not several_files:
-        tmp = temp_name(dst_path)
+        tmp = _temp_name(dst_path)
         try:
             yield tmp
             os.replace(tmp, dst_path)
