@@ -96,15 +96,27 @@ def atomic_output(dst_path: str, *, several_files: bool = False,
     lies in a hidden folder beside ``dst_path`` whose files all move beside it;
     ``remove_previous(dst_path)`` then first removes the previous output.
     """
-    if not several_files:
-        tmp = _temp_name(dst_path)
-        try:
-            yield tmp
-            os.replace(tmp, dst_path)
-            remove_quietly(dst_path + ".aux.xml")
-        finally:
-            remove_quietly(tmp)
+    if several_files:
+        with _partial_folder(dst_path) as part_dir:
+            yield os.path.join(part_dir, os.path.basename(dst_path))
+            if remove_previous is not None and os.path.exists(dst_path):
+                remove_previous(dst_path)
+            folder = os.path.dirname(os.path.abspath(dst_path))
+            for name in sorted(os.listdir(part_dir)):
+                os.replace(os.path.join(part_dir, name), os.path.join(folder, name))
         return
+    tmp = _temp_name(dst_path)
+    try:
+        yield tmp
+        os.replace(tmp, dst_path)
+        remove_quietly(dst_path + ".aux.xml")
+    finally:
+        remove_quietly(tmp)
+
+
+@contextmanager
+def _partial_folder(dst_path: str) -> Iterator[str]:
+    """A new hidden folder beside ``dst_path``, removed with what is left in it."""
     folder = os.path.dirname(os.path.abspath(dst_path))
     part_dir = os.path.join(folder, f".{os.path.basename(dst_path)}.{uuid.uuid4().hex[:8]}.partial")
     try:
@@ -114,11 +126,7 @@ def atomic_output(dst_path: str, *, several_files: bool = False,
             f"Could not write in the output folder '{folder}' ({error.strerror}). "
             "Choose a folder where you can write.") from error
     try:
-        yield os.path.join(part_dir, os.path.basename(dst_path))
-        if remove_previous is not None and os.path.exists(dst_path):
-            remove_previous(dst_path)
-        for name in sorted(os.listdir(part_dir)):
-            os.replace(os.path.join(part_dir, name), os.path.join(folder, name))
+        yield part_dir
     finally:
         shutil.rmtree(part_dir, ignore_errors=True)
 
