@@ -1,10 +1,12 @@
 """Score many rasters on a Dask distributed cluster (headless batch entry).
 
     python -m anomaly_detector.model.batch INPUT [INPUT ...] --out DIR
-        [--workers N] [--scheduler tcp://host:8786] [--method top_fraction]
-        [--threshold 0.005] [--min-area 1] [--top-n 500] [--tile-size 512]
-        [--overlap 64] [--scale 1] [--memory-mb MB] [--split-mp MP]
+        [--workers N] [--scheduler tcp://host:8786] [--method METHOD]
+        [--threshold VALUE] [--min-area PIXELS] [--top-n N] [--tile-size PIXELS]
+        [--overlap PIXELS] [--scale 1|2|4] [--memory-mb MB] [--split-mp MP]
         [--mask POLYGONS] [--extent xmin,ymin,xmax,ymax[,EPSG]]
+
+(defaults: those of ``anomaly:detect``, from :mod:`.defaults`; ``--help`` prints them)
 
 Each input (a path or a glob pattern) gives ``<out>/<stem>_score.tif`` (the
 deviation score of ``anomaly:detect``) and ``<out>/<stem>_anomalies.gpkg`` (its
@@ -252,14 +254,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "split between them")
     parser.add_argument("--scheduler", help="address of a running Dask scheduler, "
                                             "e.g. tcp://10.0.0.5:8786")
-    parser.add_argument("--method", default=defaults.THRESHOLD_METHOD, choices=METHODS)
-    parser.add_argument("--threshold", type=float, default=defaults.THRESHOLD)
-    parser.add_argument("--min-area", type=int, default=defaults.MIN_AREA)
-    parser.add_argument("--top-n", type=int, default=Settings.top_n,
+    parser.add_argument("--method", default=defaults.THRESHOLD_METHOD, choices=METHODS,
+                        help="threshold method (default %(default)s)")
+    parser.add_argument("--threshold", type=float, default=defaults.THRESHOLD,
+                        help="fraction of valid pixels or score (default %(default)s)")
+    parser.add_argument("--min-area", type=int, default=defaults.MIN_AREA,
+                        help="smallest polygon kept, in pixels (default %(default)s)")
+    parser.add_argument("--top-n", type=int, default=defaults.TOP_N,
                         help="write the N most anomalous polygons of each scene (default "
                              "%(default)s; 0 = all); every group is counted")
-    parser.add_argument("--tile-size", type=int, default=defaults.TILE_SIZE)
-    parser.add_argument("--overlap", type=int, default=defaults.OVERLAP)
+    parser.add_argument("--tile-size", type=int, default=defaults.TILE_SIZE,
+                        help="largest tile, in analysed pixels (default %(default)s)")
+    parser.add_argument("--overlap", type=int, default=defaults.OVERLAP,
+                        help="tile margin, in analysed pixels (default %(default)s)")
     parser.add_argument("--scale", type=int, default=1, choices=SCALES,
                         help="analysis resolution: 1 (full), 2 or 4 (1/2 or 1/4; faster)")
     parser.add_argument("--memory-mb", type=float, default=None,
