@@ -8,9 +8,9 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterVectorDestination)
 
 from ..model.classic.local_baselines import (CONTRAST_SCALES, GUARD_WINDOW as DEFAULT_GUARD,
-                                     LARGEST_WINDOW, OUTER_WINDOW as DEFAULT_OUTER,
-                                     local_contrast_score_raster, local_rx_score_raster,
-                                     parse_scales, window_problem)
+                                             LARGEST_WINDOW, OUTER_WINDOW as DEFAULT_OUTER,
+                                             local_contrast_score_raster, local_rx_score_raster,
+                                             parse_scales, window_problem)
 from ..model.raster.output import atomic_output
 from ..model.raster.progress import sub_progress
 from ..model.vector.polygons import polygonize_scores

@@ -79,8 +79,8 @@ def name_scenes(sources: Sequence[str], out_dir: Path) -> Dict[str, SceneJob]:
             name = f"{stem}_{count}"
         taken.add(name.lower())
         scenes[source] = SceneJob(source, str(out_dir / f"{name}_score.tif"),
-                               str(out_dir / f"{name}_anomalies.gpkg"),
-                               str(out_dir / f".{name}.strips"), raster=source)
+                                  str(out_dir / f"{name}_anomalies.gpkg"),
+                                  str(out_dir / f".{name}.strips"), raster=source)
     return scenes
 
 
@@ -310,4 +310,3 @@ if __name__ == "__main__":
     # run the package's module, so that workers unpickle tasks by reference
     from anomaly_detector.model import batch as _batch
     sys.exit(_batch.main())
-

@@ -178,4 +178,3 @@ def task_finish(source: str, scored, scene: SceneJob, settings: Settings, starte
 def gather_parts(*parts):
     """The scored strips of a scene as one list (a task that waits for all of them)."""
     return list(parts)
-

@@ -166,4 +166,3 @@ def export_csv(layer: QgsVectorLayer, path: str, *, skip_dismissed: bool = False
     except OSError as error:
         raise output_error(path, error.strerror or str(error)) from error
     return len(found)
-

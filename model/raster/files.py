@@ -112,7 +112,6 @@ def refuse_inputs_as_outputs(outputs: Sequence[Tuple[str, str]], inputs: Sequenc
                 f"'{source}' reads. Choose another file name: inputs are never overwritten.")
 
 
-
 def _writable(folder: str) -> bool:
     """Whether a file can be created in ``folder`` (tried, not guessed from permissions)."""
     if not os.access(folder, os.W_OK | os.X_OK):

@@ -282,6 +282,7 @@ def read_window(ds, info: RasterInfo, x: int, y: int, w: int, h: int):
         valid &= np.isfinite(out).all(axis=0)
     return out, valid
 
+
 def read_tile_with_margin(ds, info: RasterInfo, x0: int, y0: int, w: int, h: int, overlap: int):
     """Read the window ``(x0, y0, w, h)`` grown by ``overlap`` on each side, clipped
     to the raster: at the raster's edges the tile simply ends, as the raster does.
@@ -298,4 +299,3 @@ def read_tile_with_margin(ds, info: RasterInfo, x0: int, y0: int, w: int, h: int
     rx1 = min(info.width, x0 + w + overlap)
     ry1 = min(info.height, y0 + h + overlap)
     return read_window(ds, info, rx0, ry0, rx1 - rx0, ry1 - ry0)
-

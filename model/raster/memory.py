@@ -37,4 +37,3 @@ def limit_gdal_cache(memory_mb: Optional[float] = None, share: float = 0.25) -> 
     if gdal.GetCacheMax() > cap:
         gdal.SetCacheMax(cap)
     return min(cap, gdal.GetCacheMax())
-

@@ -218,6 +218,7 @@ def output_error(dst_path: str, detail: str) -> RasterOutputError:
         f"space and the permissions of '{folder}', then run again; any previous output "
         "was left as it was.")
 
+
 class ScoreTarget:
     """The open score raster of :func:`written_score_raster`: ``band`` to write into,
     ``failures`` to hand to the threads that write."""

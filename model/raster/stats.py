@@ -143,4 +143,3 @@ def no_variation(mean: np.ndarray, cov: np.ndarray, tolerance: float = 1e-10) ->
     variance = np.diag(np.atleast_2d(np.asarray(cov, np.float64)))
     scale = np.maximum(np.abs(np.asarray(mean, np.float64)), np.finfo(np.float64).tiny)
     return bool(np.all(np.sqrt(np.maximum(variance, 0.0)) <= tolerance * scale))
-

@@ -33,6 +33,7 @@ def tile_spans(size: int, tile: int, align: int = 1) -> List[Span]:
         out.append((r, max(t, min(s + t, size) - r), s, min(s + t, size)))
     return out
 
+
 @dataclass
 class TilePlan:
     """The tile grid of one scoring run (identical for a whole raster and for any

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from anomaly_detector.model.classic import baselines
-from anomaly_detector.model.raster.output import NODATA
 from anomaly_detector.model.classic.local_baselines import (local_contrast_score_raster,
-                                                    local_rx_score_raster)
+                                                            local_rx_score_raster)
 from anomaly_detector.model.classic.rx import rx_score_raster
+from anomaly_detector.model.raster.output import NODATA
 from conftest import DEFAULT_GT, read_raster, run_qgis_process, write_raster
 from scenes import read_features
 from test_inputs import TYPES, _crs_cases, check_scores, scene

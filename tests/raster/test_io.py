@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from anomaly_detector.model.raster.errors import ParameterError, RasterInputError
-from anomaly_detector.model.raster.io import open_dataset, open_raster_checked, parse_bands, read_window
+from anomaly_detector.model.raster.io import (open_dataset, open_raster_checked, parse_bands,
+                                              read_window)
 from conftest import write_raster
 
 

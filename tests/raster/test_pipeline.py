@@ -158,7 +158,8 @@ class _BatchScorer(TileScorer):
         return tiles[:, 0] * 3.0
 
 
-@pytest.mark.parametrize("scorer", [_PreparingScorer, _BatchScorer, lambda: (lambda t, v: t[0] * 3.0)])
+@pytest.mark.parametrize("scorer", [_PreparingScorer, _BatchScorer,
+                                    lambda: (lambda t, v: t[0] * 3.0)])
 def test_every_kind_of_scorer_writes_the_same_scores(tmp_path, scorer):
     a = np.random.default_rng(4).normal(size=(2, 40, 50)).astype(np.float32)
     p = write_raster(tmp_path / "a.tif", a)

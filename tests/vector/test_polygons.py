@@ -15,6 +15,7 @@ from anomaly_detector.model.vector.threshold import compute_threshold
 from conftest import write_raster
 from scenes import GT, ND, ORDER, check_features, read_features, synthetic_scores
 
+
 @pytest.mark.parametrize("method, value", [("fixed", 5.0), ("top_fraction", None),
                                            ("automatic", 0.0)])
 def test_polygonize_core(tmp_path, method, value):
