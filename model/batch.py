@@ -243,7 +243,8 @@ def parse_extent(text: str) -> Tuple[Tuple[float, float, float, float], str]:
     return numbers, f"EPSG:{code}" if code is not None else ""
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line of :func:`main`."""
     parser = argparse.ArgumentParser(
         prog="python -m anomaly_detector.model.batch",
         description="Score rasters with the bundled anomaly detector on a Dask cluster.")
@@ -284,6 +285,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         metavar="xmin,ymin,xmax,ymax[,EPSG]",
                         help="area of interest: score only each raster's window covering "
                              "this extent (in the raster's CRS, or in the EPSG code given)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if not args.inputs or not args.out:
         parser.error("give at least one input and an --out folder.")
