@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from anomaly_detector.model import defaults
-from anomaly_detector.model.raster import io
+from anomaly_detector.model.raster import io as raster_io
 from anomaly_detector.model.raster.errors import RasterInputError
 from anomaly_detector.model.raster.io import RasterInfo
 from anomaly_detector.model.raster.memory import MEMORY_ENV, memory_budget
@@ -97,7 +97,7 @@ def test_memory_setting_bounds_tiles_and_blocks_not_results(tmp_path, monkeypatc
 def test_reader_errors_reach_the_caller_and_leave_no_file(tmp_path, monkeypatch):
     src = write_raster(tmp_path / "a.tif", np.ones((1, 64, 64), np.float32))
     calls = []
-    real = io.read_window
+    real = raster_io.read_window
 
     def failing(ds, info, x, y, w, h):
         calls.append(1)
@@ -105,7 +105,7 @@ def test_reader_errors_reach_the_caller_and_leave_no_file(tmp_path, monkeypatch)
             raise RasterInputError("read failed")
         return real(ds, info, x, y, w, h)
 
-    monkeypatch.setattr(io, "read_window", failing)
+    monkeypatch.setattr(raster_io, "read_window", failing)
     with pytest.raises(RasterInputError, match="read failed"):
         score_raster(src, str(tmp_path / "s.tif"), lambda t, v: t[0], tile_size=16)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]
