@@ -17,6 +17,8 @@ import torch
 from torch.nn import functional as F
 
 from .defaults import OVERLAP, TILE_SIZE
+from .features import INPUT_CHANNELS, SpectralReduction, fit_from_array
+from .network import SIZE_MULTIPLE, DeviationNet, FusedScorer
 from .raster.area import Window, area_source
 from .raster.errors import RasterInputError
 from .raster.io import open_raster_checked
@@ -24,8 +26,6 @@ from .raster.pipeline import score_raster
 from .raster.progress import sub_progress
 from .raster.scorer import TileScorer as RasterTileScorer, zero_scorer
 from .raster.stats import band_statistics, no_variation, pool_mean, statistics_stride
-from .features import INPUT_CHANNELS, SpectralReduction, fit_from_array
-from .network import SIZE_MULTIPLE, DeviationNet, FusedScorer
 from .weights import WeightsError, load_detector
 
 __all__ = ["DetectionResult", "RasterInputError", "SCALES", "TileScorer", "WeightsError",
