@@ -1,7 +1,7 @@
 """MASK and EXTENT: the area of interest of anomaly:detect and anomaly:rx.
 
 The parameters are turned into what the QGIS-free core takes: a pixel window and a
-mask raster (see :mod:`anomaly_detector.model.area`).
+mask raster (see :mod:`anomaly_detector.model.raster.area`).
 """
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsMapLayer, QgsProcessing,
@@ -9,8 +9,9 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsMapLayer, QgsProcessing,
                        QgsProcessingParameterExtent, QgsProcessingParameterFeatureSource,
                        QgsProcessingUtils)
 
-from ..model.area import Area, prepare_area
-from ..model.engine import open_raster_checked, same_file
+from ..model.raster.area import Area, prepare_area
+from ..model.raster.files import same_file
+from ..model.raster.io import open_raster_checked
 
 MASK = "MASK"
 EXTENT = "EXTENT"
@@ -44,7 +45,7 @@ def _given(parameters, name) -> bool:
 
 
 def read_area(alg, parameters, context, feedback, src):
-    """The ``model.area.Area`` of MASK and EXTENT over the raster ``src`` (the whole
+    """The ``model.raster.area.Area`` of MASK and EXTENT over the raster ``src`` (the whole
     raster when neither is given). QGIS transforms the extent to the raster's CRS; the
     MASK layer (its selected features when asked) is read from its file or exported to one."""
     if not (_given(parameters, MASK) or _given(parameters, EXTENT)):

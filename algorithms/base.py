@@ -1,26 +1,22 @@
-"""Shared boilerplate of the plugin's Processing algorithms."""
+"""The base class of the plugin's Processing algorithms: help, outputs and their
+styles, and the checks and error sentences every algorithm shares."""
 
 import os
-import signal
-import tempfile
-import threading
-import traceback
-import uuid
-from contextlib import contextmanager
-from xml.sax.saxutils import escape
 
-import numpy as np
 from osgeo import gdal
-from qgis.core import (QgsCoordinateTransformContext, QgsMapLayer, QgsMapLayerFactory,
-                       QgsMapLayerType, QgsProcessingAlgorithm, QgsProcessingException,
-                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
-                       QgsProcessingUtils)
+from qgis.core import (QgsMapLayer, QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingParameterBand, QgsProcessingParameterRasterDestination,
+                       QgsProcessingParameterRasterLayer, QgsProcessingUtils)
 from qgis.PyQt.QtCore import QCoreApplication, QThread, QUrl
 from qgis.PyQt.QtGui import QIcon
 
-from ..model.engine import (Cancelled, RasterInputError, check_score_path, open_raster_checked,
-                            parse_bands, refuse_inputs_as_outputs)
-from ..model.polygons import vector_driver
+from ..model.raster.errors import AnomalyError
+from ..model.raster.files import check_output_paths, check_score_path, magnitude_vrt
+from ..model.raster.io import open_raster_checked, parse_bands
+from ..model.vector.output import vector_driver
+from .errors import forget_frames, processing_error, terminate_cleanly
+from .layers import (SOURCE_PROPERTY, RasterInput, layer_path, loaded_or_quiet_layer,
+                     release_quiet_layers)
 from .params import THRESHOLD, check_threshold_parameters
 from .styles import POLYGONS_SUFFIX, layer_name, register_output, score_stretch
 
@@ -36,135 +32,6 @@ GROUPS = {
     "scoring": "Anomaly scores",
     "postprocessing": "Post-processing",
 }
-
-
-SOURCE_PROPERTY = "anomaly_detector/source"
-
-
-def raster_layer(source):
-    """A QGIS raster layer of the file ``source`` that never writes into or beside it.
-
-    QGIS computes statistics for a new layer's default style and GDAL saves them
-    into a VRT itself or an ``.aux.xml`` beside the file (even into a zip archive).
-    The layer reads ``source`` through an in-memory ``vrt://`` wrapper, opened with
-    GDAL's PAM off, so that no file keeps them; it is named after ``source`` (so that
-    Processing finds it for that value) and keeps the path in :data:`SOURCE_PROPERTY`.
-    The algorithms read the file itself (with its sidecars) through GDAL.
-    """
-    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "NO")  # no .aux.xml beside files
-    gdal.PushErrorHandler("CPLQuietErrorHandler")  # e.g. "Unable to compute a transformation"
-    try:
-        # made by QGIS's factory, not as a Python subclass instance: a layer store may
-        # delete it late (after QGIS exits) without calling back into Python
-        layer = QgsMapLayerFactory.createLayer(
-            f"vrt://{source}", source, QgsMapLayerType.RasterLayer,
-            QgsMapLayerFactory.LayerOptions(QgsCoordinateTransformContext()), "gdal")
-    finally:
-        gdal.PopErrorHandler()
-        gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
-    if layer is not None:
-        layer.setCustomProperty(SOURCE_PROPERTY, source)
-    return layer
-
-
-def loaded_or_quiet_layer(value, context):
-    """The layer that ``value`` names in ``context`` (or the project), else the file loaded
-    by :func:`raster_layer` into the context's temporary store; None if neither works."""
-    layer = QgsProcessingUtils.mapLayerFromString(value, context, False)
-    if layer is None:
-        quiet = raster_layer(value.split("|")[0])
-        if quiet is not None and quiet.isValid():
-            context.temporaryLayerStore().addMapLayer(quiet)  # the store owns it
-            return quiet
-    return layer
-
-
-class RasterInput(QgsProcessingParameterRasterLayer):
-    """A raster layer parameter whose files are loaded by :func:`raster_layer`.
-
-    qgis_process (and Processing before the algorithm's own checks) loads a layer for
-    a file path while checking the value; this parameter loads it first, quietly, so
-    that the check finds it and no statistics are written into or beside the input.
-    """
-
-    def checkValueIsAcceptable(self, value, context=None):  # noqa: N802
-        if context is not None and isinstance(value, str) and value:
-            loaded_or_quiet_layer(value, context)
-        return super().checkValueIsAcceptable(value, context)
-
-    def clone(self):
-        return RasterInput(self.name(), self.description(), self.defaultValue(),
-                           bool(self.flags() & self.FlagOptional))
-
-
-def release_quiet_layers(context):
-    """Remove the :func:`raster_layer` layers of a run that failed from its context.
-
-    A failed run's context may live on in a kept traceback; its layers would then be
-    closed only when Python collects it, possibly after QGIS has shut GDAL down.
-    """
-    store = context.temporaryLayerStore()
-    ours = [layer for layer in store.mapLayers().values()
-            if layer.customProperty(SOURCE_PROPERTY) and layer.thread() == QThread.currentThread()]
-    if ours:
-        store.removeMapLayers(ours)
-
-
-def forget_frames(error):
-    """Clear the variables of the finished frames behind ``error`` and its causes.
-
-    They hold the run's datasets; a traceback kept in a reference cycle would
-    otherwise close them only when Python collects it, possibly after QGIS shut GDAL
-    down (a crash at exit).
-    """
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        traceback.clear_frames(error.__traceback__)
-        error = error.__cause__ or error.__context__
-
-
-def layer_path(layer):
-    """The GDAL path of a raster layer (the file behind a :func:`raster_layer`)."""
-    return layer.customProperty(SOURCE_PROPERTY) or layer.source().split("|")[0]
-
-
-class Terminated(Cancelled):
-    """The process received SIGTERM during a run."""
-
-
-@contextmanager
-def terminate_cleanly():
-    """Turn SIGTERM into :class:`Terminated` during a run in the main thread (qgis_process),
-    so that partial files are removed before the process ends."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        raise Terminated("Stopped by a termination signal; no output was written.")
-    try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except (ValueError, OSError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-
-
-def _writable(folder):
-    """Whether a file can be created in ``folder`` (tried, not guessed from permissions)."""
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return False
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".anomaly-write-test-", dir=folder)
-    except OSError:
-        return False
-    os.close(fd)
-    os.remove(probe)
-    return True
 
 
 class AnomalyAlgorithm(QgsProcessingAlgorithm):
@@ -283,6 +150,13 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
 
     # -- shared by subclasses -----------------------------------------------
 
+    def add_input_and_bands(self):
+        """Add the INPUT raster and its BANDS (optional, several) parameters."""
+        self.addParameter(RasterInput(self.INPUT, "Input raster"))
+        self.addParameter(QgsProcessingParameterBand(
+            self.BANDS, "Bands (default: all)", parentLayerParameterName=self.INPUT,
+            optional=True, allowMultiple=True))
+
     @staticmethod
     def callbacks(feedback):
         """``(progress, is_cancelled)`` callbacks for the QGIS-free core."""
@@ -313,44 +187,11 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         return self._magnitude_if_complex(path)
 
     def _magnitude_if_complex(self, path):
-        """``path``, or a temporary VRT of its bands' magnitude when they are complex.
-
-        Complex rasters (e.g. SAR single-look complex, CInt16/CFloat32) are scored
-        on their amplitude |z| with GDAL's ``mod`` pixel function; the VRT has the
-        input's grid and CRS and lives in memory (``/vsimem/``) during the run.
-        """
-        ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY) if path else None
-        if ds is None:
+        """``path``, or a temporary in-memory VRT of its bands' magnitude when they are
+        complex (e.g. SAR single-look complex): see :func:`magnitude_vrt`."""
+        vrt = magnitude_vrt(path)
+        if vrt is None:
             return path
-        complex_types = (gdal.GDT_CInt16, gdal.GDT_CInt32, gdal.GDT_CFloat32, gdal.GDT_CFloat64)
-        bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
-        if not any(b.DataType in complex_types for b in bands):
-            return path
-        parts = [f'<VRTDataset rasterXSize="{ds.RasterXSize}" rasterYSize="{ds.RasterYSize}">']
-        if ds.GetProjection():
-            parts.append(f"<SRS>{escape(ds.GetProjection())}</SRS>")
-        gt = ds.GetGeoTransform(can_return_null=True)
-        if gt:
-            parts.append("<GeoTransform>" + ", ".join(repr(float(v)) for v in gt) + "</GeoTransform>")
-        for i, band in enumerate(bands, start=1):
-            source = (f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(path)}'
-                      f"</SourceFilename><SourceBand>{i}</SourceBand></SimpleSource>")
-            nodata = band.GetNoDataValue()
-            nd = "" if nodata is None else f"<NoDataValue>{abs(nodata)!r}</NoDataValue>"
-            if band.DataType in complex_types:
-                parts.append(f'<VRTRasterBand dataType="Float64" band="{i}" '
-                             f'subClass="VRTDerivedRasterBand">{nd}'
-                             "<PixelFunctionType>mod</PixelFunctionType>"
-                             f"<SourceTransferType>CFloat64</SourceTransferType>{source}"
-                             "</VRTRasterBand>")
-            else:
-                dtype = gdal.GetDataTypeName(band.DataType)
-                parts.append(f'<VRTRasterBand dataType="{dtype}" band="{i}">{nd}{source}'
-                             "</VRTRasterBand>")
-        parts.append("</VRTDataset>")
-        ds = None
-        vrt = f"/vsimem/anomaly_detector/magnitude-{uuid.uuid4().hex}.vrt"
-        gdal.FileFromMemBuffer(vrt, "".join(parts).encode("utf-8"))
         self._temporary.append(vrt)
         return vrt
 
@@ -367,32 +208,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         ``outputs`` is a list of ``(PARAMETER_NAME, path)``; ``inputs`` the input rasters'
         paths (default: those read by :meth:`raster_path`).
         """
-        seen = {}
-        for name, path in outputs:
-            if not path:
-                continue
-            if path.startswith("/vsi"):
-                raise QgsProcessingException(
-                    f"The {name} output '{path}' is a virtual GDAL path. Choose a file on disk.")
-            if os.path.isdir(path):
-                raise QgsProcessingException(
-                    f"The {name} output '{path}' is a folder. Choose a file name in it.")
-            real = os.path.realpath(path)
-            if real in seen:
-                raise QgsProcessingException(
-                    f"The {seen[real]} and {name} outputs are the same file '{path}'. Choose "
-                    "a different file name for each output.")
-            seen[real] = name
-            folder = os.path.dirname(real)
-            if not os.path.isdir(folder):
-                raise QgsProcessingException(
-                    f"The folder of the {name} output, '{folder}', does not exist. Choose an "
-                    "existing folder or create it first.")
-            if not _writable(folder):
-                raise QgsProcessingException(
-                    f"The folder of the {name} output, '{folder}', is not writable. Choose a "
-                    "folder where you can write.")
-        refuse_inputs_as_outputs(outputs, self._inputs if inputs is None else inputs)
+        check_output_paths(outputs, self._inputs if inputs is None else inputs)
         for name, path in outputs:
             if isinstance(self.parameterDefinition(name), QgsProcessingParameterRasterDestination):
                 check_score_path(path, name)
@@ -428,7 +244,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
             if self.parameterDefinition(name) is not None:
                 try:
                     bands = self.bands(parameters, name, context)
-                except RasterInputError as err:
+                except AnomalyError as err:
                     return False, str(err)
         inputs = []
         message = self._check_rasters(parameters, context, inputs)
@@ -441,7 +257,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
             if bands and inputs:
                 open_raster_checked(inputs[0], bands)
             self.check_outputs(outputs, inputs)
-        except (RasterInputError, QgsProcessingException) as err:
+        except (AnomalyError, QgsProcessingException) as err:
             return False, str(err)
         return super().checkParameterValues(parameters, context)
 
@@ -460,7 +276,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
                 if layer is None:  # not a raster: a missing file, or a vector file for QGIS
                     try:
                         open_raster_checked(value.split("|")[0])
-                    except RasterInputError as err:
+                    except AnomalyError as err:
                         if "not a raster" not in str(err):
                             return str(err)
                     layer = QgsProcessingUtils.mapLayerFromString(value, context)
@@ -478,7 +294,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
                 continue
             try:
                 open_raster_checked(value.split("|")[0])
-            except RasterInputError as err:
+            except AnomalyError as err:
                 return str(err)
             paths.append(value.split("|")[0])
         return None
@@ -501,40 +317,10 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         try:
             with terminate_cleanly():
                 return self.process_core(parameters, context, feedback)
-        except RasterInputError as err:
-            raise QgsProcessingException(str(err)) from err
-        except Terminated as err:
-            raise QgsProcessingException(str(err)) from err
-        except Cancelled as err:
-            raise QgsProcessingException("Cancelled by the user; no output was written.") from err
-        except np.linalg.LinAlgError as err:
-            raise QgsProcessingException(
-                f"The statistics of this raster could not be inverted ({err}). Check it for "
-                "extreme or corrupt values, or choose other BANDS.") from err
-        except MemoryError as err:
-            raise QgsProcessingException(
-                "Not enough memory for this raster. Choose a smaller TILE_SIZE (anomaly:detect) "
-                "or fewer BANDS, or close other programs, then run again.") from err
         except QgsProcessingException:
             raise
-        except RuntimeError as err:  # GDAL/OGR errors (exceptions enabled), torch errors
-            text = str(err).strip() or type(err).__name__
-            if "out of memory" in text.lower():
-                raise QgsProcessingException(
-                    f"Not enough memory ({text.splitlines()[0]}). Choose a smaller TILE_SIZE "
-                    "or the cpu DEVICE, then run again.") from err
-            raise QgsProcessingException(
-                f"A raster could not be read or written ({text}). Check that the input file "
-                "is complete and not damaged, and that the output disk has free space.") from err
-        except OSError as err:
-            raise QgsProcessingException(
-                f"A file could not be read or written ({err}). Check the paths, the "
-                "permissions and the free disk space.") from err
         except Exception as err:  # noqa: BLE001 - a sentence, never a traceback
-            raise QgsProcessingException(
-                f"The run stopped on an unexpected error ({type(err).__name__}: {err}). No "
-                "output was written; please report it with the output of gdalinfo for the "
-                "input.") from err
+            raise processing_error(err) from err
 
     def process_core(self, parameters, context, feedback):
         raise NotImplementedError

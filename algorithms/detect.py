@@ -1,17 +1,20 @@
 """anomaly:detect - the bundled cross-modality deep detector, then ranked polygons."""
 
 from qgis.core import (QgsProcessing, QgsProcessingException,
-                       QgsProcessingOutputString, QgsProcessingParameterBand,
+                       QgsProcessingOutputString,
                        QgsProcessingParameterDefinition,
                        QgsProcessingParameterEnum, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterVectorDestination)
 
 from .. import deps
-from ..model.engine import remove_quietly, replace_output, temp_name
-from ..model.polygons import polygonize_scores
+from ..model import defaults
+from ..model.raster.errors import AnomalyError
+from ..model.raster.output import atomic_output
+from ..model.raster.progress import sub_progress
+from ..model.vector.polygons import polygonize_scores
 from .area import AREA_HELP, add_area_parameters, read_area
-from .base import CITATION, AnomalyAlgorithm, RasterInput
+from .base import CITATION, AnomalyAlgorithm
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
                      polygon_outputs, polygon_summary, read_threshold_parameters)
 from .provenance import provenance, record_in_raster, record_in_vector
@@ -91,9 +94,10 @@ class DetectAlgorithm(AnomalyAlgorithm):
     ] + AREA_HELP + [
         (TILE_SIZE, "Side of the square tiles scored at once, in analysed pixels (rounded up "
                     "to a multiple of 4). Larger tiles need more memory; smaller ones are used "
-                    "when a tile would not fit. Default 512."),
+                    f"when a tile would not fit. Default {defaults.TILE_SIZE}."),
         (OVERLAP, "Context margin read around each tile, in analysed pixels (rounded up to a "
-                  "multiple of 4). Default 64 covers the network's receptive field: results "
+                  f"multiple of 4). Default {defaults.OVERLAP} covers the network's receptive "
+                  "field: results "
                   "do not depend on the tile size."),
         (SCALE, "Resolution the detector analyses. Full resolution finds the smallest "
                 "targets. 1/2 or 1/4 averages 2 x 2 or 4 x 4 pixel blocks first: faster on "
@@ -114,15 +118,12 @@ class DetectAlgorithm(AnomalyAlgorithm):
     ]
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(RasterInput(self.INPUT, "Input raster"))
-        self.addParameter(QgsProcessingParameterBand(
-            self.BANDS, "Bands (default: all)", parentLayerParameterName=self.INPUT,
-            optional=True, allowMultiple=True))
+        self.add_input_and_bands()
         add_area_parameters(self)
         # tiling changes speed and memory, not the result: Advanced section of the dialog
         for name, label, default, low, high in (
-                (self.TILE_SIZE, "Tile size (pixels)", 512, 32, 8192),
-                (self.OVERLAP, "Tile overlap (pixels)", 64, 0, 1024)):
+                (self.TILE_SIZE, "Tile size (pixels)", defaults.TILE_SIZE, 32, 8192),
+                (self.OVERLAP, "Tile overlap (pixels)", defaults.OVERLAP, 0, 1024)):
             parameter = QgsProcessingParameterNumber(
                 name, label, type=QgsProcessingParameterNumber.Integer, defaultValue=default,
                 minValue=low, maxValue=high)
@@ -151,18 +152,21 @@ class DetectAlgorithm(AnomalyAlgorithm):
         area = read_area(self, parameters, context, feedback, src)
         detector = _import_detector()
         progress, cancelled = self.callbacks(feedback)
-        # the score map is written under a temporary name and replaces a previous one
-        # only with its polygons: a failed run (cancel, full disk) leaves both as they were
-        partial = temp_name(score_path)
-        try:
-            return self._detect(detector, src, partial, score_path, polygons_path, bands,
-                                threshold, area, parameters, context, feedback, progress,
-                                cancelled)
-        finally:
-            remove_quietly(partial)
+        # the score map replaces a previous one only with its polygons: a failed run
+        # (cancel, full disk) leaves both as they were
+        with atomic_output(score_path) as partial:
+            result, polygons = self._detect(detector, src, partial, polygons_path, bands,
+                                            threshold, area, parameters, context, feedback,
+                                            progress, cancelled)
+        feedback.pushInfo(polygon_summary(polygons))
+        self.style_score_and_polygons(parameters, context, score_path, SCORE_SUFFIX,
+                                      polygons_path, cancelled)
+        return {self.OUTPUT_SCORE: score_path, self.OUTPUT_POLYGONS: polygons_path,
+                **polygon_outputs(polygons), self.DEVICE_USED: result.device}
 
-    def _detect(self, detector, src, partial, score_path, polygons_path, bands, threshold,
-                area, parameters, context, feedback, progress, cancelled):
+    def _detect(self, detector, src, partial, polygons_path, bands, threshold, area,
+                parameters, context, feedback, progress, cancelled):
+        """Score ``src`` into ``partial`` and write its polygons and provenance."""
         try:
             result = detector.detect_raster(
                 src, partial, bands=bands,
@@ -170,20 +174,18 @@ class DetectAlgorithm(AnomalyAlgorithm):
                 overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
                 scale=SCALE_OPTIONS[self.parameterAsEnum(parameters, self.SCALE, context)][0],
                 device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-                progress=None if progress is None else (lambda f: progress(0.9 * f)),
+                progress=sub_progress(progress, 0.0, 0.9),
                 is_cancelled=cancelled, window=area.window, mask_path=area.mask_path)
         except (detector.WeightsError, ValueError) as error:
-            if isinstance(error, detector.RasterInputError):
+            if isinstance(error, AnomalyError):
                 raise
             raise QgsProcessingException(str(error)) from error
         feedback.pushInfo(f"Scored on device '{result.device}' in {result.seconds:.1f} s "
                           f"(tiles {result.tile_size} px, margin {result.overlap} px, "
                           f"analysed at {'full' if result.scale == 1 else f'1/{result.scale}'} "
                           "resolution).")
-        polygons = polygonize_scores(
-            partial, polygons_path, is_cancelled=cancelled,
-            progress=None if progress is None else (lambda f: progress(0.9 + 0.1 * f)),
-            **threshold)
+        polygons = polygonize_scores(partial, polygons_path, is_cancelled=cancelled,
+                                     progress=sub_progress(progress, 0.9, 1.0), **threshold)
         items = provenance(self.id(), parameters, device=result.device,
                            weights_sha256=result.weights_sha256, threshold=polygons.threshold,
                            valid_pixels=polygons.n_valid, flagged_pixels=polygons.n_flagged,
@@ -191,9 +193,4 @@ class DetectAlgorithm(AnomalyAlgorithm):
         record_in_raster(partial, items, f"Anomaly score ({self.id()}, weights "
                                          f"{result.weights_sha256[:12]})")
         record_in_vector(polygons_path, items)
-        replace_output(partial, score_path)
-        feedback.pushInfo(polygon_summary(polygons))
-        self.style_score_and_polygons(parameters, context, score_path, SCORE_SUFFIX,
-                                      polygons_path, cancelled)
-        return {self.OUTPUT_SCORE: score_path, self.OUTPUT_POLYGONS: polygons_path,
-                **polygon_outputs(polygons), self.DEVICE_USED: result.device}
+        return result, polygons

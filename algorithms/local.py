@@ -3,17 +3,18 @@
 from typing import Optional, Tuple
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
-                       QgsProcessingParameterBand, QgsProcessingParameterNumber,
+                       QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterString,
                        QgsProcessingParameterVectorDestination)
 
-from ..model.engine import remove_quietly, replace_output, temp_name
-from ..model.local_baselines import (CONTRAST_SCALES, GUARD_WINDOW as DEFAULT_GUARD,
-                                     LARGEST_WINDOW, OUTER_WINDOW as DEFAULT_OUTER,
-                                     local_contrast_score_raster, local_rx_score_raster,
-                                     parse_scales, window_problem)
-from ..model.polygons import polygonize_scores
-from .base import AnomalyAlgorithm, RasterInput
+from ..model.classic.local_baselines import (CONTRAST_SCALES, GUARD_WINDOW as DEFAULT_GUARD,
+                                             LARGEST_WINDOW, OUTER_WINDOW as DEFAULT_OUTER,
+                                             local_contrast_score_raster, local_rx_score_raster,
+                                             parse_scales, window_problem)
+from ..model.raster.output import atomic_output
+from ..model.raster.progress import sub_progress
+from ..model.vector.polygons import polygonize_scores
+from .base import AnomalyAlgorithm
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
                      polygon_outputs, read_threshold_parameters)
 from .provenance import provenance, record_in_raster, record_in_vector
@@ -39,10 +40,7 @@ class LocalScoreAlgorithm(AnomalyAlgorithm):
     GROUP_ID = "scoring"
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(RasterInput(self.INPUT, "Input raster"))
-        self.addParameter(QgsProcessingParameterBand(
-            self.BANDS, "Bands (default: all)", parentLayerParameterName=self.INPUT,
-            optional=True, allowMultiple=True))
+        self.add_input_and_bands()
         self.add_window_parameters()
         add_threshold_parameters(self)
         self.addParameter(QgsProcessingParameterRasterDestination(
@@ -89,22 +87,18 @@ class LocalScoreAlgorithm(AnomalyAlgorithm):
         threshold = read_threshold_parameters(self, parameters, context)
         progress, cancelled = self.callbacks(feedback)
         share = 0.9 if polygons_path else 1.0
-        # the score is written under a temporary name and replaces a previous one only
-        # when complete, with its polygons and its metadata
-        partial = temp_name(score_path)
-        try:
-            valid, extra = self.score(
-                src, partial, bands, parameters, context,
-                None if progress is None else (lambda f: progress(share * f)), cancelled)
+        # the score replaces a previous one only when complete, with its polygons and metadata
+        with atomic_output(score_path) as partial:
+            valid, extra = self.score(src, partial, bands, parameters, context,
+                                      sub_progress(progress, 0.0, share), cancelled)
             feedback.pushInfo(f"Scored {valid} valid pixels" + "".join(
                 f", {name} {value}" for name, value in extra.items()) + ".")
             facts = {"valid_pixels": valid, **extra}
             outputs = {self.OUTPUT: score_path, "VALID_PIXELS": valid, **extra}
             if polygons_path:
-                polygons = polygonize_scores(
-                    partial, polygons_path, is_cancelled=cancelled,
-                    progress=None if progress is None else (lambda f: progress(0.9 + 0.1 * f)),
-                    **threshold)
+                polygons = polygonize_scores(partial, polygons_path, is_cancelled=cancelled,
+                                             progress=sub_progress(progress, share, 1.0),
+                                             **threshold)
                 facts.update(threshold=polygons.threshold, flagged_pixels=polygons.n_flagged)
                 outputs.update(polygon_outputs(polygons))
                 outputs[self.OUTPUT_POLYGONS] = polygons_path
@@ -114,9 +108,6 @@ class LocalScoreAlgorithm(AnomalyAlgorithm):
             record_in_raster(partial, items, f"{self.SCORE_NAME} ({self.id()})")
             if polygons_path:
                 record_in_vector(polygons_path, items)
-            replace_output(partial, score_path)
-        finally:
-            remove_quietly(partial)
         self.style_score_and_polygons(parameters, context, score_path, self.SCORE_NAME,
                                       polygons_path, cancelled)
         return outputs

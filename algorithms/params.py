@@ -5,14 +5,14 @@ import math
 from qgis.core import (QgsProcessingOutputNumber, QgsProcessingParameterEnum,
                        QgsProcessingParameterNumber)
 
-from ..model.polygons import DEFAULT_TOP_N
+from ..model import defaults
 
 THRESHOLD_METHOD = "THRESHOLD_METHOD"
 THRESHOLD = "THRESHOLD"
 MIN_AREA = "MIN_AREA"
 TOP_N = "TOP_N"
 
-# (label shown in QGIS, method name in model.polygons); order = enum index
+# (label shown in QGIS, method name in model.vector.threshold); order = enum index
 THRESHOLD_METHODS = [
     ("Top fraction of valid pixels", "top_fraction"),
     ("Fixed score", "fixed"),
@@ -22,14 +22,15 @@ THRESHOLD_METHODS = [
 THRESHOLD_HELP = [
     (THRESHOLD_METHOD,
      "How anomalous pixels are selected. <i>Top fraction</i> (default): the THRESHOLD "
-     "fraction of valid pixels with the highest scores (0.005 = 0.5 %). <i>Fixed score</i>: "
+     f"fraction of valid pixels with the highest scores ({defaults.THRESHOLD} = "
+     f"{defaults.THRESHOLD * 100:g} %). <i>Fixed score</i>: "
      "pixels whose score is at least THRESHOLD. <i>Automatic</i>: pixels whose score is at "
      "least the mean plus 3 standard deviations of all valid scores (THRESHOLD is ignored)."),
     (THRESHOLD, "Fraction (top fraction method) or score value (fixed score method). "
-                "Default 0.005."),
-    (MIN_AREA, "Smallest polygon kept, in pixels (8-connected). Default 1."),
+                f"Default {defaults.THRESHOLD}."),
+    (MIN_AREA, f"Smallest polygon kept, in pixels (8-connected). Default {defaults.MIN_AREA}."),
     (TOP_N, f"Write only the N most anomalous polygons (ranks 1 to N; default "
-            f"{DEFAULT_TOP_N}); 0 writes all. Every group of flagged pixels is still found, "
+            f"{defaults.TOP_N}); 0 writes all. Every group of flagged pixels is still found, "
             "ranked and counted (GROUP_COUNT, and in the log) in a streaming pass whose memory "
             "does not grow with their number; only the N written are polygonised. With 0, time "
             "and output grow with the number of groups (hundreds of thousands on a noisy "
@@ -37,20 +38,22 @@ THRESHOLD_HELP = [
 ]
 
 
-def add_threshold_parameters(alg, default_method=0, default_threshold=0.005, default_min_area=1):
-    """Add THRESHOLD_METHOD, THRESHOLD, MIN_AREA and TOP_N to ``alg`` (in initAlgorithm)."""
+def add_threshold_parameters(alg):
+    """Add THRESHOLD_METHOD, THRESHOLD, MIN_AREA and TOP_N to ``alg`` (in initAlgorithm),
+    with the defaults of :mod:`anomaly_detector.model.defaults`."""
+    default_method = [m[1] for m in THRESHOLD_METHODS].index(defaults.THRESHOLD_METHOD)
     alg.addParameter(QgsProcessingParameterEnum(
         THRESHOLD_METHOD, "Threshold method", options=[m[0] for m in THRESHOLD_METHODS],
         defaultValue=default_method))
     alg.addParameter(QgsProcessingParameterNumber(
         THRESHOLD, "Threshold (fraction of pixels or score)",
-        type=QgsProcessingParameterNumber.Double, defaultValue=default_threshold))
+        type=QgsProcessingParameterNumber.Double, defaultValue=defaults.THRESHOLD))
     alg.addParameter(QgsProcessingParameterNumber(
         MIN_AREA, "Minimum polygon area (pixels)", type=QgsProcessingParameterNumber.Integer,
-        defaultValue=default_min_area, minValue=1))
+        defaultValue=defaults.MIN_AREA, minValue=1))
     alg.addParameter(QgsProcessingParameterNumber(
         TOP_N, "Write only the N most anomalous polygons (0 = all)",
-        type=QgsProcessingParameterNumber.Integer, defaultValue=DEFAULT_TOP_N, minValue=0,
+        type=QgsProcessingParameterNumber.Integer, defaultValue=defaults.TOP_N, minValue=0,
         optional=True))
 
 
@@ -94,7 +97,7 @@ def check_threshold_parameters(parameters):
 
 def read_threshold_parameters(alg, parameters, context):
     """Return keyword arguments ``method``, ``threshold``, ``min_area``, ``top_n`` for
-    :func:`anomaly_detector.model.polygons.polygonize_scores`."""
+    :func:`anomaly_detector.model.vector.polygons.polygonize_scores`."""
     idx = alg.parameterAsEnum(parameters, THRESHOLD_METHOD, context)
     return {
         "method": THRESHOLD_METHODS[idx][1],
@@ -121,14 +124,15 @@ def add_polygon_outputs(alg):
 
 
 def polygon_outputs(result) -> dict:
-    """The :data:`POLYGON_OUTPUTS` values of a ``model.polygons.PolygonResult``."""
+    """The :data:`POLYGON_OUTPUTS` values of a ``model.vector.polygons.PolygonResult``."""
     return {"COUNT": int(result.count), "POLYGON_COUNT": int(result.count),
             "GROUP_COUNT": int(result.groups), "THRESHOLD_VALUE": float(result.threshold),
             "VALID_PIXELS": int(result.n_valid), "FLAGGED_PIXELS": int(result.n_flagged)}
 
 
 def polygon_summary(result) -> str:
-    """The log line of a ``model.polygons.PolygonResult``: threshold, groups found, written."""
+    """The log line of a ``model.vector.polygons.PolygonResult``: threshold, groups found,
+    polygons written."""
     written = (f"all {result.count} written" if result.count == result.groups else
                f"the {result.count} most anomalous written as polygons (TOP_N)")
     return (f"Threshold {result.threshold:.6g}: {result.n_flagged} of {result.n_valid} valid "

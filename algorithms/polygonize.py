@@ -3,9 +3,10 @@
 from qgis.core import (QgsProcessing, QgsProcessingParameterBand,
                        QgsProcessingParameterVectorDestination)
 
-from ..model.engine import open_raster_checked
-from ..model.polygons import polygonize_scores
-from .base import CITATION, AnomalyAlgorithm, RasterInput
+from ..model.raster.io import open_raster_checked
+from ..model.vector.polygons import polygonize_scores
+from .base import CITATION, AnomalyAlgorithm
+from .layers import RasterInput
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
                      polygon_outputs, polygon_summary, read_threshold_parameters)
 from .provenance import provenance, record_in_vector

@@ -1,10 +1,10 @@
 """anomaly:rx - global RX anomaly score."""
 
-from qgis.core import QgsProcessingParameterBand, QgsProcessingParameterRasterDestination
+from qgis.core import QgsProcessingParameterRasterDestination
 
-from ..model.rx import rx_score_raster
+from ..model.classic.rx import rx_score_raster
 from .area import AREA_HELP, add_area_parameters, read_area
-from .base import AnomalyAlgorithm, RasterInput
+from .base import AnomalyAlgorithm
 from .provenance import provenance, record_in_raster
 from .styles import layer_name, score_stretch
 
@@ -55,10 +55,7 @@ class RxAlgorithm(AnomalyAlgorithm):
     ]
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(RasterInput(self.INPUT, "Input raster"))
-        self.addParameter(QgsProcessingParameterBand(
-            self.BANDS, "Bands (default: all)", parentLayerParameterName=self.INPUT,
-            optional=True, allowMultiple=True))
+        self.add_input_and_bands()
         add_area_parameters(self)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "RX score"))
 

@@ -23,7 +23,7 @@ from qgis.core import (QgsColorRampShader, QgsFillSymbol, QgsPalLayerSettings,
                        QgsVectorLayerSimpleLabeling)
 from qgis.PyQt.QtGui import QColor
 
-from ..model.polygons import compute_threshold, score_summary
+from ..model.vector.threshold import compute_threshold, score_summary
 
 SCORE_SUFFIX = "anomaly score"
 POLYGONS_SUFFIX = "anomalies"

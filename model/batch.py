@@ -1,10 +1,12 @@
 """Score many rasters on a Dask distributed cluster (headless batch entry).
 
     python -m anomaly_detector.model.batch INPUT [INPUT ...] --out DIR
-        [--workers N] [--scheduler tcp://host:8786] [--method top_fraction]
-        [--threshold 0.005] [--min-area 1] [--top-n 500] [--tile-size 512]
-        [--overlap 64] [--scale 1] [--memory-mb MB] [--split-mp MP]
+        [--workers N] [--scheduler tcp://host:8786] [--method METHOD]
+        [--threshold VALUE] [--min-area PIXELS] [--top-n N] [--tile-size PIXELS]
+        [--overlap PIXELS] [--scale 1|2|4] [--memory-mb MB] [--split-mp MP]
         [--mask POLYGONS] [--extent xmin,ymin,xmax,ymax[,EPSG]]
+
+(defaults: those of ``anomaly:detect``, from :mod:`.defaults`; ``--help`` prints them)
 
 Each input (a path or a glob pattern) gives ``<out>/<stem>_score.tif`` (the
 deviation score of ``anomaly:detect``) and ``<out>/<stem>_anomalies.gpkg`` (its
@@ -34,173 +36,19 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import engine
-from .area import named_as, prepare_area, write_area_vrt
-from .nn.detector import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, SCALES, TileScorer, _round_up,
-                       check_scale, detection_statistics, raster_scorer, tile_align, tile_core,
-                       tile_margin)
-from .polygons import DEFAULT_TOP_N
-
-from .nn.detector import THREADS_ENV  # noqa: E402
-
-
-@dataclass
-class Settings:
-    """Scoring and threshold settings shared by every task (defaults = anomaly:detect's)."""
-
-    tile_size: int = DEFAULT_TILE_SIZE
-    overlap: int = DEFAULT_OVERLAP
-    scale: int = 1
-    memory_mb: Optional[float] = None
-    method: str = "top_fraction"
-    threshold: float = 0.005
-    min_area: int = 1
-    top_n: int = DEFAULT_TOP_N
-    torch_threads: Optional[int] = None
-    weights_path: Optional[str] = None
-    mask: Optional[str] = None
-    extent: Optional[Tuple[float, float, float, float]] = None
-    extent_crs: str = ""
-
-    def problem(self, workers: int = 1, split_mp: Optional[float] = None) -> Optional[str]:
-        """A sentence saying which option is invalid, or None (checked before any work)."""
-        checks = [
-            (math.isfinite(self.threshold), f"--threshold must be a finite number (got "
-                                            f"{self.threshold})."),
-            (self.method != "top_fraction" or 0 < self.threshold <= 1,
-             f"With --method top_fraction, --threshold is a fraction of the valid pixels and "
-             f"must be greater than 0 and at most 1 (got {self.threshold:g})."),
-            (self.min_area >= 1, f"--min-area must be at least 1 pixel (got {self.min_area})."),
-            (self.top_n >= 0, f"--top-n must be 0 (keep all) or more (got {self.top_n})."),
-            (self.tile_size >= 1, f"--tile-size must be at least 1 (got {self.tile_size})."),
-            (self.overlap >= 0, f"--overlap must be 0 or more (got {self.overlap})."),
-            (workers >= 1, f"--workers must be at least 1 (got {workers})."),
-            (self.memory_mb is None or (math.isfinite(self.memory_mb) and self.memory_mb > 0),
-             f"--memory-mb must be a positive number (got {self.memory_mb})."),
-            (self.torch_threads is None or self.torch_threads >= 1,
-             f"--torch-threads must be at least 1 (got {self.torch_threads})."),
-            (split_mp is None or (math.isfinite(split_mp) and split_mp > 0),
-             f"--split-mp must be a positive number of megapixels (got {split_mp})."),
-            (not self.mask or self.mask.startswith("/vsi") or os.path.isfile(self.mask),
-             f"--mask '{self.mask}' is not a file: give a polygon layer such as a GeoPackage."),
-        ]
-        return next((message for ok, message in checks if not ok), None)
-
-    def rounded(self) -> "Settings":
-        self.scale = check_scale(self.scale)
-        self.tile_size = tile_core(self.tile_size, self.scale)
-        self.overlap = _round_up(max(self.overlap, 0))
-        return self
-
-
-@dataclass
-class SceneResult:
-    source: str
-    ok: bool
-    score: str = ""
-    polygons: str = ""
-    count: int = 0
-    groups: int = 0
-    strips: int = 1
-    seconds: float = 0.0
-    error: str = ""
-
-
-@dataclass
-class Scene:
-    source: str
-    score: str
-    polygons: str
-    strip_dir: str
-    """Temporary folder of the scene: its strips and the files of its area of interest."""
-    pixels: int = 0
-    groups: List[tuple] = field(default_factory=list)
-    raster: str = ""
-    """The raster the tasks read: the source, or the VRT of its area of interest."""
-
-
-# --------------------------------------------------------------------------
-# tasks (run on workers; plain functions of plain arguments)
-
-def _set_threads(settings: Settings) -> None:
-    import torch
-    threads = settings.torch_threads
-    if not threads:
-        try:
-            from distributed import get_worker
-            threads = max(1, (os.cpu_count() or 1) // max(1, get_worker().state.nthreads))
-        except (ImportError, ValueError, AttributeError):
-            threads = os.cpu_count() or 1
-    os.environ[THREADS_ENV] = str(threads)
-    torch.set_num_threads(int(threads))
-
-
-_MODELS: dict = {}
-
-
-def _scorer(settings: Settings, mean, covariance):
-    """The scene's ``score_tile``: the detector, or zeros for a scene without variation."""
-    from .nn.weights import load_detector
-    _set_threads(settings)
-    key = settings.weights_path or ""
-    if key not in _MODELS:
-        _MODELS[key] = load_detector(settings.weights_path, "cpu")
-    return raster_scorer(_MODELS[key], mean, covariance, "cpu", settings.scale)
-
-
-def _plan(source: str, settings: Settings) -> engine.TilePlan:
-    info = engine.open_raster_checked(source)
-    return engine.plan_tiles(info, TileScorer, tile_size=settings.tile_size,
-                             overlap=tile_margin(settings.overlap, settings.scale),
-                             align=tile_align(settings.scale), memory_mb=settings.memory_mb)
-
-
-def task_statistics(raster: str, settings: Settings, source: str = ""):
-    """Pass 1 of a scene: the detector's band mean and covariance of ``raster`` (the scene
-    ``source`` or its area of interest), once per scene."""
-    engine.limit_gdal_cache(settings.memory_mb)
-    with named_as(raster, source or raster):
-        return detection_statistics(raster, scale=settings.scale, memory_mb=settings.memory_mb)
-
-
-def task_strip(source: str, statistics, rows: tuple, strip_path: str, settings: Settings) -> tuple:
-    """Score the tile rows ``rows`` of a scene into a strip GeoTIFF; returns (path, first row)."""
-    engine.limit_gdal_cache(settings.memory_mb)
-    plan = _plan(source, settings)
-    scorer = _scorer(settings, *statistics)
-    os.makedirs(os.path.dirname(strip_path), exist_ok=True)
-    engine.score_raster(source, strip_path, scorer, plan=plan, row_range=tuple(rows))
-    return strip_path, plan.write_rows(*rows)[0]
-
-
-def task_whole(source: str, statistics, score_path: str, settings: Settings) -> str:
-    """Score a whole scene in one task (what ``detect_raster`` does after its statistics)."""
-    engine.limit_gdal_cache(settings.memory_mb)
-    plan = _plan(source, settings)
-    scorer = _scorer(settings, *statistics)
-    engine.score_raster(source, score_path, scorer, plan=plan)
-    return score_path
-
-
-def task_finish(source: str, scored, scene: Scene, settings: Settings, started: float):
-    """Assemble the strips (if any) and polygonize; returns a :class:`SceneResult`."""
-    from .polygons import polygonize_scores
-    if isinstance(scored, list):
-        engine.assemble_strips(scored, scene.score, scene.raster)
-    shutil.rmtree(scene.strip_dir, ignore_errors=True)
-    result = polygonize_scores(scene.score, scene.polygons, method=settings.method,
-                               threshold=settings.threshold, min_area=settings.min_area,
-                               top_n=settings.top_n)
-    return SceneResult(source, True, scene.score, scene.polygons, int(result.count),
-                       int(result.groups), max(1, len(scene.groups)), time.time() - started)
-
-
-def _gather(*parts):
-    return list(parts)
+from . import defaults
+from .batch_tasks import (SceneJob, SceneResult, Settings, gather_parts, scene_plan, task_finish,
+                          task_statistics, task_strip, task_whole)
+from .nn.detector import SCALES
+from .raster.area import prepare_area, write_area_vrt
+from .raster.files import refuse_inputs_as_outputs, same_file
+from .raster.io import open_raster_checked
+from .raster.memory import MEMORY_ENV
+from .raster.output import gdal_quiet
+from .vector.threshold import METHODS
 
 
 # --------------------------------------------------------------------------
@@ -218,8 +66,8 @@ def expand_inputs(patterns: Sequence[str]) -> List[str]:
     return out
 
 
-def name_scenes(sources: Sequence[str], out_dir: Path) -> Dict[str, Scene]:
-    """A :class:`Scene` per source whose outputs never collide: ``<stem>_score.tif`` and
+def name_scenes(sources: Sequence[str], out_dir: Path) -> Dict[str, SceneJob]:
+    """A :class:`SceneJob` per source whose outputs never collide: ``<stem>_score.tif`` and
     ``<stem>_anomalies.gpkg``, with ``_2``, ``_3``... after a stem already used (compared
     case-insensitively, as some file systems do), e.g. for ``d1/scene.tif`` and ``d2/scene.tif``."""
     taken, scenes = set(), {}
@@ -230,18 +78,18 @@ def name_scenes(sources: Sequence[str], out_dir: Path) -> Dict[str, Scene]:
             count += 1
             name = f"{stem}_{count}"
         taken.add(name.lower())
-        scenes[source] = Scene(source, str(out_dir / f"{name}_score.tif"),
-                               str(out_dir / f"{name}_anomalies.gpkg"),
-                               str(out_dir / f".{name}.strips"), raster=source)
+        scenes[source] = SceneJob(source, str(out_dir / f"{name}_score.tif"),
+                                  str(out_dir / f"{name}_anomalies.gpkg"),
+                                  str(out_dir / f".{name}.strips"), raster=source)
     return scenes
 
 
-def scene_area(scene: Scene, settings: Settings) -> str:
+def scene_area(scene: SceneJob, settings: Settings) -> str:
     """The raster a scene's tasks read: its source, or a VRT of its area of interest
     (``settings.extent``, ``settings.mask``) written into its temporary folder."""
     if settings.extent is None and not settings.mask:
         return scene.source
-    if settings.mask and any(engine.same_file(path, settings.mask)
+    if settings.mask and any(same_file(path, settings.mask)
                              for path in (scene.score, scene.polygons)):
         raise ValueError(f"The output of this scene would replace the --mask file "
                          f"'{settings.mask}': choose another --out folder.")
@@ -262,11 +110,11 @@ def submit_scenes(client, sources: Sequence[str], out_dir: Path, settings: Setti
     for source in sources:
         scene = named[source]
         try:
-            engine.refuse_inputs_as_outputs(
+            refuse_inputs_as_outputs(
                 [("score", scene.score), ("polygons", scene.polygons)], sources, files)
             scene.raster = scene_area(scene, settings)
-            plan = _plan(scene.raster, settings)
-            info = engine.open_raster_checked(scene.raster)
+            plan = scene_plan(scene.raster, settings)
+            info = open_raster_checked(scene.raster)
         except Exception as error:  # noqa: BLE001 - reported in the summary
             shutil.rmtree(scene.strip_dir, ignore_errors=True)
             failed.append(SceneResult(source, False, error=str(error)))
@@ -287,7 +135,7 @@ def submit_scenes(client, sources: Sequence[str], out_dir: Path, settings: Setti
             strips = [client.submit(task_strip, scene.raster, stats, rows,
                                     os.path.join(scene.strip_dir, f"rows_{rows[0]:05d}.tif"),
                                     settings, pure=False) for rows in scene.groups]
-            scored = client.submit(_gather, *strips, pure=False)
+            scored = client.submit(gather_parts, *strips, pure=False)
         else:
             scored = client.submit(task_whole, scene.raster, stats, scene.score, settings,
                                    pure=False)
@@ -388,14 +236,15 @@ def parse_extent(text: str) -> Tuple[Tuple[float, float, float, float], str]:
             f"500000,4099000,501000,4100000,32633 (got '{text}')")
     if code is not None:
         from osgeo import osr
-        with engine.gdal_quiet():
+        with gdal_quiet():
             known = osr.SpatialReference().ImportFromEPSG(code) == 0
         if not known:
             raise argparse.ArgumentTypeError(f"EPSG:{code} is not a known CRS (got '{text}')")
     return numbers, f"EPSG:{code}" if code is not None else ""
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line of :func:`main`."""
     parser = argparse.ArgumentParser(
         prog="python -m anomaly_detector.model.batch",
         description="Score rasters with the bundled anomaly detector on a Dask cluster.")
@@ -406,20 +255,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "split between them")
     parser.add_argument("--scheduler", help="address of a running Dask scheduler, "
                                             "e.g. tcp://10.0.0.5:8786")
-    parser.add_argument("--method", default="top_fraction",
-                        choices=["top_fraction", "fixed", "automatic"])
-    parser.add_argument("--threshold", type=float, default=0.005)
-    parser.add_argument("--min-area", type=int, default=1)
-    parser.add_argument("--top-n", type=int, default=Settings.top_n,
+    parser.add_argument("--method", default=defaults.THRESHOLD_METHOD, choices=METHODS,
+                        help="threshold method (default %(default)s)")
+    parser.add_argument("--threshold", type=float, default=defaults.THRESHOLD,
+                        help="fraction of valid pixels or score (default %(default)s)")
+    parser.add_argument("--min-area", type=int, default=defaults.MIN_AREA,
+                        help="smallest polygon kept, in pixels (default %(default)s)")
+    parser.add_argument("--top-n", type=int, default=defaults.TOP_N,
                         help="write the N most anomalous polygons of each scene (default "
                              "%(default)s; 0 = all); every group is counted")
-    parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE)
-    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP)
+    parser.add_argument("--tile-size", type=int, default=defaults.TILE_SIZE,
+                        help="largest tile, in analysed pixels (default %(default)s)")
+    parser.add_argument("--overlap", type=int, default=defaults.OVERLAP,
+                        help="tile margin, in analysed pixels (default %(default)s)")
     parser.add_argument("--scale", type=int, default=1, choices=SCALES,
                         help="analysis resolution: 1 (full), 2 or 4 (1/2 or 1/4; faster)")
     parser.add_argument("--memory-mb", type=float, default=None,
                         help="memory setting per task (default $%s or %d)"
-                             % (engine.MEMORY_ENV, engine.DEFAULT_MEMORY_MB))
+                             % (MEMORY_ENV, defaults.MEMORY_MB))
     parser.add_argument("--torch-threads", type=int, default=None)
     parser.add_argument("--split-mp", type=float, default=None,
                         help="split scenes above this many megapixels into tile-row groups "
@@ -432,6 +285,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         metavar="xmin,ymin,xmax,ymax[,EPSG]",
                         help="area of interest: score only each raster's window covering "
                              "this extent (in the raster's CRS, or in the EPSG code given)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if not args.inputs or not args.out:
         parser.error("give at least one input and an --out folder.")

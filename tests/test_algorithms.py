@@ -5,10 +5,9 @@ import pytest
 from osgeo import gdal
 from scipy import ndimage
 
-from anomaly_detector.model.engine import NODATA
+from anomaly_detector.model.raster.output import NODATA
 from conftest import make_bad_input, read_raster, write_raster
-from test_polygons import ND, ORDER, check_features, synthetic_scores
-from test_rx import _scene, numpy_rx
+from scenes import ND, ORDER, check_features, numpy_rx, rx_scene, synthetic_scores
 
 
 def test_provider_registered(provider):
@@ -66,7 +65,7 @@ def test_plugin_unload_and_reload(plugin):
 
 def test_rx_algorithm_grid_and_values(tmp_path, run_alg):
     nd = -1.0
-    a = _scene((3, 45, 38))
+    a = rx_scene((3, 45, 38))
     a[:, 0:6, 0:4] = nd
     a[0, 40, 30] = nd
     gt = (420000.0, 2.5, 0.0, 5400000.0, 0.0, -2.5)
@@ -83,7 +82,7 @@ def test_rx_algorithm_grid_and_values(tmp_path, run_alg):
 
 
 def test_rx_algorithm_band_subset(tmp_path, run_alg):
-    a = _scene((4, 30, 20))
+    a = rx_scene((4, 30, 20))
     src = write_raster(tmp_path / "in.tif", a)
     out = str(tmp_path / "rx.tif")
     run_alg("anomaly:rx", {"INPUT": src, "BANDS": [2, 4], "OUTPUT": out})
@@ -161,7 +160,7 @@ def test_outputs_record_how_they_were_made(tmp_path, run_alg):
     import json
     import subprocess
     from anomaly_detector.model.nn.weights import DEFAULT_WEIGHTS, card_path
-    src = write_raster(tmp_path / "in.tif", _scene((3, 40, 36)))
+    src = write_raster(tmp_path / "in.tif", rx_scene((3, 40, 36)))
     score, polygons = str(tmp_path / "score.tif"), str(tmp_path / "anomalies.gpkg")
     run_alg("anomaly:detect", {"INPUT": src, "DEVICE": 1, "THRESHOLD": 0.01,
                                "OUTPUT_SCORE": score, "OUTPUT_POLYGONS": polygons})

@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 from osgeo import ogr
 
-from anomaly_detector.model import batch, engine
+from anomaly_detector.model import batch
+from anomaly_detector.model.raster.io import open_raster_checked
+from anomaly_detector.model.raster.pipeline import assemble_strips, score_raster
+from anomaly_detector.model.raster.tiling import plan_tiles
 from anomaly_detector.model.nn.detector import detect_raster
-from anomaly_detector.model.polygons import polygonize_scores
+from anomaly_detector.model.vector.polygons import polygonize_scores
 from conftest import PYPATH, read_raster, write_raster
 
 pytest.importorskip("distributed")
@@ -72,16 +75,16 @@ def test_batch_on_local_cluster_equals_single_process(tmp_path):
 
 def test_strips_assemble_into_the_whole_map(tmp_path):
     src = write_raster(tmp_path / "a.tif", _scene(5, height=150, width=70))
-    info = engine.open_raster_checked(src)
-    plan = engine.plan_tiles(info, None, tile_size=32, overlap=4)
+    info = open_raster_checked(src)
+    plan = plan_tiles(info, None, tile_size=32, overlap=4)
     box = lambda t, v: t.mean(axis=0)  # noqa: E731 - a per-pixel scorer
-    engine.score_raster(src, str(tmp_path / "whole.tif"), box, plan=plan)
+    score_raster(src, str(tmp_path / "whole.tif"), box, plan=plan)
     strips = []
     for i, rows in enumerate(plan.row_groups(3)):
         path = str(tmp_path / f"strip{i}.tif")
-        engine.score_raster(src, path, box, plan=plan, row_range=rows)
+        score_raster(src, path, box, plan=plan, row_range=rows)
         strips.append((path, plan.write_rows(*rows)[0]))
-    engine.assemble_strips(strips, str(tmp_path / "joined.tif"), src)
+    assemble_strips(strips, str(tmp_path / "joined.tif"), src)
     whole, joined = read_raster(tmp_path / "whole.tif"), read_raster(tmp_path / "joined.tif")
     np.testing.assert_array_equal(whole[0], joined[0])
     assert whole[1:] == joined[1:]

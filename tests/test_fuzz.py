@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from anomaly_detector.model.engine import NODATA
+from anomaly_detector.model.raster.output import NODATA
 from conftest import write_raster
 
 CASES = int(os.environ.get("FUZZ_CASES", "12"))

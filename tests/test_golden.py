@@ -18,8 +18,8 @@ import pytest
 from osgeo import gdal, ogr
 
 from anomaly_detector.model.nn.detector import detect_raster
-from anomaly_detector.model.polygons import polygonize_scores
-from anomaly_detector.model.rx import rx_score_raster
+from anomaly_detector.model.vector.polygons import polygonize_scores
+from anomaly_detector.model.classic.rx import rx_score_raster
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN_DIR = Path(__file__).resolve().parent / "data" / "golden"

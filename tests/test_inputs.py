@@ -14,7 +14,7 @@ import pytest
 from osgeo import gdal
 
 from anomaly_detector.model.nn import weights as weights_module
-from anomaly_detector.model.engine import NODATA
+from anomaly_detector.model.raster.output import NODATA
 from conftest import DEFAULT_GT, read_raster, write_raster
 
 GT = DEFAULT_GT  # the grid write_raster gives a raster

@@ -51,7 +51,7 @@ def test_zip_layout(plugin_zip):
         meta = z.read("anomaly_detector/metadata.txt").decode()
     assert {n.split("/")[0] for n in names} == {"anomaly_detector"}
     for must in ("__init__.py", "plugin.py", "metadata.txt", "LICENSE", "resources/icon.svg",
-                 "model/engine.py", "algorithms/rx.py", "triage/dock.py",
+                 "model/raster/pipeline.py", "algorithms/rx.py", "triage/dock.py",
                  "resources/triage.svg"):
         assert f"anomaly_detector/{must}" in names
     for bad in ("tests/", "Makefile", ".ci/", ".git", "__pycache__", ".venv", "build/",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA, make_bad_input, read_raster, run_qgis_process, write_raster
-from test_rx import _scene
+from scenes import rx_scene
 
 
 def _json(r):
@@ -17,7 +17,7 @@ def _json(r):
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     d = tmp_path_factory.mktemp("qp")
-    a = _scene((3, 80, 70))
+    a = rx_scene((3, 80, 70))
     a[:, :3, :] = -1
     return d, write_raster(d / "in.tif", a, nodata=-1)
 
@@ -52,7 +52,7 @@ def test_model3_chain_runs_headless(scene):
         f"--anomaly:rx_1:RX score={score}",
         f"--anomaly:polygonize_1:Anomaly polygons={poly}"]))
     assert score.exists() and poly.exists()
-    from anomaly_detector.model.polygons import count_polygons
+    from anomaly_detector.model.vector.output import count_polygons
     assert count_polygons(str(poly)) >= 1
     assert res["results"]
 

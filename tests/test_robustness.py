@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
-from anomaly_detector.model import batch, engine
+from anomaly_detector.model import batch
 from anomaly_detector.model.nn import weights as weights_module
-from anomaly_detector.model.engine import NODATA
-from anomaly_detector.model.polygons import OGR_DRIVERS
+from anomaly_detector.model.raster.errors import RasterOutputError
+from anomaly_detector.model.raster.files import input_files, refuse_inputs_as_outputs
+from anomaly_detector.model.raster.output import NODATA
+from anomaly_detector.model.vector.output import OGR_DRIVERS
 from conftest import PYPATH, read_raster, run_qgis_process, write_raster
 from test_inputs import assert_refused, leftovers, run_detect, run_rx, scene
 
@@ -122,16 +124,16 @@ def test_input_files_cover_sources_headers_world_files_and_sidecars(tmp_path):
     (data / "w.tfw").write_text("10\n0\n0\n-10\n500000\n4100000\n")
     nested = str(data / "nested.vrt")
     gdal.BuildVRT(nested, [vrt]).FlushCache()
-    files = {os.path.basename(f) for f in engine.input_files(nested)}
+    files = {os.path.basename(f) for f in input_files(nested)}
     assert {"nested.vrt", "v.vrt", "s.tif", "s.tif.aux.xml", "v.vrt.aux.xml"} <= files
-    assert "img.hdr" in {os.path.basename(f) for f in engine.input_files(envi)}
-    assert "w.tfw" in {os.path.basename(f) for f in engine.input_files(str(data / "w.tif"))}
+    assert "img.hdr" in {os.path.basename(f) for f in input_files(envi)}
+    assert "w.tfw" in {os.path.basename(f) for f in input_files(str(data / "w.tif"))}
     with zipfile.ZipFile(tmp_path / "a.zip", "w") as archive:
         archive.write(source, "s.tif")
-    assert str(tmp_path / "a.zip") in engine.input_files(f"/vsizip/{tmp_path}/a.zip/s.tif")
+    assert str(tmp_path / "a.zip") in input_files(f"/vsizip/{tmp_path}/a.zip/s.tif")
     for sidecar in ("img.hdr", "s.tif.aux.xml"):
-        with pytest.raises(engine.RasterInputError, match="reads"):
-            engine.refuse_inputs_as_outputs([("OUTPUT", str(data / sidecar))],
+        with pytest.raises(RasterOutputError, match="reads"):
+            refuse_inputs_as_outputs([("OUTPUT", str(data / sidecar))],
                                             [envi, vrt])
 
 
@@ -315,8 +317,8 @@ def test_batch_never_writes_over_an_input(tmp_path):
     second = write_raster(tmp_path / "a_score.tif", scene(2, 12, 12, seed=3).astype(np.float32))
     before = snapshot(tmp_path)
     scenes = batch.name_scenes([first, second], tmp_path)
-    with pytest.raises(engine.RasterInputError, match="input raster itself"):
-        engine.refuse_inputs_as_outputs([("score", scenes[first].score)], [first, second])
+    with pytest.raises(RasterOutputError, match="input raster itself"):
+        refuse_inputs_as_outputs([("score", scenes[first].score)], [first, second])
     assert snapshot(tmp_path) == before
 
 

@@ -58,14 +58,14 @@ REPEAT = 2  # runs per case up to 50 MP (the fastest is kept)
 
 def child(kind: str, src: str, dst: str, memory_mb: float | None, tile_size: int | None,
           scale: int = 1) -> None:
-    from anomaly_detector.model import engine
-    engine.limit_gdal_cache(memory_mb)
+    from anomaly_detector.model.raster import memory
+    memory.limit_gdal_cache(memory_mb)
     if kind == "detect":  # imported and warmed up before the clock starts, as in a QGIS
         # session that has run it once (thread pools, oneDNN kernels)
         from anomaly_detector.model.nn.detector import detect_raster
         _warm_up(src, dst, detect_raster, scale)
     else:
-        from anomaly_detector.model.rx import rx_score_raster
+        from anomaly_detector.model.classic.rx import rx_score_raster
     start = time.perf_counter()
     if kind == "detect":
         kwargs = {} if tile_size is None else {"tile_size": tile_size}
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
         child(*args.child, args.memory_mb or None, args.tile_size or None, args.scale)
         return 0
 
-    from anomaly_detector.model import engine
+    from anomaly_detector.model.raster import memory
     previous = {}
     if args.quick and Path(args.out).is_file():  # keep the last (c) figures
         previous = json.loads(Path(args.out).read_text())
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
     busy_before = training_running()
     results = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                            "python": platform.python_version(), "gdal": gdal.__version__},
-               "memory_setting_mb": engine.memory_budget() / 2 ** 20,
+               "memory_setting_mb": memory.memory_budget() / 2 ** 20,
                "runs_per_case": f"fastest of {REPEAT} up to 50 MP, else 1",
                "rows": []}
     rows = results["rows"]
@@ -239,7 +239,7 @@ def main(argv=None) -> int:
                "mp_per_s": pixels / 1e6 / r["seconds"], "peak_rss_mb": r["peak_rss_mb"],
                "us_per_pixel": r["seconds"] / pixels * 1e6}
         row["tile_size"] = kw.get("tile_size") or (512 if kind == "detect" else 1024)
-        row["memory_mb"] = kw.get("memory_mb") or engine.memory_budget() / 2 ** 20
+        row["memory_mb"] = kw.get("memory_mb") or memory.memory_budget() / 2 ** 20
         row["scale"] = kw.get("scale", 1)
         rows.append(row)
         print(f"{name:<10} {row['algorithm']:<15} {row['raster']:<24} "
@@ -325,7 +325,7 @@ def api_cases(case, scratch: Path, results: dict) -> None:
 
 def large_case(case, scratch: Path, results: dict) -> None:
     """(c): a > 3 GB raster, and the same scores with a larger tile and memory setting."""
-    from anomaly_detector.model import engine
+    from anomaly_detector.model.raster import memory
     side = 20480
     t0 = time.perf_counter()
     c = write_scene(scratch / "c_4b_u16_20480.tif", 4, "uint16", side, side,
@@ -352,7 +352,7 @@ def large_case(case, scratch: Path, results: dict) -> None:
     sa = la = None
     results["c_tile_invariance"] = {
         "window": "4096 x 4096 crop of (c) at (8192, 8192)",
-        "default": f"tile 512, memory {engine.memory_budget() / 2 ** 20:.0f} MB",
+        "default": f"tile 512, memory {memory.memory_budget() / 2 ** 20:.0f} MB",
         "large": "tile 2048, memory 6144 MB", "max_abs_diff": diff,
         "identical": diff < 1e-5}
     print(f"(c) crop: default vs large tile/memory max abs diff {diff:.2e}", flush=True)

@@ -26,9 +26,9 @@ if str(PYPATH) not in sys.path:
     sys.path.insert(0, str(PYPATH))
 
 from anomaly_detector.model.training.evaluate import find_scenes, read_score_map  # noqa: E402
-from anomaly_detector.model.local_baselines import (local_contrast_score_raster,  # noqa: E402
+from anomaly_detector.model.classic.local_baselines import (local_contrast_score_raster,  # noqa: E402
                                                     local_rx_score_raster)
-from anomaly_detector.model.rx import rx_score_raster  # noqa: E402
+from anomaly_detector.model.classic.rx import rx_score_raster  # noqa: E402
 
 QUANTILES = (0.0, 50.0, 99.5, 100.0)
 

@@ -16,7 +16,7 @@ from qgis.core import (QgsFeatureRequest, QgsField, QgsRectangle, QgsVectorDataP
                        QgsVectorLayer, QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
-from ..model.engine import output_error, remove_quietly, replace_output, temp_name
+from ..model.raster.output import atomic_output, output_error
 
 REVIEW_FIELD = "review"
 STATUSES = ("confirmed", "dismissed", "unsure")
@@ -157,16 +157,12 @@ def export_csv(layer: QgsVectorLayer, path: str, *, skip_dismissed: bool = False
         raise TriageError(f"The folder '{folder}' does not exist. Choose an existing folder.")
     found = [c for c in candidates(layer) if not (skip_dismissed and c.review == "dismissed")]
     names = [n for n in CSV_FIELDS if n == REVIEW_FIELD or layer.fields().indexOf(n) >= 0]
-    tmp = temp_name(path)
     try:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(names)
             writer.writerows(["" if c.values.get(n) is None else c.values[n] for n in names]
                              for c in found)  # floats in full (round-trip) precision
-        replace_output(tmp, path)
     except OSError as error:
-        remove_quietly(tmp)
         raise output_error(path, error.strerror or str(error)) from error
     return len(found)
-

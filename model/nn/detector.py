@@ -16,9 +16,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .. import engine
-from ..area import Window, area_source
-from ..engine import RasterInputError
+from ..defaults import OVERLAP, TILE_SIZE
+from ..raster.area import Window, area_source
+from ..raster.errors import RasterInputError
+from ..raster.io import open_raster_checked
+from ..raster.pipeline import score_raster
+from ..raster.progress import sub_progress
+from ..raster.scorer import TileScorer as RasterTileScorer, zero_scorer
+from ..raster.stats import band_statistics, no_variation, pool_mean, statistics_stride
 from .features import INPUT_CHANNELS, SpectralReduction, fit_from_array
 from .fused import FusedScorer
 from .network import SIZE_MULTIPLE, DeviationNet
@@ -27,9 +32,6 @@ from .weights import WeightsError, load_detector
 __all__ = ["DetectionResult", "RasterInputError", "SCALES", "TileScorer", "WeightsError",
            "check_scale", "detect_raster", "detection_statistics", "raster_scorer",
            "resolve_device", "score_array", "tile_align", "tile_core", "tile_margin"]
-
-DEFAULT_TILE_SIZE = 512
-DEFAULT_OVERLAP = 64
 
 
 def resolve_device(requested: str = "auto") -> str:
@@ -107,11 +109,11 @@ class PreparedTile(NamedTuple):
     shape: tuple[int, int]  # (h, w) of the tile as read
 
 
-class TileScorer:
+class TileScorer(RasterTileScorer):
     """Callable (bands (B, h, w), valid (h, w)) -> scores (h, w) float32 for one raster.
 
     With ``scale`` > 1 the tile is analysed at 1/``scale`` resolution (valid pixels
-    averaged over ``scale`` x ``scale`` blocks, see :func:`engine.pool_mean`) and its
+    averaged over ``scale`` x ``scale`` blocks, see :func:`pool_mean`) and its
     scores are upsampled bilinearly: about ``scale``² times less work, for objects at
     least ``scale`` pixels across. Tiles must start on multiples of :func:`tile_align`
     and carry :func:`tile_margin` pixels of context.
@@ -147,7 +149,7 @@ class TileScorer:
         raw bands) wait in its queue."""
         shape = bands.shape[1:]
         if self.scale > 1:
-            bands, valid = engine.pool_mean(
+            bands, valid = pool_mean(
                 bands, np.ones(shape, bool) if valid is None else valid, self.scale)
         return PreparedTile(self.reduction.apply(bands, valid), shape)
 
@@ -190,8 +192,8 @@ def raster_scorer(model: DeviationNet, mean: np.ndarray, covariance: np.ndarray,
     """The ``score_tile`` of a raster with these band statistics: the detector, or zeros
     for a raster without variation (it has no anomaly, and the network would show its
     border effects)."""
-    if engine.no_variation(mean, covariance):
-        return engine.zero_scorer
+    if no_variation(mean, covariance):
+        return zero_scorer
     return TileScorer(model, SpectralReduction.fit(mean, covariance), device, scale)
 
 
@@ -228,13 +230,13 @@ def detection_statistics(src_path: str, bands: Sequence[int] | None = None, scal
     """Band mean and covariance that normalise ``src_path`` for the detector.
 
     Of the raster averaged over ``scale`` x ``scale`` blocks; exact over all valid
-    pixels up to 4 x :data:`engine.STATISTICS_SAMPLE` pixels, estimated from a regular
+    pixels up to 4 x :data:`.raster.stats.STATISTICS_SAMPLE` pixels, estimated from a regular
     grid of at least that many beyond (the estimate barely moves, the cost of the
     covariance of hundreds of bands drops with the grid).
     """
-    info = engine.open_raster_checked(src_path, bands)
-    stride = engine.statistics_stride(-(-info.width // scale), -(-info.height // scale))
-    mean, covariance, _ = engine.band_statistics(
+    info = open_raster_checked(src_path, bands)
+    stride = statistics_stride(-(-info.width // scale), -(-info.height // scale))
+    mean, covariance, _ = band_statistics(
         src_path, bands, progress=progress, is_cancelled=is_cancelled, memory_mb=memory_mb,
         pool=scale, stride=stride)
     return mean, covariance
@@ -251,7 +253,7 @@ class DetectionResult:
 
 
 def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None = None,
-                  tile_size: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_OVERLAP,
+                  tile_size: int = TILE_SIZE, overlap: int = OVERLAP,
                   scale: int = 1, device: str = "auto", weights_path: str | None = None,
                   progress: Callable[[float], None] | None = None,
                   is_cancelled: Callable[[], bool] | None = None,
@@ -260,33 +262,31 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
     """Write the deviation score map of ``src_path`` to ``dst_path`` (float32 GeoTIFF).
 
     ``memory_mb`` is the engine's memory setting (default: ``$ANOMALY_DETECTOR_MEMORY_MB``
-    or :data:`engine.DEFAULT_MEMORY_MB`); ``tile_size`` is the largest tile, smaller ones
+    or :data:`.defaults.MEMORY_MB`); ``tile_size`` is the largest tile, smaller ones
     are used when it would not fit (the result does not depend on the tile size).
     ``scale`` 2 or 4 analyses the raster at 1/2 or 1/4 resolution (see :class:`TileScorer`);
     ``tile_size`` and ``overlap`` are counted in analysed pixels. The output is on the
     input's grid, or on ``window`` of it with an area of interest (``window``,
-    ``mask_path``: see ``area.area_source``), whose pixels alone give the statistics.
+    ``mask_path``: see ``raster.area.area_source``), whose pixels alone give the statistics.
     """
     start = time.perf_counter()
     device = resolve_device(device)
     scale = check_scale(scale)
-    engine.open_raster_checked(src_path, bands)
+    open_raster_checked(src_path, bands)
     model = load_detector(weights_path, device)
     tile_size = tile_core(tile_size, scale)
 
-    def report(offset: float, share: float) -> Callable[[float], None] | None:
-        return None if progress is None else (lambda fraction: progress(offset + share * fraction))
-
     with area_source(src_path, bands=bands, window=window, mask_path=mask_path) as path:
-        mean, covariance = detection_statistics(path, bands, scale, progress=report(0.0, 0.1),
+        mean, covariance = detection_statistics(path, bands, scale,
+                                                progress=sub_progress(progress, 0.0, 0.1),
                                                 is_cancelled=is_cancelled, memory_mb=memory_mb)
         scorer = raster_scorer(model, mean, covariance, device, scale)
         margin = tile_margin(overlap, scale)
         try:
-            engine.score_raster(path, dst_path, scorer, bands=bands, tile_size=tile_size,
-                                overlap=margin, align=tile_align(scale),
-                                progress=report(0.1, 0.9), is_cancelled=is_cancelled,
-                                memory_mb=memory_mb)
+            score_raster(path, dst_path, scorer, bands=bands, tile_size=tile_size,
+                         overlap=margin, align=tile_align(scale),
+                         progress=sub_progress(progress, 0.1, 1.0), is_cancelled=is_cancelled,
+                         memory_mb=memory_mb)
         finally:
             release_memory()
     return DetectionResult(device, time.perf_counter() - start, tile_size, margin, scale,

@@ -6,7 +6,7 @@ Layout read: ``<data>/<modality>/<scene>/{image.tif, mask.tif}`` (mask > 0 = ano
                  [--methods detector,rx,lrx,lcm] [--limit N] [--fraction 0.005] [--resamples 2000]
 
 runs the detector exactly as ``anomaly:detect`` does (:func:`..nn.detector.detect_raster`,
-tiles and all) and the baselines of :mod:`..baselines` (global RX, dual-window local RX,
+tiles and all) and the baselines of :mod:`..classic.baselines` (global RX, dual-window local RX,
 multi-scale local contrast), keeps every score map as
 ``DIR/maps/<method>/<modality>/<scene>.tif`` and scores each map as stored: pixel ROC
 AUC, and the object metrics of :mod:`.objects` (R-precision, target recall at K and
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..baselines import BASELINE_NAMES, BASELINES, fill_nonfinite
+from ..classic.baselines import BASELINE_NAMES, BASELINES, fill_nonfinite
 from .objects import DEFAULT_FRACTION, METRICS as OBJECT_METRICS, bootstrap_intervals, object_scores
 
 PREVIEWS_PER_MODALITY = 2
@@ -130,9 +130,10 @@ def validate_in_memory(model, scenes: list[Scene]) -> dict[str, float]:
 
 def _write_baseline_map(method: str, image: np.ndarray, reference: Path, target: Path) -> None:
     """Score ``image`` with a baseline into a float32 GeoTIFF on the grid of ``reference``."""
-    from .. import engine
+    from ..raster.io import open_raster_checked
+    from ..raster.output import create_score_raster
     scores = BASELINES[method](image).astype(np.float32)
-    dataset = engine.create_score_raster(str(target), engine.open_raster_checked(str(reference)))
+    dataset = create_score_raster(str(target), open_raster_checked(str(reference)))
     dataset.GetRasterBand(1).WriteArray(scores)
     dataset.FlushCache()
 

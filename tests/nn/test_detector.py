@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from anomaly_detector.model.engine import NODATA
+from anomaly_detector.model.raster.output import NODATA
 from anomaly_detector.model.nn.detector import TileScorer, detect_raster, resolve_device
 from anomaly_detector.model.nn.features import fit_from_array
 from anomaly_detector.model.nn.weights import load_detector

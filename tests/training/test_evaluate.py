@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from anomaly_detector.model import baselines
+from anomaly_detector.model.classic import baselines
 from anomaly_detector.model.training.evaluate import main, report, roc_auc, summarise
 from anomaly_detector.model.training.objects import MISSED, ObjectScores, bootstrap_intervals, object_scores
 from conftest import write_raster

@@ -9,14 +9,14 @@ import subprocess
 import numpy as np
 import pytest
 
-from anomaly_detector.model import baselines
-from anomaly_detector.model.engine import NODATA
-from anomaly_detector.model.local_baselines import (local_contrast_score_raster,
-                                                    local_rx_score_raster)
-from anomaly_detector.model.rx import rx_score_raster
+from anomaly_detector.model.classic import baselines
+from anomaly_detector.model.classic.local_baselines import (local_contrast_score_raster,
+                                                            local_rx_score_raster)
+from anomaly_detector.model.classic.rx import rx_score_raster
+from anomaly_detector.model.raster.output import NODATA
 from conftest import DEFAULT_GT, read_raster, run_qgis_process, write_raster
+from scenes import read_features
 from test_inputs import TYPES, _crs_cases, check_scores, scene
-from test_polygons import read_features
 
 TARGET = (slice(20, 22), slice(30, 32))  # rows, columns of the planted 2 x 2 target
 

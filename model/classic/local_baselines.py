@@ -3,9 +3,9 @@
 The scores are those of :mod:`.baselines` (:func:`~.baselines.local_rx`,
 :func:`~.baselines.local_contrast`), streamed through the engine in two passes that
 never hold the raster: pass 1 gets the band mean and covariance of the valid pixels
-(:func:`~.engine.band_statistics`), from which the scene-wide steps come (the
+(:func:`~..raster.stats.band_statistics`), from which the scene-wide steps come (the
 whitening of local RX, the standardisation of local contrast); pass 2 scores tiles
-(:func:`~.engine.score_raster`) with a margin equal to the windows' radius, so that
+(:func:`~..raster.pipeline.score_raster`) with a margin equal to the windows' radius, so that
 every window of a tile's core lies inside the tile or ends at the raster's edge, as
 it does on the whole raster: the map equals scoring the whole raster at once.
 
@@ -21,9 +21,13 @@ import numpy as np
 
 from .baselines import (COMPONENTS, CONTRAST_EPS, CONTRAST_SCALES, GUARD_WINDOW, OUTER_WINDOW,
                         RIDGE, grey_contrast, ring_rx, whitening_basis)
-from .engine import (CancelFn, ProgressFn, band_statistics, no_variation, score_raster,
-                     zero_scorer)
-from .linalg import matmul
+from ..defaults import TILE_SIZE
+from ..linalg import matmul
+from ..raster.errors import ParameterError
+from ..raster.pipeline import score_raster
+from ..raster.progress import CancelFn, ProgressFn, sub_progress
+from ..raster.scorer import TileScorer, zero_scorer
+from ..raster.stats import band_statistics, no_variation
 
 LARGEST_WINDOW = 255                      # widest window (tile margins stay small)
 _SOLVE_PIXELS = 16_384                    # pixels per batch of local K x K solves
@@ -88,8 +92,8 @@ def contrast_margin(scales: Sequence[int]) -> int:
     return 2 * max(scales) + 1
 
 
-class LocalRxScorer:
-    """``score_tile`` of :func:`~.engine.score_raster`: pixels whitened with the scene's
+class LocalRxScorer(TileScorer):
+    """Tile scorer of :func:`~..raster.pipeline.score_raster`: pixels whitened with the scene's
     statistics, then :func:`~.baselines.ring_rx` (windows of radius ``guard // 2`` and
     ``outer // 2``)."""
 
@@ -114,8 +118,8 @@ class LocalRxScorer:
                        _SOLVE_PIXELS, valid)
 
 
-class LocalContrastScorer:
-    """``score_tile`` of :func:`~.engine.score_raster`: the band mean standardised with
+class LocalContrastScorer(TileScorer):
+    """Tile scorer of :func:`~..raster.pipeline.score_raster`: the band mean standardised with
     the scene's statistics, then :func:`~.baselines.grey_contrast`."""
 
     bytes_per_pixel = 160  # the grey image, its mask and the box-sum temporaries
@@ -131,24 +135,17 @@ class LocalContrastScorer:
         return grey_contrast(grey, self.scales, self.eps, valid)
 
 
-def _part(progress: ProgressFn, start: float, stop: float) -> ProgressFn:
-    """``progress`` mapped to the span ``start``-``stop`` of the whole run."""
-    if progress is None:
-        return None
-    return lambda fraction: progress(start + (stop - start) * fraction)
-
-
 def _two_passes(src_path: str, dst_path: str, bands: Optional[Sequence[int]],
                 make_scorer: Callable, margin: int, tile_size: int, progress: ProgressFn,
                 is_cancelled: CancelFn, memory_mb: Optional[float]) -> LocalScoreResult:
     """Band statistics, then ``make_scorer(mean, cov, n) -> (score_tile, components)``
     scores the raster into ``dst_path``."""
-    mean, cov, n = band_statistics(src_path, bands, progress=_part(progress, 0.0, 0.2),
+    mean, cov, n = band_statistics(src_path, bands, progress=sub_progress(progress, 0.0, 0.2),
                                    is_cancelled=is_cancelled, memory_mb=memory_mb)
     scorer, components = (zero_scorer, 0) if no_variation(mean, cov) else \
         make_scorer(mean, cov, n)
     score_raster(src_path, dst_path, scorer, bands=bands, tile_size=tile_size, overlap=margin,
-                 progress=_part(progress, 0.2, 1.0), is_cancelled=is_cancelled,
+                 progress=sub_progress(progress, 0.2, 1.0), is_cancelled=is_cancelled,
                  memory_mb=memory_mb)
     return LocalScoreResult(n, components)
 
@@ -156,14 +153,14 @@ def _two_passes(src_path: str, dst_path: str, bands: Optional[Sequence[int]],
 def local_rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence[int]] = None,
                           *, guard: int = GUARD_WINDOW, outer: int = OUTER_WINDOW,
                           components: int = COMPONENTS, ridge: float = RIDGE,
-                          tile_size: int = 512, progress: ProgressFn = None,
+                          tile_size: int = TILE_SIZE, progress: ProgressFn = None,
                           is_cancelled: CancelFn = None, memory_mb: Optional[float] = None
                           ) -> LocalScoreResult:
     """Write the dual-window local RX score of ``src_path`` (float32 GeoTIFF, the squared
     distance of :func:`~.baselines.local_rx`) to ``dst_path``."""
     problem = window_problem(guard, outer)
     if problem:
-        raise ValueError(problem)
+        raise ParameterError(problem)
 
     def make_scorer(mean, cov, n):
         basis = whitening_basis(cov, components)
@@ -177,7 +174,7 @@ def local_rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence
 def local_contrast_score_raster(src_path: str, dst_path: str,
                                 bands: Optional[Sequence[int]] = None, *,
                                 scales: Sequence[int] = CONTRAST_SCALES,
-                                eps: float = CONTRAST_EPS, tile_size: int = 512,
+                                eps: float = CONTRAST_EPS, tile_size: int = TILE_SIZE,
                                 progress: ProgressFn = None, is_cancelled: CancelFn = None,
                                 memory_mb: Optional[float] = None) -> LocalScoreResult:
     """Write the multi-scale local contrast of ``src_path`` (float32 GeoTIFF, as

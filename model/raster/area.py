@@ -20,8 +20,9 @@ from typing import Iterator, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from .engine import (RasterInfo, RasterInputError, gdal_quiet, iter_windows, open_dataset,
-                     remove_quietly)
+from .errors import RasterInputError
+from .io import RasterInfo, iter_windows, open_dataset
+from .output import gdal_quiet, remove_quietly
 
 _MASK_OPTIONS = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
 _EDGE = 1e-6  # pixels: an extent edge this close to a pixel edge does not take the next pixel

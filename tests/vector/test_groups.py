@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from anomaly_detector.model.groups import GroupLabels, Groups, GroupScan
+from anomaly_detector.model.vector.groups import GroupLabels, Groups, GroupScan
 
 EIGHT = np.ones((3, 3), dtype=bool)
 

@@ -22,10 +22,14 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from .area import Window, area_source
-from .engine import (CancelFn, ProgressFn, RasterInputError, band_statistics, no_variation,
-                     score_raster, zero_scorer)
-from .linalg import matmul
+from ..defaults import RX_TILE_SIZE, STATISTICS_BLOCK
+from ..linalg import matmul
+from ..raster.area import Window, area_source
+from ..raster.errors import RasterInputError
+from ..raster.pipeline import score_raster
+from ..raster.progress import CancelFn, ProgressFn, sub_progress
+from ..raster.scorer import TileScorer, zero_scorer
+from ..raster.stats import band_statistics, no_variation
 
 
 def rx_precision(cov: np.ndarray) -> np.ndarray:
@@ -44,9 +48,9 @@ _CHUNK_VALUES = 1 << 22  # values per chunk (bounded temporaries)
 _FLOAT32_EIGEN_RATIO = 1e-5  # as in features.SpectralReduction.apply
 
 
-class _RxScorer:
-    """``score_tile`` for :func:`score_raster`; also offers ``prepare`` so that the engine
-    scores in its reader thread and keeps only score tiles (not raw bands) in flight."""
+class _RxScorer(TileScorer):
+    """Tile scorer of :func:`score_raster` that scores in ``prepare`` (the pipeline's
+    reader thread) and so keeps only score tiles (not raw bands) in flight."""
 
     prepared_bytes_per_pixel = 5  # a float32 score and the mask
 
@@ -80,10 +84,10 @@ class _RxScorer:
                 out[start:start + step] = np.sqrt(y.sum(axis=0))
         return out.reshape(h, w)
 
-    prepare = __call__
+    def prepare(self, tile: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        return self(tile, valid)
 
-    @staticmethod
-    def score_prepared(prepared):
+    def score_prepared(self, prepared):
         return prepared
 
 
@@ -98,27 +102,20 @@ def make_rx_scorer(mean: np.ndarray, cov: np.ndarray):
 
 
 def rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence[int]] = None, *,
-                    tile_size: int = 1024, block_size: int = 1024,
+                    tile_size: int = RX_TILE_SIZE, block_size: int = STATISTICS_BLOCK,
                     progress: ProgressFn = None, is_cancelled: CancelFn = None,
                     memory_mb: Optional[float] = None, window: Optional[Window] = None,
                     mask_path: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, int]:
     """Write the global RX score of ``src_path`` to ``dst_path`` (float32 GeoTIFF).
 
-    ``memory_mb`` is the engine's memory setting (see ``engine.memory_budget``).
-    With an area of interest (``window``, ``mask_path``: see ``area.area_source``) the
+    ``memory_mb`` is the engine's memory setting (see ``raster.memory.memory_budget``).
+    With an area of interest (``window``, ``mask_path``: see ``raster.area.area_source``) the
     output covers the window and the statistics come from the pixels inside the area.
     Returns ``(mean, cov, n_valid)`` of the statistics pass.
     """
-    def p1(f):
-        if progress is not None:
-            progress(0.5 * f)
-
-    def p2(f):
-        if progress is not None:
-            progress(0.5 + 0.5 * f)
-
     with area_source(src_path, bands=bands, window=window, mask_path=mask_path) as path:
-        mean, cov, n = band_statistics(path, bands, block_size=block_size, progress=p1,
+        mean, cov, n = band_statistics(path, bands, block_size=block_size,
+                                       progress=sub_progress(progress, 0.0, 0.5),
                                        is_cancelled=is_cancelled, memory_mb=memory_mb)
         try:
             scorer = zero_scorer if no_variation(mean, cov) else make_rx_scorer(mean, cov)
@@ -127,6 +124,7 @@ def rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence[int]]
                 f"The band statistics of '{src_path}' cannot be inverted ({error}). Check the "
                 "raster for extreme or corrupt values, or choose other bands.") from error
         score_raster(path, dst_path, scorer, bands=bands,
-                     tile_size=tile_size, overlap=0, progress=p2, is_cancelled=is_cancelled,
+                     tile_size=tile_size, overlap=0, progress=sub_progress(progress, 0.5, 1.0),
+                     is_cancelled=is_cancelled,
                      memory_mb=memory_mb)
     return mean, cov, n

@@ -3,35 +3,16 @@
 import numpy as np
 import pytest
 
-from anomaly_detector.model.engine import NODATA
-from anomaly_detector.model.rx import rx_score_raster
+from anomaly_detector.model.raster.output import NODATA
+from anomaly_detector.model.classic.rx import rx_score_raster
 from conftest import read_raster, write_raster
-
-
-def numpy_rx(a, valid, bands=None):
-    """Reference RX: plain Mahalanobis distance with np.cov and pinv."""
-    sel = [b - 1 for b in bands] if bands else list(range(a.shape[0]))
-    x = a[sel].astype(np.float64)
-    xv = x[:, valid]
-    mu = xv.mean(axis=1)
-    p = np.linalg.pinv(np.atleast_2d(np.cov(xv)))
-    c = x.reshape(len(sel), -1) - mu[:, None]
-    d = np.sqrt(np.maximum(np.einsum("in,ij,jn->n", c, p, c), 0))
-    return d.reshape(a.shape[1:])
-
-
-def _scene(shape, seed=0):
-    rng = np.random.default_rng(seed)
-    a = rng.normal(100, 5, size=shape).astype(np.float32)
-    a[1] = 0.5 * a[0] + rng.normal(0, 1, size=shape[1:])
-    a[:, 20:23, 30:34] += 40
-    return a
+from scenes import numpy_rx, rx_scene
 
 
 @pytest.mark.parametrize("bands", [None, [1, 3], [2]])
 def test_rx_matches_numpy(tmp_path, bands):
     nd = -1.0
-    a = _scene((4, 60, 45))
+    a = rx_scene((4, 60, 45))
     a[:, 0:5, 0:5] = nd
     p = write_raster(tmp_path / "a.tif", a, nodata=nd)
     out = tmp_path / "rx.tif"
@@ -48,7 +29,7 @@ def test_rx_matches_numpy(tmp_path, bands):
 
 
 def test_rx_singular_covariance(tmp_path):
-    a = _scene((3, 30, 30))
+    a = rx_scene((3, 30, 30))
     a[2] = 7.0  # constant band
     p = write_raster(tmp_path / "a.tif", a)
     out = tmp_path / "rx.tif"
@@ -62,7 +43,7 @@ def test_rx_singular_covariance(tmp_path):
 @pytest.mark.parametrize("shape, tile", [((3, 1100, 700), 256), ((2, 301, 257), 128)])
 def test_rx_tiled_equals_single_block(tmp_path, shape, tile):
     """Several tiles, and a size that is not a multiple of the tile size."""
-    a = _scene(shape, seed=3)
+    a = rx_scene(shape, seed=3)
     p = write_raster(tmp_path / "a.tif", a)
     tiled, single = tmp_path / "tiled.tif", tmp_path / "single.tif"
     rx_score_raster(p, str(tiled), tile_size=tile, block_size=tile)

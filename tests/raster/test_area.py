@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
-from anomaly_detector.model.area import Window, area_source, prepare_area
+from anomaly_detector.model.raster.area import Window, area_source, prepare_area
 from anomaly_detector.model.nn.detector import detect_raster, detection_statistics
-from anomaly_detector.model.engine import NODATA
-from anomaly_detector.model.rx import rx_score_raster
+from anomaly_detector.model.raster.output import NODATA
+from anomaly_detector.model.classic.rx import rx_score_raster
 from conftest import DEFAULT_EPSG, DEFAULT_GT, PYPATH, read_raster, run_qgis_process, write_raster
-from test_rx import numpy_rx
+from scenes import numpy_rx
 
 X0, PX, Y0 = DEFAULT_GT[0], DEFAULT_GT[1], DEFAULT_GT[3]  # 10 m pixels of EPSG:32633
 HEIGHT, WIDTH = 48, 64

@@ -1,0 +1,301 @@
+"""Opening and reading rasters: validation, band selection, windows with validity masks.
+
+Band numbers are 1-based (GDAL convention); ``bands=None`` means all bands. A pixel
+is *valid* when every selected band is finite and differs from that band's nodata
+value (and the band's alpha band or internal mask, if any, keeps it).
+"""
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+from osgeo import gdal
+
+from .errors import ParameterError, RasterInputError
+
+
+@dataclass
+class RasterInfo:
+    path: str
+    width: int
+    height: int
+    band_count: int
+    bands: List[int]
+    geotransform: Tuple[float, ...]
+    projection_wkt: str
+    nodata: List[Optional[float]] = field(default_factory=list)
+    dtypes: List[str] = field(default_factory=list)
+    has_geotransform: bool = True
+    mask_bands: List[int] = field(default_factory=list)
+    """Bands whose GDAL mask (alpha band or internal mask) is read into ``valid``."""
+    scale: float = 1.0
+    """Power of two every value is multiplied by when read (extreme float magnitudes)."""
+    gcps: tuple = ()
+    gcp_wkt: str = ""
+
+    @property
+    def pixel_area(self) -> float:
+        """Area of one pixel in map units squared (handles rotated grids)."""
+        gt = self.geotransform
+        return abs(gt[1] * gt[5] - gt[2] * gt[4])
+
+
+# --------------------------------------------------------------------------
+# Opening and validation
+
+def _open(path: str) -> Optional["gdal.Dataset"]:
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        return gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_READONLY)
+    except RuntimeError:  # gdal.UseExceptions() is active in this process
+        return None
+    finally:
+        gdal.PopErrorHandler()
+
+
+def _subdataset_hint(ds) -> str:
+    """' It holds subdatasets such as ...' for a container of subdatasets, else ''."""
+    names = [v for k, v in sorted((ds.GetMetadata("SUBDATASETS") or {}).items())
+             if k.endswith("_NAME")]
+    if not names:
+        return ""
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f" It holds {len(names)} subdatasets: give one of them as the input, e.g. {shown}."
+
+
+def parse_bands(value) -> Optional[List[int]]:
+    """Band numbers from a parameter value: an int, a list, or text such as ``"1, 3"``.
+
+    An empty value means all bands (``None``). Text that is not a list of whole
+    numbers and a band listed twice raise :class:`RasterInputError` naming what was given.
+    """
+    if value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0):
+        return None
+    items = value if isinstance(value, (list, tuple)) else [value]
+    parts = []
+    for item in items:
+        parts += re.split(r"[\s,;]+", item.strip()) if isinstance(item, str) else [item]
+    parts = [p for p in parts if p != ""]
+    bands = []
+    for part in parts:
+        try:
+            number = float(part)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number) or number != int(number):
+            raise ParameterError(
+                f"BANDS must list band numbers such as 1,3 (got '{_typed(value)}'). "
+                "Give whole numbers separated by commas, or leave it empty for all bands.")
+        bands.append(int(number))
+    if len(set(bands)) != len(bands):
+        twice = next(b for b in bands if bands.count(b) > 1)
+        raise ParameterError(
+            f"BANDS lists band {twice} more than once (got '{_typed(value)}'). "
+            "List each band once.")
+    return bands or None
+
+
+def _typed(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+_SCALE_LIMIT = 64  # |log2| of a magnitude beyond which floating-point values are rescaled
+
+
+def _value_scale(ds, bands: Sequence[int], dtypes: Sequence[str]) -> float:
+    """A power of two that brings floating-point values of extreme magnitude near 1.
+
+    Tiles are scored in float32 and statistics square values in float64: magnitudes
+    beyond 2**64 or below 2**-64 would overflow, vanish or lose precision. RX and the
+    detector do not depend on a common scale of all bands, so this changes no score.
+    """
+    if not {"Float32", "Float64"} & set(dtypes):
+        return 1.0
+    peak = 0.0
+    for b in bands:
+        try:
+            lo, hi = ds.GetRasterBand(b).ComputeRasterMinMax(True)
+        except (RuntimeError, TypeError):
+            continue
+        if lo is not None and math.isfinite(lo) and math.isfinite(hi):
+            peak = max(peak, abs(lo), abs(hi))
+    if peak == 0.0:
+        return 1.0
+    exponent = math.frexp(peak)[1]
+    return math.ldexp(1.0, -exponent) if abs(exponent) > _SCALE_LIMIT else 1.0
+
+
+def _is_file_path(path: str) -> bool:
+    """Whether ``path`` names a file (not a /vsi path or a GDAL connection string)."""
+    return not path.startswith("/vsi") and not re.match(r"^[A-Za-z0-9_]{2,}:", path)
+
+
+def open_dataset(path: str, bands: Optional[Sequence[int]] = None):
+    """Open and validate a raster; return ``(gdal.Dataset, RasterInfo)``.
+
+    ``bands=None`` selects every band but alpha bands, whose transparency, like an
+    internal mask, makes pixels invalid (see :attr:`RasterInfo.mask_bands`).
+    """
+    path = str(path) if path is not None else ""
+    ds = _open_checked(path)
+    selected = _select_bands(ds, path, bands)
+    nodata, dtypes, masks = _band_properties(ds, path, selected)
+    gt = ds.GetGeoTransform(can_return_null=True)
+    gcps = tuple(ds.GetGCPs() or ()) if gt is None else ()
+    info = RasterInfo(
+        path=path, width=ds.RasterXSize, height=ds.RasterYSize,
+        band_count=ds.RasterCount, bands=selected,
+        geotransform=tuple(gt) if gt else (0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+        projection_wkt=ds.GetProjection() or "", nodata=nodata, dtypes=dtypes,
+        has_geotransform=gt is not None, mask_bands=masks,
+        scale=_value_scale(ds, selected, dtypes), gcps=gcps,
+        gcp_wkt=(ds.GetGCPProjection() or "") if gcps else "")
+    return ds, info
+
+
+def _open_checked(path: str):
+    """The GDAL dataset of ``path``, or :class:`RasterInputError` saying why there is none."""
+    if not path:
+        raise RasterInputError("No input raster was given. Choose a raster file.")
+    if _is_file_path(path):
+        if not os.path.exists(path):
+            raise RasterInputError(
+                f"The input raster '{path}' does not exist. Check the path and try again.")
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise RasterInputError(
+                f"The input file '{path}' is empty (0 bytes). Choose a valid raster file.")
+    ds = _open(path)
+    if ds is None:
+        if not path.startswith("/vsi") and not os.path.exists(path):
+            raise RasterInputError(
+                f"The input raster '{path}' does not exist. Check the path and try again.")
+        raise RasterInputError(
+            f"The file '{path}' is not a raster that GDAL can read. "
+            "Choose a raster file such as a GeoTIFF.")
+    if ds.RasterCount == 0:
+        hint = _subdataset_hint(ds) or " Choose a raster file."
+        raise RasterInputError(f"The file '{path}' contains no raster bands.{hint}")
+    if ds.RasterXSize <= 0 or ds.RasterYSize <= 0:
+        raise RasterInputError(
+            f"The raster '{path}' has zero width or height. Choose a non-empty raster.")
+    return ds
+
+
+def _select_bands(ds, path: str, bands: Optional[Sequence[int]]) -> List[int]:
+    """``bands`` checked against ``ds``; by default every band but alpha bands."""
+    every = list(range(1, ds.RasterCount + 1))
+    if bands is None or len(bands) == 0:
+        alpha = {b for b in every
+                 if ds.GetRasterBand(b).GetColorInterpretation() == gdal.GCI_AlphaBand}
+        return [b for b in every if b not in alpha] or every
+    selected = [int(b) for b in bands]
+    bad = [b for b in selected if b < 1 or b > ds.RasterCount]
+    if bad:
+        raise RasterInputError(
+            f"Band {bad[0]} does not exist in '{path}', which has "
+            f"{ds.RasterCount} band(s). Choose band numbers from 1 to {ds.RasterCount}.")
+    return selected
+
+
+def _band_properties(ds, path: str, selected: Sequence[int]):
+    """``(nodata values, data type names, bands whose GDAL mask is read)`` of ``selected``;
+    complex bands are refused."""
+    nodata, dtypes, masks = [], [], []
+    for b in selected:
+        band = ds.GetRasterBand(b)
+        nodata.append(band.GetNoDataValue())
+        signed_byte = band.GetMetadataItem("PIXELTYPE", "IMAGE_STRUCTURE") == "SIGNEDBYTE"
+        dtypes.append("Int8" if signed_byte else gdal.GetDataTypeName(band.DataType))
+        if gdal.DataTypeIsComplex(band.DataType):
+            raise RasterInputError(
+                f"Band {b} of '{path}' holds complex values ({dtypes[-1]}). Score its "
+                "magnitude instead: the Processing algorithms do this automatically; from "
+                "Python, convert it first (for example a VRT with the 'mod' pixel function).")
+        flags = band.GetMaskFlags()
+        if not flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA) and not (
+                flags & gdal.GMF_PER_DATASET and masks):
+            masks.append(b)
+    return nodata, dtypes, masks
+
+
+def open_raster_checked(path: str, bands: Optional[Sequence[int]] = None) -> RasterInfo:
+    """Validate ``path`` and the band selection; return a :class:`RasterInfo`.
+
+    Raises :class:`RasterInputError` for a missing or empty file, a file that is
+    not a raster, a raster of zero size or a band number out of range.
+    """
+    ds, info = open_dataset(path, bands)
+    ds = None
+    return info
+
+
+# --------------------------------------------------------------------------
+# Window reading
+
+def iter_windows(width: int, height: int, block: int) -> Iterator[Tuple[int, int, int, int]]:
+    """Yield ``(xoff, yoff, xsize, ysize)`` windows covering the raster row by row."""
+    block = max(1, int(block))
+    for y in range(0, height, block):
+        for x in range(0, width, block):
+            yield x, y, min(block, width - x), min(block, height - y)
+
+
+# GDAL types whose every value is exactly a float32: read straight into float32.
+EXACT_IN_FLOAT32 = {"Byte", "Int8", "UInt16", "Int16", "Float32"}
+
+
+def read_window(ds, info: RasterInfo, x: int, y: int, w: int, h: int):
+    """Read selected bands of a window; return ``(float32 (B,h,w), valid bool (h,w))``.
+
+    All bands are read in one request (one pass over pixel-interleaved blocks).
+    """
+    nb = len(info.bands)
+    direct = all(t in EXACT_IN_FLOAT32 for t in info.dtypes)
+    try:
+        arr = ds.ReadAsArray(x, y, w, h, band_list=list(info.bands),
+                             buf_type=gdal.GDT_Float32 if direct else None)
+    except RuntimeError:
+        arr = None
+    if arr is None:
+        raise RasterInputError(
+            f"Could not read bands {info.bands} of '{info.path}'. The file may be damaged.")
+    arr = arr.reshape(nb, h, w)
+    for i, name in enumerate(info.dtypes):
+        if name == "Int8":  # GDAL 3.6 reads signed bytes as unsigned: restore the sign
+            arr = arr.astype(np.float32, copy=False)
+            arr[i][arr[i] > 127] -= 256
+    valid = np.ones((h, w), dtype=bool)
+    for i, nd in enumerate(info.nodata):
+        band = arr[i]
+        if band.dtype.kind in "fc":
+            valid &= np.isfinite(band)
+        if nd is not None and not math.isnan(nd):
+            valid &= band != nd
+    for b in info.mask_bands:  # alpha band or internal mask: 0 = transparent
+        valid &= ds.GetRasterBand(b).GetMaskBand().ReadAsArray(x, y, w, h) > 0
+    if info.scale != 1.0:
+        arr = arr * info.scale
+    out = arr if arr.dtype == np.float32 else arr.astype(np.float32)
+    if info.scale != 1.0:
+        valid &= np.isfinite(out).all(axis=0)
+    return out, valid
+
+
+def read_tile_with_margin(ds, info: RasterInfo, x0: int, y0: int, w: int, h: int, overlap: int):
+    """Read the window ``(x0, y0, w, h)`` grown by ``overlap`` on each side, clipped
+    to the raster: at the raster's edges the tile simply ends, as the raster does.
+
+    Because every tile reads ``overlap`` real pixels beyond its core wherever the
+    raster has them, tiled scoring equals scoring the whole raster at once wherever
+    the scorer's receptive field fits in the overlap: no seams, and no invented
+    (mirrored or constant) context at the raster's edges.
+    Returns ``(tile (B, h', w'), valid (h', w'))``; the core starts at
+    ``(y0 - max(0, y0 - overlap), x0 - max(0, x0 - overlap))`` in it.
+    """
+    rx0 = max(0, x0 - overlap)
+    ry0 = max(0, y0 - overlap)
+    rx1 = min(info.width, x0 + w + overlap)
+    ry1 = min(info.height, y0 + h + overlap)
+    return read_window(ds, info, rx0, ry0, rx1 - rx0, ry1 - ry0)

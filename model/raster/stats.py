@@ -1,0 +1,145 @@
+"""Band statistics in one streaming pass, and the moments accumulator behind them."""
+import math
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..defaults import STATISTICS_BLOCK
+from ..linalg import matmul
+from .errors import RasterInputError
+from .io import iter_windows, open_dataset, read_window
+from .memory import memory_budget
+from .progress import CancelFn, ProgressFn, check_cancelled, report
+
+
+class Moments:
+    """Streaming count, mean and centred second moments of ``dims``-vectors.
+
+    Blocks of samples are merged with Chan et al.'s pairwise update in float64, so
+    the result equals ``np.mean`` / ``np.cov`` of all samples up to rounding.
+    """
+
+    def __init__(self, dims: int) -> None:
+        self.count = 0
+        self.mean = np.zeros(dims)
+        self.m2 = np.zeros((dims, dims))
+
+    def add(self, samples: np.ndarray) -> None:
+        """Merge the columns of float64 ``samples`` ``(dims, k)`` (centred in place)."""
+        k = samples.shape[1]
+        if not k:
+            return
+        block_mean = samples.mean(axis=1)
+        samples -= block_mean[:, None]
+        delta = block_mean - self.mean
+        total = self.count + k
+        self.mean = self.mean + delta * (k / total)
+        self.m2 = self.m2 + matmul(samples, samples.T) + \
+            np.outer(delta, delta) * (self.count * k / total)
+        self.count = total
+
+    def covariance(self, ddof: int = 1) -> np.ndarray:
+        """``(dims, dims)`` covariance of the samples (``ddof=0``: population)."""
+        return self.m2 / max(self.count - ddof, 1)
+
+
+def statistics_block(band_count: int, block_size: int = STATISTICS_BLOCK,
+                     memory_mb: Optional[float] = None) -> int:
+    """Side of the square statistics blocks: ``block_size`` capped by the memory setting.
+
+    A block costs about 28 bytes per pixel and band (float32 read, float64 copy
+    and centred copy); a quarter of the memory setting is used.
+    """
+    pixels = memory_budget(memory_mb) // 4 // (28 * max(1, band_count) + 1)
+    return max(16, min(int(block_size), int(math.isqrt(max(1, pixels)))))
+
+
+def _sum_groups(array: np.ndarray, factor: int, axis: int) -> np.ndarray:
+    """Sums of consecutive groups of ``factor`` entries along ``axis`` (last group partial)."""
+    length = array.shape[axis]
+    shape = list(array.shape)
+    shape[axis] = -(-length // factor)
+    out = np.zeros(shape, array.dtype)
+    for offset in range(factor):
+        index = [slice(None)] * array.ndim
+        index[axis] = slice(offset, None, factor)
+        part = array[tuple(index)]
+        index[axis] = slice(0, part.shape[axis])
+        out[tuple(index)] += part
+    return out
+
+
+def pool_mean(data: np.ndarray, valid: np.ndarray, factor: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Average ``factor`` x ``factor`` blocks of ``data`` (B, h, w) over their valid pixels.
+
+    Returns ``(float32 (B, ceil(h/f), ceil(w/f)), valid)``; a block is valid when any of
+    its pixels is. Blocks start at the window's origin (a partial last block averages
+    the pixels it has), so windows that start on multiples of ``factor`` pool like the
+    whole raster. Rows are summed first, then columns: about one pass over ``data``.
+    """
+    if factor == 1:
+        return data, valid
+    if not valid.all():  # invalid pixels may hold nodata values or NaN
+        data = np.where(valid, data, np.float32(0))
+    sums = _sum_groups(_sum_groups(data.astype(np.float32, copy=False), factor, 1), factor, 2)
+    counts = _sum_groups(_sum_groups(valid.astype(np.float32), factor, 0), factor, 1)
+    sums /= np.maximum(counts, 1)
+    return sums, counts > 0
+
+
+STATISTICS_SAMPLE = 1 << 18
+"""Pixels from which :func:`statistics_stride` lets a raster's statistics be estimated."""
+
+
+def statistics_stride(width: int, height: int, minimum: int = STATISTICS_SAMPLE) -> int:
+    """The largest stride ``s`` whose grid of every s-th pixel in each direction still
+    holds at least ``minimum`` pixels of a ``width`` x ``height`` raster (1 if none)."""
+    return max(1, math.isqrt(max(0, width * height) // max(1, minimum)))
+
+
+def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *,
+                    block_size: int = STATISTICS_BLOCK, progress: ProgressFn = None,
+                    is_cancelled: CancelFn = None,
+                    memory_mb: Optional[float] = None, pool: int = 1, stride: int = 1
+                    ) -> Tuple[np.ndarray, np.ndarray, int]:
+    """Exact streaming mean ``(B,)`` and covariance ``(B, B)`` over valid pixels
+    (of the raster averaged over ``pool`` x ``pool`` blocks, see :func:`pool_mean`;
+    with ``stride`` > 1, of every ``stride``-th of those pixels in each direction).
+
+    Blocks are merged with Chan et al.'s pairwise update in float64, so the
+    result equals ``np.mean`` / ``np.cov`` (ddof=1) of all valid pixels up to
+    rounding. Blocks are at most ``block_size`` pixels square and smaller for
+    many bands (see :func:`statistics_block`). Returns ``(mean, cov, n_valid)``.
+    """
+    ds, info = open_dataset(path, bands)
+    nb = len(info.bands)
+    step = pool * stride  # blocks start on the grid of both
+    block = max(step, statistics_block(nb, block_size, memory_mb) // step * step)
+    moments = Moments(nb)
+    windows = list(iter_windows(info.width, info.height, block))
+    for i, (x, y, w, h) in enumerate(windows):
+        check_cancelled(is_cancelled)
+        data, valid = pool_mean(*read_window(ds, info, x, y, w, h), pool)
+        if stride > 1:
+            data, valid = data[:, ::stride, ::stride], valid[::stride, ::stride]
+        if valid.all():
+            moments.add(data.reshape(nb, -1).astype(np.float64))
+        else:
+            moments.add(data[:, valid].astype(np.float64))  # (B, k)
+        del data
+        report(progress, (i + 1) / len(windows))
+    ds = None
+    if moments.count == 0:
+        raise RasterInputError(
+            f"The raster '{path}' contains no valid pixels (all nodata or non-finite) "
+            "in the selected bands. Check its nodata value or choose other bands.")
+    return moments.mean, moments.covariance(), moments.count
+
+
+def no_variation(mean: np.ndarray, cov: np.ndarray, tolerance: float = 1e-10) -> bool:
+    """Whether the statistics describe a raster without variation: every band's standard
+    deviation is at most ``tolerance`` times its mean's magnitude (all valid pixels equal
+    up to rounding). Such a raster has no anomaly."""
+    variance = np.diag(np.atleast_2d(np.asarray(cov, np.float64)))
+    scale = np.maximum(np.abs(np.asarray(mean, np.float64)), np.finfo(np.float64).tiny)
+    return bool(np.all(np.sqrt(np.maximum(variance, 0.0)) <= tolerance * scale))

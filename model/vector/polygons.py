@@ -1,0 +1,182 @@
+"""Threshold a score raster and turn the anomalous pixels into ranked polygons.
+
+QGIS-free (GDAL/OGR + numpy). Memory stays bounded: the raster is read window by
+window, the threshold comes from streaming histograms (:mod:`.threshold`), and
+memory and time do not grow with the number of anomalous groups (:mod:`.groups`).
+
+The steps: the threshold; the flagged pixels grouped 8-connected in one streaming
+pass that keeps each group's peak, size and score sum (groups of fewer than
+``min_area`` pixels are dropped, the others counted and ranked: 1 = most anomalous,
+highest peak, then largest, then first in raster order; with ``top_n > 0`` only the
+``top_n`` best are kept, the others counted, never polygonised); a second pass
+writes the kept groups' ranks into a temporary raster that ``gdal.Polygonize``
+traces into one polygon per group; the polygons are written in rank order, in the
+raster's CRS, with the attributes of :mod:`.attributes`.
+
+The output is written completely or not at all (:func:`~..raster.output.atomic_output`):
+a failed or cancelled run leaves no partial file and keeps an existing output
+untouched until the new one is ready.
+"""
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+from osgeo import gdal, ogr
+
+from ..defaults import MIN_AREA, THRESHOLD, THRESHOLD_METHOD, TOP_N
+from ..raster.files import check_output_folder
+from ..raster.output import WriteFailures, gdal_quiet
+from ..raster.progress import CancelFn, ProgressFn, check_cancelled, report, sub_progress
+from .attributes import NO_GEOTRANSFORM, layer_srs, write_features
+from .groups import GroupLabels, GroupScan, Ranked, strip_rows
+from .output import vector_driver, write_vector
+from .threshold import ScoreBand, compute_threshold, open_scores, score_windows
+
+_LABEL_OPTIONS = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
+
+
+@dataclass
+class PolygonResult:
+    path: str
+    layer_name: str
+    count: int
+    threshold: float
+    n_valid: int
+    n_flagged: int
+    groups: int
+    """8-connected groups of at least ``min_area`` flagged pixels; ``count`` of them written."""
+
+
+def polygonize_scores(src_path: str, dst_path: str, *, method: str = THRESHOLD_METHOD,
+                      threshold: float = THRESHOLD, min_area: int = MIN_AREA, top_n: int = TOP_N,
+                      band: int = 1, layer_name: Optional[str] = None, progress: ProgressFn = None,
+                      is_cancelled: CancelFn = None) -> PolygonResult:
+    """Threshold ``src_path`` and write ranked anomaly polygons to ``dst_path``.
+
+    The format follows the extension of ``dst_path`` (GeoPackage by default).
+    ``top_n > 0`` writes only the ``top_n`` most anomalous polygons (0 = all).
+    Returns a :class:`PolygonResult`: ``count`` polygons written of ``groups`` found.
+    """
+    min_area = max(1, int(min_area or 1))
+    top_n = max(0, int(top_n or 0))
+    dst_path = str(dst_path)
+    check_output_folder(dst_path)
+    vector_driver(dst_path)
+    score_threshold = compute_threshold(src_path, method, threshold, band=band,
+                                        progress=sub_progress(progress, 0.0, 0.3),
+                                        is_cancelled=is_cancelled)
+    scores, info = open_scores(src_path, band)
+    failures = WriteFailures(dst_path)
+    with failures.watch():
+        try:
+            with failures.raised():
+                ranked, n_valid, n_flagged = _find_groups(
+                    scores, score_threshold, min_area, top_n, sub_progress(progress, 0.3, 0.6),
+                    is_cancelled)
+                name = layer_name or os.path.splitext(os.path.basename(dst_path))[0] or \
+                    "anomalies"
+                _polygonize(scores, info, score_threshold, ranked, n_valid, dst_path, name,
+                            failures, progress, is_cancelled)
+        except BaseException as error:
+            failures.reraise(dst_path, error)
+        finally:
+            scores = None
+    report(progress, 1.0)
+    return PolygonResult(path=dst_path, layer_name=name, count=len(ranked.groups.ids),
+                         threshold=score_threshold, n_valid=n_valid, n_flagged=n_flagged,
+                         groups=ranked.found)
+
+
+def _flagged_strips(scores: ScoreBand, threshold: float, progress, is_cancelled):
+    """``(y, scores, valid, flagged)`` of each strip of whole rows (see :mod:`.groups`)."""
+    rows = strip_rows(scores.ds.RasterXSize)
+    for (_, y, _, _), values, valid in score_windows(scores, progress, is_cancelled, rows=rows):
+        yield y, values, valid, valid & (values >= threshold)
+
+
+def _find_groups(scores: ScoreBand, threshold: float, min_area: int, top_n: int,
+                 progress, is_cancelled) -> Tuple[Ranked, int, int]:
+    """Group the flagged pixels in one streaming pass: ``(ranked groups, valid pixels,
+    flagged pixels)``; only the best ``top_n`` groups are held."""
+    scan = GroupScan(scores.ds.RasterXSize, min_area, top_n)
+    n_valid = n_flagged = 0
+    for y, values, valid, flagged in _flagged_strips(scores, threshold, progress, is_cancelled):
+        scan.add(y, values, flagged)
+        n_valid += int(valid.sum())
+        n_flagged += int(flagged.sum())
+    return scan.ranked(), n_valid, n_flagged
+
+
+def _write_labels(band, scores: ScoreBand, threshold: float, ranked: Ranked, progress,
+                  is_cancelled) -> np.ndarray:
+    """Write each kept group's rank on its pixels (0 elsewhere) into ``band``. Returns, for
+    each kept group, how many valid pixels score at least its peak (for ``top_share``: a
+    scene-relative score that reads the same in every raster, 1e-4 = top 0.01 %)."""
+    labels = GroupLabels(scores.ds.RasterXSize, ranked)
+    peaks = np.sort(ranked.groups.peak)
+    reached = np.zeros(len(peaks) + 1, dtype=np.int64)  # valid pixels reaching j sorted peaks
+    for y, values, valid, flagged in _flagged_strips(scores, threshold, progress, is_cancelled):
+        band.WriteArray(labels.add(y, values, flagged), 0, y)
+        reached += np.bincount(np.searchsorted(peaks, values[valid], side="right"),
+                               minlength=len(peaks) + 1)
+    at_least = np.cumsum(reached[::-1])[::-1][1:]  # pixels scoring >= peaks[j]
+    return at_least[np.searchsorted(peaks, ranked.groups.peak, side="left")]
+
+
+def _polygonize(scores: ScoreBand, info, threshold: float, ranked: Ranked, n_valid: int,
+                dst_path: str, name: str, failures, progress, is_cancelled) -> None:
+    """Trace the kept groups into polygons (in a temporary folder) and write them to
+    ``dst_path`` with their attributes."""
+    gt = info.geotransform if info.has_geotransform else NO_GEOTRANSFORM
+    srs = layer_srs(info)
+    kept = len(ranked.groups.ids)
+    tmpdir = tempfile.mkdtemp(prefix="anomaly-poly-")
+    label_ds = traced_ds = traced = None
+    try:
+        fid_of_rank = np.zeros(kept + 1, dtype=np.int64)
+        shares = np.zeros(kept)
+        if kept:
+            label_ds = _rank_raster(os.path.join(tmpdir, "labels.tif"), info, gt)
+            shares = _write_labels(label_ds.GetRasterBand(1), scores, threshold, ranked,
+                                   sub_progress(progress, 0.6, 0.85), is_cancelled)
+            shares = shares / max(n_valid, 1)
+            check_cancelled(is_cancelled)
+            traced_ds, traced = _trace(label_ds.GetRasterBand(1), os.path.join(tmpdir, "p.gpkg"),
+                                       None if info.gcps else srs)
+            for feature in traced:
+                fid_of_rank[feature.GetField(0)] = feature.GetFID()
+        report(progress, 0.9)
+
+        def write(out_layer):
+            write_features(out_layer, traced, fid_of_rank, ranked, shares, scores.ds, info, gt,
+                           srs)
+        write_vector(dst_path, name, srs, write, failures, is_cancelled)
+    finally:
+        with gdal_quiet():
+            label_ds = traced = traced_ds = None  # noqa: F841 - closes the temporary files
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _rank_raster(path: str, info, gt):
+    """A new Int32 raster on the score raster's grid for the kept groups' ranks."""
+    dataset = gdal.GetDriverByName("GTiff").Create(path, info.width, info.height, 1,
+                                                   gdal.GDT_Int32, _LABEL_OPTIONS)
+    dataset.SetGeoTransform(gt)
+    return dataset
+
+
+def _trace(band, path: str, srs):
+    """``(dataset, layer)`` of the 8-connected polygons of the non-zero ranks in ``band``,
+    each with its ``rank``, in a new GeoPackage ``path``."""
+    dataset = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    layer = dataset.CreateLayer("poly", srs=srs, geom_type=ogr.wkbPolygon,
+                                options=["SPATIAL_INDEX=NO"])
+    layer.CreateField(ogr.FieldDefn("rank", ogr.OFTInteger))
+    layer.StartTransaction()
+    gdal.Polygonize(band, band, layer, 0, ["8CONNECTED=8"])
+    layer.CommitTransaction()
+    return dataset, layer

@@ -1,0 +1,141 @@
+"""The score threshold of a score raster, from streaming passes in bounded memory.
+
+Methods (pixels with ``score >= threshold`` are anomalous):
+
+* ``top_fraction`` (default): ``value`` is the fraction of *valid* pixels to
+  flag, e.g. 0.005 = the 0.5 % highest scores. The threshold is the exact
+  k-th highest score, ``k = ceil(value * n_valid)``, found by refining
+  histograms (never a sort of all pixels; ties at the threshold are all kept).
+* ``fixed``: ``value`` is the score threshold itself.
+* ``automatic``: ``mean + 3 * std`` of the valid scores (the three-sigma
+  rule), computed in one streaming pass; ``value`` is ignored.
+"""
+
+import math
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from ..defaults import THRESHOLD, THRESHOLD_METHOD
+from ..raster.errors import ParameterError, RasterInputError
+from ..raster.io import iter_windows, open_dataset
+from ..raster.progress import CancelFn, ProgressFn, check_cancelled, report
+from ..raster.stats import Moments
+
+METHODS = ("top_fraction", "fixed", "automatic")
+AUTO_K = 3.0
+BLOCK = 1024
+_HIST_BINS = 4096
+_EXACT_LIMIT = 2_000_000
+
+
+class ScoreBand(NamedTuple):
+    """An open score raster, the band that is thresholded and its nodata value."""
+    ds: object
+    band: object
+    nodata: Optional[float]
+
+
+def open_scores(path: str, band: int):
+    """``(ScoreBand, RasterInfo)`` of band ``band`` of the score raster ``path``."""
+    ds, info = open_dataset(path, [band])
+    return ScoreBand(ds, ds.GetRasterBand(band), info.nodata[0]), info
+
+
+def score_windows(scores: ScoreBand, progress: ProgressFn = None, is_cancelled: CancelFn = None,
+                  block: int = BLOCK, rows: Optional[int] = None):
+    """``(window, scores, valid)`` of square blocks, or of strips of ``rows`` whole rows."""
+    width, height = scores.ds.RasterXSize, scores.ds.RasterYSize
+    windows = ([(0, y, width, min(rows, height - y)) for y in range(0, height, rows)] if rows
+               else list(iter_windows(width, height, block)))
+    for i, (x, y, w, h) in enumerate(windows):
+        check_cancelled(is_cancelled)
+        values = scores.band.ReadAsArray(x, y, w, h).astype(np.float64)
+        valid = np.isfinite(values)
+        if scores.nodata is not None and not math.isnan(scores.nodata):
+            valid &= values != scores.nodata
+        yield (x, y, w, h), values, valid
+        report(progress, (i + 1) / len(windows))
+
+
+def score_summary(path: str, band: int = 1, *, progress: ProgressFn = None,
+                  is_cancelled: CancelFn = None):
+    """Streaming ``(n_valid, min, max, mean, std)`` of the valid scores."""
+    scores, _ = open_scores(path, band)
+    moments = Moments(1)
+    lo, hi = math.inf, -math.inf
+    for _, values, valid in score_windows(scores, progress, is_cancelled):
+        x = values[valid]
+        if x.size == 0:
+            continue
+        lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
+        moments.add(x[None, :])
+    if moments.count == 0:
+        raise RasterInputError(
+            f"The score raster '{path}' contains no valid pixels (all nodata or non-finite). "
+            "Check the input of the scoring step.")
+    std = math.sqrt(float(moments.covariance(ddof=0)[0, 0]))
+    return moments.count, lo, hi, float(moments.mean[0]), std
+
+
+def _kth_highest(scores: ScoreBand, k: int, lo: float, hi: float, is_cancelled) -> float:
+    """Exact k-th highest valid value by histogram refinement (bounded memory)."""
+    above = 0  # number of values > hi already accounted for
+    for _ in range(8):
+        if hi <= lo:
+            return lo
+        hist = np.zeros(_HIST_BINS, dtype=np.int64)
+        edges = np.linspace(lo, hi, _HIST_BINS + 1)
+        for _, a, v in score_windows(scores, None, is_cancelled):
+            x = a[v]
+            x = x[(x >= lo) & (x <= hi)]
+            if x.size:
+                hist += np.histogram(x, bins=edges)[0]
+        cum = np.cumsum(hist[::-1])  # counts from the top bin down
+        j = int(np.searchsorted(cum, k - above))  # first top-bin index reaching k
+        j = min(j, _HIST_BINS - 1)
+        b = _HIST_BINS - 1 - j
+        above_b = above + (int(cum[j - 1]) if j > 0 else 0)
+        nlo, nhi = float(edges[b]), float(edges[b + 1])
+        if hist[b] <= _EXACT_LIMIT:
+            vals = []
+            last = b == _HIST_BINS - 1
+            for _, a, v in score_windows(scores, None, is_cancelled):
+                x = a[v]
+                sel = (x >= nlo) & ((x <= nhi) if last else (x < nhi))
+                if sel.any():
+                    vals.append(x[sel])
+            vals = np.sort(np.concatenate(vals))[::-1] if vals else np.array([nlo])
+            idx = min(max(k - above_b - 1, 0), vals.size - 1)
+            return float(vals[idx])
+        # too many values in one bin: refine inside it
+        above = above_b
+        lo, hi = nlo, np.nextafter(nhi, -np.inf) if b != _HIST_BINS - 1 else nhi
+    return lo
+
+
+def compute_threshold(path: str, method: str = THRESHOLD_METHOD,
+                      value: float = THRESHOLD, *,
+                      band: int = 1, progress: ProgressFn = None,
+                      is_cancelled: CancelFn = None) -> float:
+    """Score threshold for ``method`` (see module docstring)."""
+    if method not in METHODS:
+        raise ParameterError(f"Unknown threshold method {method!r}; use one of {METHODS}")
+    if method == "fixed":
+        if value is None or not math.isfinite(float(value)):
+            raise ParameterError("The fixed score threshold must be a finite number.")
+        return float(value)
+    n, lo, hi, mean, std = score_summary(path, band, progress=progress,
+                                         is_cancelled=is_cancelled)
+    if hi <= lo:  # no variation, no anomaly: a threshold above every score
+        return math.nextafter(hi, math.inf)
+    if method == "automatic":
+        return mean + AUTO_K * std
+    frac = float(value)
+    if not (0.0 < frac <= 1.0):
+        raise ParameterError(
+            f"The top fraction must be between 0 and 1 (got {value}); "
+            "for example 0.005 flags the 0.5 % highest scores.")
+    k = max(1, int(math.ceil(frac * n)))
+    scores, _ = open_scores(path, band)
+    return _kth_highest(scores, k, lo, hi, is_cancelled)
