@@ -15,8 +15,9 @@ from ..model.raster.progress import sub_progress
 from ..model.vector.polygons import polygonize_scores
 from .area import AREA_HELP, add_area_parameters, read_area
 from .base import CITATION, AnomalyAlgorithm
-from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
-                     polygon_outputs, polygon_summary, read_threshold_parameters)
+from .params import (OUTPUT_POINTS, POINTS_HELP, THRESHOLD_HELP, add_points_output,
+                     add_polygon_outputs, add_threshold_parameters, points_path, polygon_outputs,
+                     polygon_summary, read_threshold_parameters, write_points)
 from .provenance import provenance, record_in_raster, record_in_vector
 from .styles import SCORE_SUFFIX
 
@@ -115,6 +116,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
                           "centroid_x, centroid_y, peak_x, peak_y (in the raster's CRS), lon, "
                           "lat (the peak in WGS 84), area_m2, top_share (as in "
                           "anomaly:polygonize)."),
+        POINTS_HELP,
     ]
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -139,6 +141,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
             self.OUTPUT_SCORE, "Anomaly score"))
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT_POLYGONS, "Anomalies", type=QgsProcessing.TypeVectorPolygon))
+        add_points_output(self)
         add_polygon_outputs(self)
         self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device used"))
 
@@ -147,7 +150,9 @@ class DetectAlgorithm(AnomalyAlgorithm):
         bands = self.bands(parameters, self.BANDS, context)
         score_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_SCORE, context)
         polygons_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context)
-        self.check_outputs([(self.OUTPUT_SCORE, score_path), (self.OUTPUT_POLYGONS, polygons_path)])
+        points = points_path(self, parameters, context)
+        self.check_outputs([(self.OUTPUT_SCORE, score_path), (self.OUTPUT_POLYGONS, polygons_path),
+                            (OUTPUT_POINTS, points)])
         threshold = read_threshold_parameters(self, parameters, context)
         area = read_area(self, parameters, context, feedback, src)
         detector = _import_detector()
@@ -155,18 +160,20 @@ class DetectAlgorithm(AnomalyAlgorithm):
         # the score map replaces a previous one only with its polygons: a failed run
         # (cancel, full disk) leaves both as they were
         with atomic_output(score_path) as partial:
-            result, polygons = self._detect(detector, src, partial, polygons_path, bands,
-                                            threshold, area, parameters, context, feedback,
-                                            progress, cancelled)
+            result, polygons, items = self._detect(detector, src, partial, polygons_path, bands,
+                                                   threshold, area, parameters, context,
+                                                   feedback, progress, cancelled)
         feedback.pushInfo(polygon_summary(polygons))
         self.style_score_and_polygons(parameters, context, score_path, SCORE_SUFFIX,
                                       polygons_path, cancelled)
         return {self.OUTPUT_SCORE: score_path, self.OUTPUT_POLYGONS: polygons_path,
-                **polygon_outputs(polygons), self.DEVICE_USED: result.device}
+                **polygon_outputs(polygons), self.DEVICE_USED: result.device,
+                **write_points(points, polygons_path, items, cancelled)}
 
     def _detect(self, detector, src, partial, polygons_path, bands, threshold, area,
                 parameters, context, feedback, progress, cancelled):
-        """Score ``src`` into ``partial`` and write its polygons and provenance."""
+        """Score ``src`` into ``partial`` and write its polygons and provenance; returns the
+        detection and polygon results and the provenance items."""
         try:
             result = detector.detect_raster(
                 src, partial, bands=bands,
@@ -193,4 +200,4 @@ class DetectAlgorithm(AnomalyAlgorithm):
         record_in_raster(partial, items, f"Anomaly score ({self.id()}, weights "
                                          f"{result.weights_sha256[:12]})")
         record_in_vector(polygons_path, items)
-        return result, polygons
+        return result, polygons, items

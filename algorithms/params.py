@@ -2,15 +2,18 @@
 
 import math
 
-from qgis.core import (QgsProcessingOutputNumber, QgsProcessingParameterEnum,
-                       QgsProcessingParameterNumber)
+from qgis.core import (QgsProcessing, QgsProcessingOutputNumber, QgsProcessingParameterEnum,
+                       QgsProcessingParameterNumber, QgsProcessingParameterVectorDestination)
 
 from ..model import defaults
+from ..model.vector.points import write_peak_points
+from .provenance import record_in_vector
 
 THRESHOLD_METHOD = "THRESHOLD_METHOD"
 THRESHOLD = "THRESHOLD"
 MIN_AREA = "MIN_AREA"
 TOP_N = "TOP_N"
+OUTPUT_POINTS = "OUTPUT_POINTS"
 
 # (label shown in QGIS, method name in model.vector.threshold); order = enum index
 THRESHOLD_METHODS = [
@@ -137,3 +140,31 @@ def polygon_summary(result) -> str:
                f"the {result.count} most anomalous written as polygons (TOP_N)")
     return (f"Threshold {result.threshold:.6g}: {result.n_flagged} of {result.n_valid} valid "
             f"pixels flagged, {result.groups} group(s) found, {written}.")
+
+
+POINTS_HELP = (OUTPUT_POINTS,
+               "Optional peak points (none unless a file is given): one point per polygon at "
+               "its highest-scoring pixel, with the polygon's fields (rank, scores, lon/lat "
+               "in WGS 84, ...), in rank order: for GPS receivers and field work.")
+
+
+def add_points_output(alg) -> None:
+    """Add the optional OUTPUT_POINTS destination to ``alg`` (in initAlgorithm)."""
+    alg.addParameter(QgsProcessingParameterVectorDestination(
+        OUTPUT_POINTS, "Anomaly peaks (points)", type=QgsProcessing.TypeVectorPoint,
+        optional=True, createByDefault=False))
+
+
+def points_path(alg, parameters, context) -> str:
+    """The OUTPUT_POINTS file asked for, or "" when none was."""
+    return alg.parameterAsOutputLayer(parameters, OUTPUT_POINTS, context) or ""
+
+
+def write_points(path: str, polygons_path: str, provenance_items: dict, cancelled) -> dict:
+    """Write the peak points of ``polygons_path`` to ``path`` when one was asked for;
+    returns the algorithm's OUTPUT_POINTS result."""
+    if not path:
+        return {}
+    write_peak_points(polygons_path, path, is_cancelled=cancelled)
+    record_in_vector(path, provenance_items)
+    return {OUTPUT_POINTS: path}

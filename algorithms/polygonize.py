@@ -7,8 +7,9 @@ from ..model.raster.io import open_raster_checked
 from ..model.vector.polygons import polygonize_scores
 from .base import CITATION, AnomalyAlgorithm
 from .layers import RasterInput
-from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
-                     polygon_outputs, polygon_summary, read_threshold_parameters)
+from .params import (OUTPUT_POINTS, POINTS_HELP, THRESHOLD_HELP, add_points_output,
+                     add_polygon_outputs, add_threshold_parameters, points_path, polygon_outputs,
+                     polygon_summary, read_threshold_parameters, write_points)
 from .provenance import provenance, record_in_vector
 from .styles import POLYGONS_SUFFIX, layer_name
 
@@ -48,6 +49,7 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
                   (BAND, "Band of the score raster to threshold (default 1).")] + \
         THRESHOLD_HELP + [
         (OUTPUT, "Polygon layer (GeoPackage by default)."),
+        POINTS_HELP,
     ]
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -58,12 +60,14 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
         add_threshold_parameters(self)
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT, "Anomaly polygons", type=QgsProcessing.TypeVectorPolygon))
+        add_points_output(self)
         add_polygon_outputs(self)
 
     def process_core(self, parameters, context, feedback):
         src = self.raster_path(parameters, self.INPUT, context)
         dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        self.check_outputs([(self.OUTPUT, dst)])
+        points = points_path(self, parameters, context)
+        self.check_outputs([(self.OUTPUT, dst), (OUTPUT_POINTS, points)])
         kwargs = read_threshold_parameters(self, parameters, context)
         band = (self.bands(parameters, self.BAND, context) or [1])[0]
         feedback.pushInfo(f"Thresholding band {band} of {open_raster_checked(src).band_count}.")
@@ -71,9 +75,11 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
         res = polygonize_scores(src, dst, band=band, progress=progress, is_cancelled=cancelled,
                                 **kwargs)
         feedback.pushInfo(polygon_summary(res))
-        record_in_vector(dst, provenance(self.id(), parameters, threshold=res.threshold,
-                                         valid_pixels=res.n_valid, flagged_pixels=res.n_flagged,
-                                         group_count=res.groups))
+        items = provenance(self.id(), parameters, threshold=res.threshold,
+                           valid_pixels=res.n_valid, flagged_pixels=res.n_flagged,
+                           group_count=res.groups)
+        record_in_vector(dst, items)
         self.style_output(dst, "polygons", layer_name(
             self.input_name(parameters, self.INPUT, context), POLYGONS_SUFFIX))
-        return {self.OUTPUT: dst, **polygon_outputs(res)}
+        return {self.OUTPUT: dst, **polygon_outputs(res),
+                **write_points(points, dst, items, cancelled)}

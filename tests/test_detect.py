@@ -17,7 +17,8 @@ def test_detect_algorithm_scores_and_polygons(tmp_path, run_alg):
     result = run_alg("anomaly:detect", {
         "INPUT": src, "TILE_SIZE": 64, "OVERLAP": 48, "SCALE": 0, "DEVICE": 1, "THRESHOLD_METHOD": 0,
         "THRESHOLD": 0.003, "MIN_AREA": 1, "OUTPUT_SCORE": str(tmp_path / "score.tif"),
-        "OUTPUT_POLYGONS": str(tmp_path / "anomalies.gpkg")})
+        "OUTPUT_POLYGONS": str(tmp_path / "anomalies.gpkg"),
+        "OUTPUT_POINTS": str(tmp_path / "peaks.gpkg")})
     assert result["DEVICE_USED"] == "cpu" and result["COUNT"] >= 1
     scores, gt, wkt, nodata, size = read_raster(tmp_path / "score.tif")
     # the same numbers as anomaly:polygonize returns, from the written map
@@ -37,6 +38,16 @@ def test_detect_algorithm_scores_and_polygons(tmp_path, run_alg):
     top = features[0].geometry().centroid().asPoint()
     col, row = (top.x() - gt[0]) / gt[1], (top.y() - gt[3]) / gt[5]
     assert min(abs(row - r) + abs(col - c) for r, c in targets) < 4
+    # the peak points: one per polygon, at its peak, with its rank and provenance
+    assert result["OUTPUT_POINTS"] == str(tmp_path / "peaks.gpkg")
+    points = QgsVectorLayer(result["OUTPUT_POINTS"], "peaks", "ogr")
+    assert points.isValid() and points.crs().authid() == "EPSG:32633"
+    peaks = sorted(points.getFeatures(), key=lambda f: f["rank"])
+    assert [(p["rank"], p["score_max"]) for p in peaks] == \
+        [(f["rank"], f["score_max"]) for f in features]
+    assert all(p.geometry().asPoint().x() == f["peak_x"] and p.geometry().asPoint().y() == f["peak_y"]
+               for p, f in zip(peaks, features))
+    assert gdal.OpenEx(result["OUTPUT_POINTS"]).GetMetadataItem("ALGORITHM") == "anomaly:detect"
 
 
 def test_detect_algorithm_reports_tampered_weights(tmp_path, run_alg, monkeypatch, tampered_weights):

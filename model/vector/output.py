@@ -22,19 +22,20 @@ LAYER_OPTIONS = {"GPKG": ["SPATIAL_INDEX=YES"], "CSV": ["GEOMETRY=AS_WKT"]}
 
 
 def vector_driver(path: str) -> str:
-    """The OGR driver of a polygon output, from its extension (GeoPackage without one)."""
+    """The OGR driver of a vector output, from its extension (GeoPackage without one)."""
     ext = os.path.splitext(str(path))[1].lower()
     if ext and ext not in OGR_DRIVERS:
         raise RasterOutputError(
-            f"The polygon output '{path}' has the extension '{ext}', which is not a vector "
+            f"The vector output '{path}' has the extension '{ext}', which is not a vector "
             f"format. Choose a name ending in {', '.join(sorted(set(OGR_DRIVERS)))}.")
     return OGR_DRIVERS.get(ext, "GPKG")
 
 
 def write_vector(dst_path: str, name: str, srs, write, failures,
-                 is_cancelled: CancelFn = None) -> None:
-    """Create the layer ``name`` with :data:`FIELDS` in ``dst_path``, fill it with
-    ``write(layer)`` and move it into place when complete (with every sidecar file)."""
+                 is_cancelled: CancelFn = None, geometry_type: int = ogr.wkbPolygon) -> None:
+    """Create the layer ``name`` of ``geometry_type`` with :data:`FIELDS` in ``dst_path``,
+    fill it with ``write(layer)`` and move it into place when complete (with every
+    sidecar file)."""
     driver_name = vector_driver(dst_path)
     driver = ogr.GetDriverByName(driver_name)
     dataset = layer = None
@@ -46,7 +47,7 @@ def write_vector(dst_path: str, name: str, srs, write, failures,
                 raise RasterOutputError(
                     f"Could not create the output file '{dst_path}'. Check that the folder "
                     "exists and is writable.")
-            layer = dataset.CreateLayer(name, srs=srs, geom_type=ogr.wkbPolygon,
+            layer = dataset.CreateLayer(name, srs=srs, geom_type=geometry_type,
                                         options=LAYER_OPTIONS.get(driver_name, []))
             for field_name, field_type in FIELDS:
                 if driver_name == "MapInfo File" and field_type == ogr.OFTInteger64:
