@@ -39,3 +39,17 @@ def test_reference_cblas_first_is_bypassed_without_torch():
                          text=True, timeout=120, check=True)
     first, difference, torch_imported = run.stdout.split()
     assert first == "True" and float(difference) < 1e-9 and torch_imported == "False"
+
+
+def test_whitening_kernel_picks_float32_only_when_it_stays_close_to_float64():
+    from anomaly_detector.model.linalg import WhiteningKernel
+    rng = np.random.default_rng(2)
+    mean = rng.normal(1000, 50, 6)
+    pixels = mean[:, None] + rng.normal(0, 5, (6, 2000))
+    for gains, dtype in (([1, 2, 3, 4, 5, 6], np.float32), ([1, 1, 1, 1, 1, 1e-4], np.float64)):
+        matrix = np.diag(gains).astype(np.float64) @ np.linalg.qr(rng.normal(size=(6, 6)))[0]
+        kernel = WhiteningKernel.fit(matrix, mean)
+        assert kernel.dtype is dtype and kernel.matrix.flags.c_contiguous
+        got = kernel.matrix @ (pixels.astype(dtype) - kernel.mean[:, None]) - kernel.offset
+        exact = matrix @ (pixels - mean[:, None])
+        assert np.abs(got - exact).max() <= 1e-4 * np.abs(exact).max()

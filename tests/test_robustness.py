@@ -273,7 +273,6 @@ def test_batch_outputs_never_collide(tmp_path):
 
 
 def test_batch_scores_scenes_of_one_name_apart(tmp_path):
-    pytest.importorskip("distributed")
     images = {"d1": scene(2, 40, 36, seed=1), "d2": scene(2, 40, 36, seed=2)}
     sources = []
     for folder, image in images.items():

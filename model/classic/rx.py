@@ -23,7 +23,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ..defaults import RX_TILE_SIZE, STATISTICS_BLOCK
-from ..linalg import matmul
+from ..linalg import WhiteningKernel, matmul
 from ..raster.area import Window, area_source
 from ..raster.errors import RasterInputError
 from ..raster.pipeline import score_raster
@@ -45,7 +45,6 @@ def rx_whitening(precision: np.ndarray) -> np.ndarray:
 
 
 _CHUNK_VALUES = 1 << 22  # values per chunk (bounded temporaries)
-_FLOAT32_EIGEN_RATIO = 1e-5  # as in features.SpectralReduction.apply
 
 
 class _RxScorer(TileScorer):
@@ -55,18 +54,9 @@ class _RxScorer(TileScorer):
     prepared_bytes_per_pixel = 5  # a float32 score and the mask
 
     def __init__(self, mean: np.ndarray, cov: np.ndarray) -> None:
-        whitening = rx_whitening(rx_precision(cov))
-        mean = np.asarray(mean, np.float64)
-        norms = np.sqrt((whitening * whitening).sum(axis=1))
-        kept = norms[norms > 0]
-        # float32 when rounding, amplified by the whitening's spread, stays far below 1e-5
-        well = kept.size and (kept.min() / kept.max()) ** 2 >= _FLOAT32_EIGEN_RATIO
-        self.dtype = np.float32 if well else np.float64
-        self.mean = mean.astype(self.dtype)[:, None]
-        self.whitening = whitening.astype(self.dtype)
-        # the rounding of the mean to dtype, corrected once in float64
-        self.offset = (whitening @ (mean - self.mean[:, 0].astype(np.float64))).astype(
-            self.dtype)[:, None]
+        kernel = WhiteningKernel.fit(rx_whitening(rx_precision(cov)), mean)
+        self.dtype, self.whitening, self.offset = kernel.dtype, kernel.matrix, kernel.offset
+        self.mean = kernel.mean[:, None]
         self.bytes_per_pixel = 8 * 8 + 4  # chunked temporaries, amortised over a tile
 
     def __call__(self, tile: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -21,12 +21,11 @@ from functools import cached_property
 
 import numpy as np
 
-from ..linalg import matmul
+from ..linalg import WhiteningKernel, matmul
 
 LEADING_COMPONENTS = 4
 INPUT_CHANNELS = LEADING_COMPONENTS + 1
 _RELATIVE_EIGEN_FLOOR = 1e-9
-_FLOAT32_EIGEN_RATIO = 1e-5  # float32 rounding amplified at most ~300x: well within 1e-4
 _CHUNK_VALUES = 1 << 21  # values per chunk of apply (a few MB of temporaries)
 
 
@@ -60,20 +59,10 @@ class SpectralReduction:
         return int(self.mean.size)
 
     @cached_property
-    def _kernel(self) -> tuple[type, np.ndarray, np.ndarray, np.ndarray]:
-        """(dtype, mean, projection (r, B), offset (r, 1)) used by :meth:`apply`, derived
-        once per raster. float32 unless the components are so ill-conditioned that
-        float32 rounding, amplified by the whitening of the weakest component, could
-        exceed about 1e-4; the offset corrects the rounding of the mean to that type."""
-        dtype = np.float64
-        if self.full.shape[1]:
-            norms = np.sqrt((self.full * self.full).sum(axis=0))  # 1 / sqrt(eigenvalue)
-            if (norms.min() / norms.max()) ** 2 >= _FLOAT32_EIGEN_RATIO:
-                dtype = np.float32
-        mean = self.mean.astype(dtype)
-        projection = np.ascontiguousarray(self.full.T.astype(dtype))
-        offset = (self.full.T @ (self.mean - mean.astype(np.float64))).astype(dtype)[:, None]
-        return dtype, mean, projection, offset
+    def _kernel(self) -> WhiteningKernel:
+        """The projection of all components as a :class:`WhiteningKernel` (float32 unless
+        the components are too ill-conditioned), derived once per raster."""
+        return WhiteningKernel.fit(self.full.T, self.mean)
 
     def apply(self, bands: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Map a (B, h, w) block to (INPUT_CHANNELS, h, w) float32; invalid pixels become 0.
