@@ -16,13 +16,17 @@ from ..model.raster.progress import sub_progress
 from ..model.vector.polygons import polygonize_scores
 from .base import AnomalyAlgorithm
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
-                     polygon_outputs, read_threshold_parameters)
+                     polygon_outputs, polygon_summary, read_threshold_parameters)
 from .provenance import provenance, record_in_raster, record_in_vector
 
 POLYGONS_HELP = (
     "Optional ranked anomaly polygons of the score (GeoPackage by default; none unless "
     "a file is given): the fields and the THRESHOLD_METHOD, THRESHOLD, MIN_AREA and TOP_N "
     "parameters are those of anomaly:polygonize.")
+OUTPUT_HELP = [
+    ("OUTPUT", "Score raster: float32 GeoTIFF, nodata -9999, higher = more anomalous."),
+    ("OUTPUT_POLYGONS", POLYGONS_HELP),
+]
 
 
 class LocalScoreAlgorithm(AnomalyAlgorithm):
@@ -102,8 +106,7 @@ class LocalScoreAlgorithm(AnomalyAlgorithm):
                 facts.update(threshold=polygons.threshold, flagged_pixels=polygons.n_flagged)
                 outputs.update(polygon_outputs(polygons))
                 outputs[self.OUTPUT_POLYGONS] = polygons_path
-                feedback.pushInfo(f"Threshold {polygons.threshold:.6g}: {polygons.count} "
-                                  "anomaly polygon(s).")
+                feedback.pushInfo(polygon_summary(polygons))
             items = provenance(self.id(), parameters, **facts)
             record_in_raster(partial, items, f"{self.SCORE_NAME} ({self.id()})")
             if polygons_path:
@@ -169,11 +172,7 @@ class LocalRxAlgorithm(LocalScoreAlgorithm):
         (OUTER_WINDOW, f"Side of the outer window in pixels, odd and larger than the guard "
                        f"(default {DEFAULT_OUTER}): the background is the ring between the two "
                        "windows."),
-    ] + THRESHOLD_HELP + [
-        (LocalScoreAlgorithm.OUTPUT, "Score raster: float32 GeoTIFF, nodata -9999, higher = "
-                                     "more anomalous."),
-        (LocalScoreAlgorithm.OUTPUT_POLYGONS, POLYGONS_HELP),
-    ]
+    ] + THRESHOLD_HELP + OUTPUT_HELP
 
     def add_window_parameters(self) -> None:
         self.addParameter(_window_parameter(self.GUARD_WINDOW, "Guard window (pixels, odd)",
@@ -231,7 +230,7 @@ class LocalContrastAlgorithm(LocalScoreAlgorithm):
         "detection</i>, IEEE Transactions on Geoscience and Remote Sensing 52(1), 2014; this "
         "form (centre against ring in units of the ring's standard deviation, several "
         "scales) is the local contrast baseline of the plugin's evaluation "
-        "(model/baselines.py).")
+        "(model/classic/baselines.py).")
     HELP_ANCHOR = "anomalylocal_contrast--local-contrast-anomaly-score-multi-scale"
 
     PARAM_HELP = [
@@ -241,11 +240,7 @@ class LocalContrastAlgorithm(LocalScoreAlgorithm):
         (SCALES, "Centre box sides in pixels, odd, separated by commas (default "
                  f"{','.join(map(str, CONTRAST_SCALES))}; empty = default): include sides near "
                  "the targets' size."),
-    ] + THRESHOLD_HELP + [
-        (LocalScoreAlgorithm.OUTPUT, "Score raster: float32 GeoTIFF, nodata -9999, higher = "
-                                     "more anomalous."),
-        (LocalScoreAlgorithm.OUTPUT_POLYGONS, POLYGONS_HELP),
-    ]
+    ] + THRESHOLD_HELP + OUTPUT_HELP
 
     def add_window_parameters(self) -> None:
         self.addParameter(QgsProcessingParameterString(

@@ -9,6 +9,7 @@
   GDAL type name, Int8 and complex included; other drivers and creation options).
 * ``make_bad_input(path, case)``: a missing, text, empty or all-nodata input.
 * ``read_raster(path)``: ``(array, geotransform, wkt, nodata)`` of band 1..n.
+* ``vector_rows(path)``: ``{fid: attributes}`` of a vector file's first layer (OGR).
 * ``targets_scene(bands, height, width)``: a textured image with three small bright
   targets, and their (row, col).
 * ``tampered_weights`` (fixture): a copy of the bundled weights with one byte flipped.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal, ogr, osr
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build"
@@ -137,6 +138,14 @@ def targets_scene(bands=3, height=90, width=110, seed=0):
     for row, col in targets:
         image[:, row - 1:row + 2, col - 1:col + 2] += 60
     return image, targets
+
+
+def vector_rows(path):
+    """``{fid: attributes}`` of the first layer of the vector file ``path``, read with OGR."""
+    dataset = ogr.Open(str(path))
+    rows = {feature.GetFID(): feature.items() for feature in dataset.GetLayer(0)}
+    dataset = None
+    return rows
 
 
 def read_raster(path):

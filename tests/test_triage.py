@@ -8,9 +8,9 @@ import zipfile
 
 import numpy as np
 import pytest
-from osgeo import gdal, ogr
+from osgeo import gdal
 
-from conftest import write_raster
+from conftest import vector_rows, write_raster
 
 # (row, col, side, contrast): small spectral targets in a 3-band noise scene
 TARGETS = [(8, 8, 2, 60), (30, 12, 3, 40), (20, 36, 1, 80), (40, 40, 2, 30)]
@@ -38,19 +38,12 @@ def layer_of(path, name="anomalies"):
     return layer
 
 
-def ogr_rows(path):
-    """{fid: attributes} of the file's first layer, read with OGR."""
-    ds = ogr.Open(str(path))
-    rows = {f.GetFID(): f.items() for f in ds.GetLayer(0)}
-    ds = None
-    return rows
-
 
 def test_candidates_come_in_rank_order(anomalies):
     from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
     from anomaly_detector.triage.review import candidates, is_anomaly_layer, summary
     found = candidates(layer_of(anomalies))
-    rows = ogr_rows(anomalies)
+    rows = vector_rows(anomalies)
     assert [c.values["rank"] for c in found] == [1, 2, 3, 4]
     for c in found:
         for name in ("rank", "score_max", "lon", "lat", "area_m2"):
@@ -85,7 +78,7 @@ def test_reviews_are_written_into_the_geopackage(anomalies):
     set_review(layer, fourth.fid, "dismissed")
     set_review(layer, fourth.fid, "")  # cleared again
     assert not layer.isEditable() and not layer.isModified()  # in the file, not in a buffer
-    written = {fid: row[REVIEW_FIELD] for fid, row in ogr_rows(anomalies).items()}
+    written = {fid: row[REVIEW_FIELD] for fid, row in vector_rows(anomalies).items()}
     assert written == {first.fid: "confirmed", second.fid: "dismissed", third.fid: "unsure",
                        fourth.fid: None}
     # a fresh layer of the file (another project, a model) reads the same
@@ -94,7 +87,7 @@ def test_reviews_are_written_into_the_geopackage(anomalies):
     with pytest.raises(TriageError, match="Unknown review 'maybe': use one of confirmed, "
                                           "dismissed, unsure"):
         set_review(layer, first.fid, "maybe")
-    assert ogr_rows(anomalies)[first.fid][REVIEW_FIELD] == "confirmed"
+    assert vector_rows(anomalies)[first.fid][REVIEW_FIELD] == "confirmed"
 
 
 def test_read_only_layers_are_refused_with_a_sentence(anomalies, tmp_path):
@@ -108,7 +101,7 @@ def test_read_only_layers_are_refused_with_a_sentence(anomalies, tmp_path):
     with pytest.raises(TriageError, match="is in editing mode: save or discard its edits"):
         set_review(editing, 1, "confirmed")
     editing.rollBack()
-    assert "review" not in ogr_rows(anomalies)[1]  # nothing was written
+    assert "review" not in vector_rows(anomalies)[1]  # nothing was written
 
     # a file inside a zip archive cannot be changed at all
     gdal.VectorTranslate(str(tmp_path / "a.geojson"), anomalies, format="GeoJSON")
@@ -132,7 +125,7 @@ def test_csv_export_has_the_layers_numbers_and_reviews(anomalies, tmp_path):
         table = list(csv.DictReader(handle))
     assert list(table[0]) == ["rank", "score_max", "score_mean", "lon", "lat", "area_m2",
                               "top_share", "pixels", "peak_x", "peak_y", "review"]
-    rows = sorted(ogr_rows(anomalies).values(), key=lambda r: r["rank"])
+    rows = sorted(vector_rows(anomalies).values(), key=lambda r: r["rank"])
     assert [int(r["rank"]) for r in table] == [1, 2, 3, 4]
     for line, row in zip(table, rows):
         for name in ("lon", "lat", "score_max", "area_m2", "peak_x", "peak_y"):

@@ -11,9 +11,7 @@ build/test-artifacts/triage.png.
 import csv
 import shutil
 
-from osgeo import ogr
-
-from conftest import BUILD, DESKTOP_SCRIPT_HEAD, REPO, rgb_array, run_qgis_desktop
+from conftest import BUILD, DESKTOP_SCRIPT_HEAD, REPO, rgb_array, run_qgis_desktop, vector_rows
 
 ARTIFACTS = BUILD / "test-artifacts"
 SAMPLE = REPO / "resources" / "sample_thermal_baboons.tif"
@@ -172,12 +170,6 @@ QTimer.singleShot(1500, main)
 '''
 
 
-def ogr_table(path):
-    ds = ogr.Open(str(path))
-    rows = {f.GetFID(): f.items() for f in ds.GetLayer(0)}
-    ds = None
-    return rows
-
 
 def read_csv(path):
     with open(path, newline="") as handle:
@@ -199,7 +191,7 @@ def test_triage_dock_in_qgis_desktop(tmp_path):
     assert result["after_unload"] == [False, False]
     assert result["offered"] == ["baboons - anomalies"]  # not the raster, not plain polygons
     assert result["headers"] == ["Rank", "Score", "Area (m²)", "Lon", "Lat", "Review"]
-    rows = ogr_table(out / "anomalies.gpkg")
+    rows = vector_rows(out / "anomalies.gpkg")
     count = len(rows)
     assert count >= 7
     assert result["ranks"] == [str(r) for r in range(1, count + 1)]

@@ -1,4 +1,4 @@
-"""anomaly:local_rx and anomaly:local_contrast: the scores of model/baselines.py, streamed
+"""anomaly:local_rx and anomaly:local_contrast: the scores of model/classic/baselines.py, streamed
 tile by tile (tiled = whole raster), nodata left out of every window, bad parameters,
 georeference, metadata, styles and qgis_process."""
 
