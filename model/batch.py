@@ -46,7 +46,7 @@ from .nn.detector import SCALES
 from .raster.area import prepare_area, write_area_vrt
 from .raster.files import refuse_inputs_as_outputs, same_file
 from .raster.io import open_raster_checked
-from .raster.memory import MEMORY_ENV
+from .raster.memory import MEMORY_ENV, peak_rss_mb
 from .raster.output import gdal_quiet
 from .vector.threshold import METHODS
 
@@ -177,6 +177,10 @@ def run_batch(inputs: Sequence[str], out_dir: str, *, settings: Optional[Setting
         if show_progress and pending:
             _text_progress(pending, stream)
         wait(pending)
+        peaks = client.run(peak_rss_mb)
+        if peaks:
+            print("Peak memory per worker: " + ", ".join(
+                f"{mb:.0f} MiB" for mb in peaks.values()), file=stream, flush=True)
         for source, future in futures.items():
             if future.status == "finished":
                 results.append(future.result())

@@ -50,6 +50,8 @@ def test_batch_on_local_cluster_equals_single_process(tmp_path):
     results = batch.run_batch([str(inputs / "*.tif")], str(out), settings=settings, workers=2,
                               split_mp=0.006, stream=log)
     assert "dashboard" in log.getvalue().lower()
+    peaks = log.getvalue().split("Peak memory per worker: ")[1].splitlines()[0].split(", ")
+    assert len(peaks) == 2 and all(50 < float(p.split()[0]) < 4096 for p in peaks)  # MiB
     by_name = {r.source.split("/")[-1]: r for r in results}
     assert set(by_name) == {"scene0.tif", "scene1.tif", "scene2.tif", "scene3.tif", "broken.tif"}
     assert not by_name["broken.tif"].ok and "not a raster" in by_name["broken.tif"].error

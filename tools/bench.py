@@ -278,9 +278,11 @@ def main(argv=None) -> int:
 
 
 def print_qgis_process_row(row: dict) -> None:
-    print(f"{row['case']:<14} {row['algorithm']:<19} qgis_process {row['raster']:<20} "
+    workers = (f" (workers <= {row['worker_peak_rss_mb']:.0f} MB)"
+               if "worker_peak_rss_mb" in row else "")
+    print(f"{row['case']:<14} {row['algorithm']:<19} {row['path']:<12} {row['raster']:<20} "
           f"{row['layout']:<36} {row['mp_per_s']:7.2f} MP/s {row['seconds']:7.1f} s "
-          f"(start-up {row['startup_s']:.1f} s) {row['peak_rss_mb']:6.0f} MB peak"
+          f"(start-up {row['startup_s']:.1f} s) {row['peak_rss_mb']:6.0f} MB peak{workers}"
           + (f"; {row['log']}" if row.get("log") else ""), flush=True)
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import sysconfig
 import time
 from pathlib import Path
@@ -47,9 +48,13 @@ CASES = [
          ("detect", "rx")),
     Case("speckle-band", "speckle", 4, "uint16", 4096, "band-interleaved, DEFLATE, striped",
          ("rx",)),
-    Case("noise", "noise", 3, "uint8", 4096, "pixel-interleaved, ZSTD, tiled 256", ("detect",)),
+    Case("noise", "noise", 3, "uint8", 4096, "pixel-interleaved, ZSTD, tiled 256",
+         ("detect", "rx")),
     Case("noise-scores", "noise", 1, "float32", 4096, "band-interleaved, DEFLATE, striped",
          ("polygonize",)),
+    # a large scene through qgis_process and the batch entry (two workers, one per core)
+    Case("speckle-large", "speckle", 4, "uint16", 20000, "pixel-interleaved, ZSTD, tiled 256",
+         ("detect", "batch")),
 ]
 
 
@@ -77,8 +82,15 @@ def qgis_environment(scratch: Path, plugin_path: Path) -> dict:
     return env
 
 
+BATCH_WORKERS = 2
+
+
 def command(algorithm: str, src: Path, out: Path) -> list:
-    """``qgis_process`` with default parameters; outputs named after ``out``."""
+    """``qgis_process`` with default parameters (``batch``: the batch entry with
+    :data:`BATCH_WORKERS` workers); outputs named after ``out``."""
+    if algorithm == "batch":
+        return [sys.executable, "-m", f"{PLUGIN}.model.batch", str(src), "--out", f"{out}_batch",
+                "--workers", str(BATCH_WORKERS)]
     outputs = {"detect": [f"--OUTPUT_SCORE={out}_score.tif",
                           f"--OUTPUT_POLYGONS={out}_anomalies.gpkg"],
                "rx": [f"--OUTPUT={out}_score.tif"],
@@ -102,7 +114,8 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 def run_measured(args: list, env: dict, log: Path) -> dict:
     """Run ``args``: wall seconds of the whole process, its peak RSS (MiB) and the
-    results and log of ``qgis_process --json``."""
+    results and log of ``qgis_process --json`` (of the batch entry: its workers' peak
+    RSS and the scene's group and polygon counts)."""
     with open(log, "w") as stdout, open(f"{log}.err", "w") as stderr:
         start = time.perf_counter()
         returncode = subprocess.call(["/usr/bin/python3", "-c", LAUNCHER, *map(str, args)],
@@ -113,9 +126,16 @@ def run_measured(args: list, env: dict, log: Path) -> dict:
         raise RuntimeError(f"{' '.join(map(str, args))} failed (exit {returncode}):\n"
                            f"{text[-2000:]}{errors[-2000:]}")
     peak_kb = int(errors.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
+    run = {"seconds": seconds, "peak_rss_mb": peak_kb / 1024}
+    if "Peak memory per worker: " in text:  # the batch entry's summary
+        workers = text.split("Peak memory per worker: ")[1].splitlines()[0].split(", ")
+        scene = next(line.split() for line in text.splitlines() if " ok " in f" {line} ")
+        return {**run, "worker_peak_rss_mb": [float(w.split()[0]) for w in workers],
+                "results": {"GROUP_COUNT": int(scene[2]), "POLYGON_COUNT": int(scene[3])},
+                "log": []}
     report = json.loads(text[text.index("{"):])
-    return {"seconds": seconds, "peak_rss_mb": peak_kb / 1024,
-            "results": report.get("results", {}), "log": report.get("log", {}).get("info", [])}
+    return {**run, "results": report.get("results", {}),
+            "log": report.get("log", {}).get("info", [])}
 
 
 def qgis_process_rows(scratch: Path, plugin_path: Path, *, quick: bool, repeat: int,
@@ -142,6 +162,9 @@ def qgis_process_rows(scratch: Path, plugin_path: Path, *, quick: bool, repeat: 
             best = min(runs, key=lambda run: run["seconds"])
             rows.append(_row(case, algorithm, src, side, best, startup[key],
                              max(run["peak_rss_mb"] for run in runs)))
+            if "worker_peak_rss_mb" in best:
+                rows[-1]["worker_peak_rss_mb"] = max(max(run["worker_peak_rss_mb"])
+                                                     for run in runs)
             report(rows[-1])
         if not keep:
             shutil.rmtree(folder)
@@ -152,7 +175,9 @@ def _row(case: Case, algorithm: str, src: Path, side: int, run: dict, startup_s:
          peak_rss_mb: float) -> dict:
     results = run["results"]
     megapixels = side * side / 1e6
-    row = {"case": case.name, "algorithm": f"anomaly:{algorithm}", "path": "qgis_process",
+    path = "batch" if algorithm == "batch" else "qgis_process"
+    algorithm = "detect" if algorithm == "batch" else algorithm
+    row = {"case": case.name, "algorithm": f"anomaly:{algorithm}", "path": path,
            "raster": f"{case.bands}x{side}x{side} {gdal.GetDataTypeName(GDAL_TYPES[case.dtype])}",
            "layout": case.layout, "file_mb": src.stat().st_size / 2 ** 20,
            "megapixels": megapixels, "seconds": run["seconds"], "startup_s": startup_s,

@@ -2,8 +2,9 @@
 
     python tools/bench_table.py [bench/results.json]
 
-One Markdown table for the Python API rows and one for the whole ``qgis_process`` runs
-(rate = megapixels / (seconds - start-up of the same command on a 1 x 1 raster)).
+One Markdown table for the Python API rows and one for the whole ``qgis_process`` (and
+batch entry) runs (rate = megapixels / (seconds - start-up of the same command on a 1 x 1
+raster)).
 """
 from __future__ import annotations
 
@@ -39,9 +40,13 @@ def qgis_process_table(rows: list[dict]) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         polygons = f"{row['groups']} / {row['polygons']}" if "groups" in row else "-"
-        lines.append(f"| {row['case']} | `{row['algorithm']}` | {row['raster']} | "
+        case, peak = row["case"], f"{row['peak_rss_mb']:.0f} MB"
+        if row["path"] == "batch":
+            case += ", batch entry (2 workers)"
+            peak += f" (each worker <= {row['worker_peak_rss_mb']:.0f} MB)"
+        lines.append(f"| {case} | `{row['algorithm']}` | {row['raster']} | "
                      f"{row['layout']} | {row['seconds']:.1f} | {row['startup_s']:.1f} | "
-                     f"{row['mp_per_s']:.2f} | {row['peak_rss_mb']:.0f} MB | {polygons} |")
+                     f"{row['mp_per_s']:.2f} | {peak} | {polygons} |")
     return lines
 
 
@@ -53,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
           f"memory setting {results['memory_setting_mb']:.0f} MiB\n")
     print("\n".join(api_table([r for r in rows if r.get("path", "api") == "api"])))
     print()
-    print("\n".join(qgis_process_table([r for r in rows if r.get("path") == "qgis_process"])))
+    print("\n".join(qgis_process_table([r for r in rows
+                                         if r.get("path") in ("qgis_process", "batch")])))
     if "linearity" in results:
         print("\nlinearity (us/pixel):",
               ", ".join(f"{v:.3f}" for v in results["linearity"]["us_per_pixel"]))

@@ -37,3 +37,11 @@ def limit_gdal_cache(memory_mb: Optional[float] = None, share: float = 0.25) -> 
     if gdal.GetCacheMax() > cap:
         gdal.SetCacheMax(cap)
     return min(cap, gdal.GetCacheMax())
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB (``resource.getrusage``; Linux and macOS)."""
+    import resource
+    import sys
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 2 ** 10
