@@ -1,7 +1,7 @@
 """Threshold a score raster and turn the anomalous pixels into ranked polygons.
 
 QGIS-free (GDAL/OGR + numpy). Memory stays bounded: the raster is read window by
-window, the threshold comes from streaming histograms (:mod:`.threshold`), and
+window, the threshold comes from one streaming pass (:mod:`.threshold`), and
 memory and time do not grow with the number of anomalous groups (:mod:`.groups`).
 
 The steps: the threshold; the flagged pixels grouped 8-connected in one streaming

@@ -4,8 +4,10 @@ Methods (pixels with ``score >= threshold`` are anomalous):
 
 * ``top_fraction`` (default): ``value`` is the fraction of *valid* pixels to
   flag, e.g. 0.005 = the 0.5 % highest scores. The threshold is the exact
-  k-th highest score, ``k = ceil(value * n_valid)``, found by refining
-  histograms (never a sort of all pixels; ties at the threshold are all kept).
+  k-th highest score, ``k = ceil(value * n_valid)`` (ties at the threshold are all
+  kept): when at most :data:`_EXACT_LIMIT` pixels are flagged, from the highest scores
+  kept while the summary pass streams (one pass); else by refining histograms (never a
+  sort of all pixels).
 * ``fixed``: ``value`` is the score threshold itself.
 * ``automatic``: ``mean + 3 * std`` of the valid scores (the three-sigma
   rule), computed in one streaming pass; ``value`` is ignored.
@@ -58,9 +60,35 @@ def score_windows(scores: ScoreBand, progress: ProgressFn = None, is_cancelled: 
         report(progress, (i + 1) / len(windows))
 
 
+class _HighestValues:
+    """The ``count`` highest values of a stream, in O(count) memory."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.values, self.floor = count, np.empty(0), -math.inf
+
+    def add(self, x: np.ndarray) -> None:
+        x = x[x >= self.floor]
+        if x.size:
+            self.values = np.concatenate([self.values, x])
+            if self.values.size >= 2 * self.count:
+                self.trim()
+
+    def trim(self) -> np.ndarray:
+        if self.values.size > self.count:
+            self.values = np.partition(self.values, self.values.size - self.count)[-self.count:]
+            self.floor = float(self.values[0])
+        return self.values
+
+    def kth(self, k: int) -> float:
+        """The k-th highest value (k <= count and <= the values added)."""
+        values = self.trim()
+        return float(np.partition(values, values.size - k)[values.size - k])
+
+
 def score_summary(path: str, band: int = 1, *, progress: ProgressFn = None,
-                  is_cancelled: CancelFn = None):
-    """Streaming ``(n_valid, min, max, mean, std)`` of the valid scores."""
+                  is_cancelled: CancelFn = None, highest: Optional[_HighestValues] = None):
+    """Streaming ``(n_valid, min, max, mean, std)`` of the valid scores (``highest``, if
+    given, also collects the highest of them)."""
     scores, _ = open_scores(path, band)
     moments = Moments(1)
     lo, hi = math.inf, -math.inf
@@ -69,7 +97,9 @@ def score_summary(path: str, band: int = 1, *, progress: ProgressFn = None,
         if x.size == 0:
             continue
         lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
-        moments.add(x[None, :])
+        if highest is not None:
+            highest.add(x)
+        moments.add(x[None, :])  # centres x in place
     if moments.count == 0:
         raise RasterInputError(
             f"The score raster '{path}' contains no valid pixels (all nodata or non-finite). "
@@ -85,12 +115,12 @@ def _kth_highest(scores: ScoreBand, k: int, lo: float, hi: float, is_cancelled) 
         if hi <= lo:
             return lo
         hist = np.zeros(_HIST_BINS, dtype=np.int64)
-        edges = np.linspace(lo, hi, _HIST_BINS + 1)
+        edges = np.linspace(lo, hi, _HIST_BINS + 1)  # as np.histogram's equal bins
         for _, a, v in score_windows(scores, None, is_cancelled):
             x = a[v]
             x = x[(x >= lo) & (x <= hi)]
-            if x.size:
-                hist += np.histogram(x, bins=edges)[0]
+            if x.size:  # equal bins: binned arithmetically, not by sorting
+                hist += np.histogram(x, bins=_HIST_BINS, range=(lo, hi))[0]
         cum = np.cumsum(hist[::-1])  # counts from the top bin down
         j = int(np.searchsorted(cum, k - above))  # first top-bin index reaching k
         j = min(j, _HIST_BINS - 1)
@@ -125,17 +155,24 @@ def compute_threshold(path: str, method: str = THRESHOLD_METHOD,
         if value is None or not math.isfinite(float(value)):
             raise ParameterError("The fixed score threshold must be a finite number.")
         return float(value)
+    highest = None
+    if method == "top_fraction":
+        frac = float(value)
+        if not (0.0 < frac <= 1.0):
+            raise ParameterError(
+                f"The top fraction must be between 0 and 1 (got {value}); "
+                "for example 0.005 flags the 0.5 % highest scores.")
+        _, info = open_scores(path, band)
+        most = max(1, int(math.ceil(frac * info.width * info.height)))  # k for all valid
+        highest = _HighestValues(most) if most <= _EXACT_LIMIT else None
     n, lo, hi, mean, std = score_summary(path, band, progress=progress,
-                                         is_cancelled=is_cancelled)
+                                         is_cancelled=is_cancelled, highest=highest)
     if hi <= lo:  # no variation, no anomaly: a threshold above every score
         return math.nextafter(hi, math.inf)
     if method == "automatic":
         return mean + AUTO_K * std
-    frac = float(value)
-    if not (0.0 < frac <= 1.0):
-        raise ParameterError(
-            f"The top fraction must be between 0 and 1 (got {value}); "
-            "for example 0.005 flags the 0.5 % highest scores.")
     k = max(1, int(math.ceil(frac * n)))
+    if highest is not None:
+        return highest.kth(k)
     scores, _ = open_scores(path, band)
     return _kth_highest(scores, k, lo, hi, is_cancelled)

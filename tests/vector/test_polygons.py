@@ -11,6 +11,7 @@ from scipy import ndimage
 from anomaly_detector.model.vector.groups import strip_rows
 from anomaly_detector.model.vector.output import count_polygons
 from anomaly_detector.model.vector.polygons import polygonize_scores
+from anomaly_detector.model.vector import threshold
 from anomaly_detector.model.vector.threshold import compute_threshold
 from conftest import write_raster
 from scenes import GT, ND, ORDER, check_features, read_features, synthetic_scores
@@ -42,16 +43,21 @@ def test_min_area_and_empty_result(tmp_path):
     assert count_polygons(str(out)) == 0
 
 
-def test_top_fraction_threshold_is_exact_quantile(tmp_path):
+@pytest.mark.parametrize("exact_limit", [2_000_000, 10])  # highest values kept; histograms
+def test_top_fraction_threshold_is_exact_quantile(tmp_path, monkeypatch, exact_limit):
+    monkeypatch.setattr(threshold, "_EXACT_LIMIT", exact_limit)
     rng = np.random.default_rng(5)
     a = rng.gamma(2.0, size=(123, 97)).astype(np.float32)
-    src = write_raster(tmp_path / "s.tif", a)
-    flat = np.sort(a.ravel())[::-1]
+    a[:5, :] = np.round(a[:5, :], 1)  # ties
+    a[60:70, 10:20] = ND  # nodata does not count
+    src = write_raster(tmp_path / "s.tif", a, nodata=ND)
+    flat = np.sort(a[a != ND].ravel())[::-1]
     for frac in (0.001, 0.005, 0.1, 1.0):
-        k = math.ceil(frac * a.size)
-        assert compute_threshold(src, "top_fraction", frac) == pytest.approx(float(flat[k - 1]))
+        k = math.ceil(frac * flat.size)
+        assert compute_threshold(src, "top_fraction", frac) == float(flat[k - 1])
+    valid = a[a != ND].astype(np.float64)
     assert compute_threshold(src, "automatic") == pytest.approx(
-        float(a.astype(np.float64).mean() + 3 * a.astype(np.float64).std()), rel=1e-6)
+        float(valid.mean() + 3 * valid.std()), rel=1e-6)
 
 
 def test_shapefile_output_follows_extension(tmp_path):

@@ -1,0 +1,54 @@
+"""Forward speed of detector weights, measured interleaved in one process.
+
+    python tools/forward_speed.py WEIGHTS [WEIGHTS ...] [--tile 640] [--rounds 7]
+
+Runs the scoring path of ``anomaly:detect`` (the fused CPU scorer when it applies) on one
+random 5-channel tile per round, each weights file in turn, so that other load on the
+machine affects every file alike; prints the median seconds per tile, MP/s and the ratio
+to the first file.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from anomaly_detector.model.nn.features import INPUT_CHANNELS
+from anomaly_detector.model.nn.fused import FusedScorer
+from anomaly_detector.model.nn.weights import load_detector
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("weights", nargs="+")
+    parser.add_argument("--tile", type=int, default=640)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args(argv)
+    scorers = []
+    for path in args.weights:
+        model = load_detector(path)
+        scorers.append(FusedScorer.build(model, "cpu") or model.score)
+    tile = torch.randn(1, INPUT_CHANNELS, args.tile, args.tile,
+                       generator=torch.Generator().manual_seed(0))
+    seconds: list[list[float]] = [[] for _ in scorers]
+    with torch.inference_mode():
+        for scorer in scorers:  # warm-up
+            scorer(tile)
+        for _ in range(args.rounds):
+            for index, scorer in enumerate(scorers):
+                start = time.perf_counter()
+                scorer(tile)
+                seconds[index].append(time.perf_counter() - start)
+    first = statistics.median(seconds[0])
+    for path, times in zip(args.weights, seconds):
+        median = statistics.median(times)
+        print(f"{path}: {median * 1e3:.1f} ms per {args.tile} px tile, "
+              f"{args.tile ** 2 / median / 1e6:.2f} MP/s, {first / median:.2f}x the first")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
