@@ -31,6 +31,13 @@ PEAK_TOP_SHARE = 0.005     # background pixels above the default threshold
 _SMOOTH_STEP = 0.02
 
 
+def top_thresholds(top: float | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The pixel loss's thresholds and anchors, with ``top`` (anchor 0) in front if given."""
+    if top is None:
+        return THRESHOLDS, FPR_ANCHORS
+    return (top,) + THRESHOLDS, (0.0,) + FPR_ANCHORS
+
+
 class PixelMarginLoss(nn.Module):
     """Threshold-anchored large-margin ranking loss over per-pixel logits."""
 

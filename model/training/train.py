@@ -25,7 +25,7 @@ import torch
 
 from ..nn.evidence import LOCAL_RX_COMPONENTS
 from .losses import FEATURE_LOSS_WEIGHT, PEAK_LOSS_WEIGHT, FeatureMarginLoss, PeakMarginLoss, \
-    PixelMarginLoss
+    PixelMarginLoss, top_thresholds
 from ..nn.network import DeviationNet, parameter_count
 from .simulation import AnomalySimulator, load_backgrounds, make_batch
 from ..nn.weights import save_weights
@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="leading components compared by the local RX evidence channel")
     parser.add_argument("--peak-weight", type=float, default=PEAK_LOSS_WEIGHT,
                         help="weight of the object-level peak margin loss (0 = off)")
+    parser.add_argument("--top-threshold", type=float, default=None,
+                        help="an extra, highest score threshold of the pixel loss with a "
+                             "false-positive-rate anchor of 0 (orders the top of the map)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ema", type=float, default=0.998,
                         help="decay of the exponential moving average of the weights that is "
@@ -126,7 +129,8 @@ class Trainer:
     def create(cls, args: argparse.Namespace, device: str) -> "Trainer":
         model = DeviationNet(width=args.width, evidence=args.evidence,
                              local_rx_components=args.local_rx_components).to(device)
-        pixel_loss, feature_loss = PixelMarginLoss().to(device), FeatureMarginLoss().to(device)
+        pixel_loss = PixelMarginLoss(*top_thresholds(args.top_threshold)).to(device)
+        feature_loss = FeatureMarginLoss().to(device)
         optimiser = torch.optim.Adam(list(model.parameters()) + list(feature_loss.parameters()),
                                      lr=args.lr, weight_decay=1e-5)
         multiplier_optimiser = torch.optim.Adam(pixel_loss.parameters(), lr=1e-3, maximize=True)
@@ -228,6 +232,7 @@ def train(args: argparse.Namespace) -> Path:
             "training": {"steps": args.steps, "schedule_steps": args.schedule_steps,
                          "seed": args.seed, "batch": args.batch, "crop": args.crop,
                          "ema": args.ema, "peak_weight": args.peak_weight,
+                         "top_threshold": args.top_threshold,
                          "data": [str(p) for p in args.data]},
             "parameters": parameter_count(trainer.model)})
         log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")
