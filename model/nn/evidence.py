@@ -25,7 +25,7 @@ from .features import INPUT_CHANNELS, LEADING_COMPONENTS
 CONTRAST_SCALES = (1, 3, 7)           # centre box sides
 CONTRAST_SOURCES = (0, LEADING_COMPONENTS)  # component 1 and the global RX distance
 GUARD_RADIUS, OUTER_RADIUS = 3, 10    # local RX: 7 x 7 guard, 21 x 21 outer window
-LOCAL_RX_COMPONENTS = 4               # leading components that local RX compares
+LOCAL_RX_COMPONENTS = 3               # leading components that local RX compares (4 before v4)
 RIDGE = 0.01                           # added to the local covariance (reduced units)
 _STD_FLOOR = 0.02                      # keeps flat (quantised) areas from exploding
 
