@@ -13,6 +13,7 @@ from qgis.PyQt.QtGui import QIcon
 from ..model.raster.errors import AnomalyError
 from ..model.raster.files import check_output_paths, check_score_path, magnitude_vrt
 from ..model.raster.io import open_raster_checked, parse_bands
+from ..model.raster.memory import gdal_cache_capped
 from ..model.vector.output import vector_driver
 from .errors import forget_frames, processing_error, terminate_cleanly
 from .layers import (SOURCE_PROPERTY, RasterInput, layer_path, loaded_or_quiet_layer,
@@ -315,7 +316,7 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
     def _process(self, parameters, context, feedback):
         """:meth:`process_core`, with every error turned into one sentence."""
         try:
-            with terminate_cleanly():
+            with terminate_cleanly(), gdal_cache_capped():
                 return self.process_core(parameters, context, feedback)
         except QgsProcessingException:
             raise

@@ -5,6 +5,7 @@ import pytest
 from osgeo import gdal
 from scipy import ndimage
 
+from anomaly_detector.model.raster.memory import memory_budget
 from anomaly_detector.model.raster.output import NODATA
 from conftest import make_bad_input, read_raster, write_raster
 from scenes import ND, ORDER, check_features, numpy_rx, rx_scene, synthetic_scores
@@ -177,3 +178,27 @@ def test_outputs_record_how_they_were_made(tmp_path, run_alg):
     run_alg("anomaly:rx", {"INPUT": src, "OUTPUT": rx_out})
     rx_info = subprocess.run(["gdalinfo", rx_out], capture_output=True, text=True).stdout
     assert "ALGORITHM=anomaly:rx" in rx_info and "VALID_PIXELS=1440" in rx_info
+
+
+def test_algorithms_run_with_the_cache_capped(tmp_path, run_alg):
+    """anomaly:rx inside QGIS: GDAL's cache is capped during the run, restored after."""
+    seen = []
+    from anomaly_detector.algorithms import rx
+    original = rx.rx_score_raster
+
+    def spy(*args, **kwargs):
+        seen.append(gdal.GetCacheMax())
+        return original(*args, **kwargs)
+
+    previous = gdal.GetCacheMax()
+    gdal.SetCacheMax(3 * 2 ** 30)
+    try:
+        rng = np.random.default_rng(0)
+        src = write_raster(tmp_path / "in.tif", rng.normal(size=(3, 40, 50)).astype(np.float32))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(rx, "rx_score_raster", spy)
+            run_alg("anomaly:rx", {"INPUT": src, "OUTPUT": str(tmp_path / "rx.tif")})
+        assert seen and seen[0] <= memory_budget() // 4 + 1
+        assert gdal.GetCacheMax() == 3 * 2 ** 30
+    finally:
+        gdal.SetCacheMax(previous)

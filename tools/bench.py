@@ -15,12 +15,14 @@ measures two paths, each run in a fresh process:
 Rows carry ``case``, ``algorithm``, ``path``, ``seconds``, ``startup_s``, ``mp_per_s``
 and ``peak_rss_mb``. Prints a table and writes bench/results.json.
 
-    python tools/bench.py [--quick] [--paths api qgis_process] [--keep]
+    python tools/bench.py [--quick] [--paths api qgis_process] [--cases NAME ...] [--keep]
                           [--out bench/results.json]
 
 ``--quick`` skips the > 3 GB raster (c) (its rows are kept from the previous results
 file, marked ``reused_from``) and runs the ``qgis_process`` cases on rasters of a
-quarter of the side.
+quarter of the side. ``--paths qgis_process --cases NAME ...`` measures those
+``qgis_process`` cases again and keeps every other row of the results file (marked
+``reused_from``).
 """
 from __future__ import annotations
 
@@ -195,6 +197,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="skip the > 3 GB raster (c); qgis_process cases at 1/4 side")
     parser.add_argument("--keep", action="store_true", help="keep the scratch rasters")
+    parser.add_argument("--cases", nargs="+", metavar="NAME",
+                        help="measure only these qgis_process cases (with --paths qgis_process); "
+                             "the other rows of --out are kept, marked reused_from")
     parser.add_argument("--paths", nargs="+", choices=("api", "qgis_process"),
                         default=["api", "qgis_process"],
                         help="measure the Python API, whole qgis_process runs, or both")
@@ -209,7 +214,7 @@ def main(argv=None) -> int:
 
     from anomaly_detector.model.raster import memory
     previous = {}
-    if args.quick and Path(args.out).is_file():  # keep the last (c) figures
+    if (args.quick or args.cases) and Path(args.out).is_file():  # rows not measured again
         previous = json.loads(Path(args.out).read_text())
     scratch = Path(args.scratch)
     shutil.rmtree(scratch, ignore_errors=True)
@@ -253,7 +258,18 @@ def main(argv=None) -> int:
             api_cases(case, scratch, results)
         if "qgis_process" in args.paths:
             rows.extend(qgis_process_rows(scratch, PYPATH, quick=args.quick, repeat=REPEAT,
-                                          keep=args.keep, report=print_qgis_process_row))
+                                          keep=args.keep, report=print_qgis_process_row,
+                                          names=args.cases))
+        if args.cases:  # the new rows in place of the old ones, the others kept
+            key = lambda r: (r["case"], r["algorithm"], r.get("path", "api"))  # noqa: E731
+            fresh = {key(r): r for r in rows}
+            merged = [fresh.pop(key(r), None) or
+                      dict(r, reused_from=r.get("reused_from", previous.get("date")))
+                      for r in previous.get("rows", [])]
+            rows[:] = merged + list(fresh.values())
+            for name in ("network", "linearity", "c_tile_invariance"):
+                if name in previous:
+                    results[name] = previous[name]
         if "api" in args.paths and args.quick:
             rows.extend(dict(r, reused_from=previous.get("date")) for r in
                         previous.get("rows", []) if r.get("case") == "c")

@@ -19,7 +19,7 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional, Sequence
 
 from osgeo import gdal
 
@@ -139,12 +139,16 @@ def run_measured(args: list, env: dict, log: Path) -> dict:
 
 
 def qgis_process_rows(scratch: Path, plugin_path: Path, *, quick: bool, repeat: int,
-                      keep: bool, report: Callable[[dict], None]) -> list:
-    """Measure every case (its files in a folder of ``scratch``, removed after it unless
-    ``keep``); ``report(row)`` is called as each row is ready."""
+                      keep: bool, report: Callable[[dict], None],
+                      names: Optional[Sequence[str]] = None) -> list:
+    """Measure every case (those named in ``names``, if given; its files in a folder of
+    ``scratch``, removed after it unless ``keep``); ``report(row)`` is called as each
+    row is ready."""
     env = qgis_environment(scratch, plugin_path)
     startup, rows = {}, []
     for case in CASES:
+        if names and case.name not in names:
+            continue
         folder = scratch / case.name
         folder.mkdir()
         side = case.side // 4 if quick else case.side

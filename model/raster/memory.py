@@ -1,6 +1,7 @@
 """The memory setting of a scoring run and GDAL's block cache."""
 import os
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 from osgeo import gdal
 
@@ -37,6 +38,19 @@ def limit_gdal_cache(memory_mb: Optional[float] = None, share: float = 0.25) -> 
     if gdal.GetCacheMax() > cap:
         gdal.SetCacheMax(cap)
     return min(cap, gdal.GetCacheMax())
+
+
+@contextmanager
+def gdal_cache_capped(memory_mb: Optional[float] = None) -> Iterator[int]:
+    """GDAL's block cache capped as by :func:`limit_gdal_cache` while the block runs, its
+    previous cap restored after (for runs inside a process the plugin does not own:
+    QGIS sizes the cache to a share of the machine's RAM, which the blocks of one large
+    raster would fill). Yields the cap in bytes."""
+    previous = gdal.GetCacheMax()
+    try:
+        yield limit_gdal_cache(memory_mb)
+    finally:
+        gdal.SetCacheMax(previous)
 
 
 def peak_rss_mb() -> float:

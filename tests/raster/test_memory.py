@@ -1,8 +1,10 @@
-"""The process's peak memory as the batch entry reports it per worker."""
+"""Process memory: the peak the batch entry reports per worker, GDAL's cache during a run."""
 
 import numpy as np
+import pytest
+from osgeo import gdal
 
-from anomaly_detector.model.raster.memory import peak_rss_mb
+from anomaly_detector.model.raster.memory import gdal_cache_capped, peak_rss_mb
 
 
 def test_peak_rss_grows_with_memory_touched():
@@ -13,3 +15,22 @@ def test_peak_rss_grows_with_memory_touched():
     current_kb = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
     assert after >= current_kb / 1024 - 1  # the peak is at least the current resident size
     assert after - before > 32 or before > current_kb / 1024  # the block shows in the peak
+
+
+def test_gdal_cache_is_capped_while_a_run_lasts_and_restored_after():
+    previous = gdal.GetCacheMax()
+    try:
+        gdal.SetCacheMax(3 * 2 ** 30)
+        with gdal_cache_capped(400) as cap:
+            assert cap == 100 * 2 ** 20 and gdal.GetCacheMax() == cap  # a quarter of 400 MiB
+        assert gdal.GetCacheMax() == 3 * 2 ** 30
+        gdal.SetCacheMax(50 * 2 ** 20)  # a smaller cache is left as it is
+        with gdal_cache_capped(400):
+            assert gdal.GetCacheMax() == 50 * 2 ** 20
+        with pytest.raises(RuntimeError):
+            with gdal_cache_capped(400):
+                raise RuntimeError("a failed run")
+        assert gdal.GetCacheMax() == 50 * 2 ** 20
+    finally:
+        gdal.SetCacheMax(previous)
+
