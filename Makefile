@@ -64,7 +64,7 @@ fuzz: setup dirs
 	FUZZ_CASES=$(FUZZ_CASES) FUZZ_SEED=$(FUZZ_SEED) $(PY) -m pytest -q tests/test_fuzz.py
 
 # Throughput and peak memory of anomaly:detect, anomaly:rx and anomaly:polygonize on
-# generated rasters, through the Python API and whole qgis_process runs (needs ~4 GB free
+# generated rasters, through the Python API and whole qgis_process runs (needs ~8 GB free
 # under build/; BENCH_ARGS=--quick skips the > 3 GB raster and shrinks the qgis_process
 # cases; BENCH_ARGS="--paths api" or "--paths qgis_process" measures one path).
 bench: setup dirs
