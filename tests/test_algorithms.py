@@ -180,7 +180,7 @@ def test_outputs_record_how_they_were_made(tmp_path, run_alg):
     assert "ALGORITHM=anomaly:rx" in rx_info and "VALID_PIXELS=1440" in rx_info
 
 
-def test_algorithms_run_with_the_cache_capped(tmp_path, run_alg):
+def test_algorithms_run_with_the_cache_capped(tmp_path, run_alg, monkeypatch):
     """anomaly:rx inside QGIS: GDAL's cache is capped during the run, restored after."""
     seen = []
     from anomaly_detector.algorithms import rx
@@ -195,9 +195,8 @@ def test_algorithms_run_with_the_cache_capped(tmp_path, run_alg):
     try:
         rng = np.random.default_rng(0)
         src = write_raster(tmp_path / "in.tif", rng.normal(size=(3, 40, 50)).astype(np.float32))
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(rx, "rx_score_raster", spy)
-            run_alg("anomaly:rx", {"INPUT": src, "OUTPUT": str(tmp_path / "rx.tif")})
+        monkeypatch.setattr(rx, "rx_score_raster", spy)
+        run_alg("anomaly:rx", {"INPUT": src, "OUTPUT": str(tmp_path / "rx.tif")})
         assert seen and seen[0] <= memory_budget() // 4 + 1
         assert gdal.GetCacheMax() == 3 * 2 ** 30
     finally:

@@ -1,5 +1,6 @@
 """The memory setting of a scoring run and GDAL's block cache."""
 import os
+import threading
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -40,17 +41,28 @@ def limit_gdal_cache(memory_mb: Optional[float] = None, share: float = 0.25) -> 
     return min(cap, gdal.GetCacheMax())
 
 
+_capping = threading.Lock()
+_capped_runs = [0, 0]  # runs inside gdal_cache_capped, the cap to restore after the last
+
+
 @contextmanager
 def gdal_cache_capped(memory_mb: Optional[float] = None) -> Iterator[int]:
-    """GDAL's block cache capped as by :func:`limit_gdal_cache` while the block runs, its
-    previous cap restored after (for runs inside a process the plugin does not own:
-    QGIS sizes the cache to a share of the machine's RAM, which the blocks of one large
-    raster would fill). Yields the cap in bytes."""
-    previous = gdal.GetCacheMax()
+    """GDAL's block cache capped as by :func:`limit_gdal_cache` while the block runs, the
+    cap from before the first of overlapping runs restored after the last (for runs inside
+    a process the plugin does not own: QGIS sizes the cache to a share of the machine's
+    RAM, which the blocks of one large raster would fill). Yields the cap in bytes."""
+    with _capping:
+        if _capped_runs[0] == 0:
+            _capped_runs[1] = gdal.GetCacheMax()
+        _capped_runs[0] += 1
+        cap = limit_gdal_cache(memory_mb)
     try:
-        yield limit_gdal_cache(memory_mb)
+        yield cap
     finally:
-        gdal.SetCacheMax(previous)
+        with _capping:
+            _capped_runs[0] -= 1
+            if _capped_runs[0] == 0:
+                gdal.SetCacheMax(_capped_runs[1])
 
 
 def peak_rss_mb() -> float:

@@ -31,6 +31,14 @@ def test_gdal_cache_is_capped_while_a_run_lasts_and_restored_after():
             with gdal_cache_capped(400):
                 raise RuntimeError("a failed run")
         assert gdal.GetCacheMax() == 50 * 2 ** 20
+        gdal.SetCacheMax(3 * 2 ** 30)  # overlapping runs (two algorithms at once)
+        first, second = gdal_cache_capped(400), gdal_cache_capped(800)
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert gdal.GetCacheMax() == 100 * 2 ** 20  # still capped for the second run
+        second.__exit__(None, None, None)
+        assert gdal.GetCacheMax() == 3 * 2 ** 30  # the cap from before the first
     finally:
         gdal.SetCacheMax(previous)
 
