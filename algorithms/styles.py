@@ -23,7 +23,7 @@ from qgis.core import (QgsColorRampShader, QgsFillSymbol, QgsPalLayerSettings,
                        QgsVectorLayerSimpleLabeling)
 from qgis.PyQt.QtGui import QColor
 
-from ..model.vector.threshold import compute_threshold, score_summary
+from ..model.vector.threshold import threshold_and_summary
 
 SCORE_SUFFIX = "anomaly score"
 POLYGONS_SUFFIX = "anomalies"
@@ -56,9 +56,9 @@ def layer_name(input_name, suffix):
 def score_stretch(path, percentile=STRETCH_PERCENTILE, is_cancelled=None):
     """``(low, high)``: the given percentile of the valid scores and their maximum."""
     try:
-        _, _, high, _, _ = score_summary(path, is_cancelled=is_cancelled)
-        low = compute_threshold(path, "top_fraction", 1.0 - percentile / 100.0,
-                                is_cancelled=is_cancelled)
+        low, summary = threshold_and_summary(path, "top_fraction", 1.0 - percentile / 100.0,
+                                             is_cancelled=is_cancelled)
+        high = summary.high
     except ValueError:  # no valid score: any ramp will do
         return 0.0, 1.0
     if not (math.isfinite(low) and math.isfinite(high)):

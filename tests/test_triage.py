@@ -38,7 +38,6 @@ def layer_of(path, name="anomalies"):
     return layer
 
 
-
 def test_candidates_come_in_rank_order(anomalies):
     from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
     from anomaly_detector.triage.review import candidates, is_anomaly_layer, summary

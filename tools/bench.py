@@ -7,7 +7,7 @@ measures two paths, each run in a fresh process:
 * ``api``: the exact core calls of the algorithms (``detect_raster`` and
   ``rx_score_raster``; the detector once warmed up on a 256 x 256 corner, as in a
   long-lived QGIS session); ``seconds`` is the call alone, ``startup_s`` the rest of the
-  child's wall time (imports, warm-up, exit); peak RSS is the child's VmHWM;
+  child's wall time (imports, warm-up, exit); peak RSS is the child's own peak;
 * ``qgis_process``: the user's command line, whole (see tools/bench_qgis.py): realistic
   GeoTIFF layouts, default parameters (polygons written), start-up measured on a 1 x 1
   raster and subtracted from the rate, peak RSS of the child from ``os.wait4``.
@@ -75,9 +75,7 @@ def child(kind: str, src: str, dst: str, memory_mb: float | None, tile_size: int
     else:
         rx_score_raster(src, dst, memory_mb=memory_mb)
     seconds = time.perf_counter() - start
-    status = open("/proc/self/status").read()
-    hwm_kb = int(status.split("VmHWM:")[1].split()[0])
-    print("RESULT " + json.dumps({"seconds": seconds, "peak_rss_mb": hwm_kb / 1024}))
+    print("RESULT " + json.dumps({"seconds": seconds, "peak_rss_mb": memory.peak_rss_mb()}))
 
 
 def _warm_up(src: str, dst: str, detect_raster, scale: int) -> None:

@@ -10,11 +10,10 @@ to the first file.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import torch
+from bench import interleaved_medians
 
 from anomaly_detector.model.nn.features import INPUT_CHANNELS
 from anomaly_detector.model.nn.fused import FusedScorer
@@ -27,24 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile", type=int, default=640)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
-    scorers = []
-    for path in args.weights:
+    scorers = {}
+    for index, path in enumerate(args.weights):  # the same file may be given twice
         model = load_detector(path)
-        scorers.append(FusedScorer.build(model, "cpu") or model.score)
+        scorers[index] = FusedScorer.build(model, "cpu") or model.score
     tile = torch.randn(1, INPUT_CHANNELS, args.tile, args.tile,
                        generator=torch.Generator().manual_seed(0))
-    seconds: list[list[float]] = [[] for _ in scorers]
-    with torch.inference_mode():
-        for scorer in scorers:  # warm-up
-            scorer(tile)
-        for _ in range(args.rounds):
-            for index, scorer in enumerate(scorers):
-                start = time.perf_counter()
-                scorer(tile)
-                seconds[index].append(time.perf_counter() - start)
-    first = statistics.median(seconds[0])
-    for path, times in zip(args.weights, seconds):
-        median = statistics.median(times)
+    seconds = interleaved_medians(scorers, tile, args.rounds)
+    first = seconds[0]
+    for index, median in seconds.items():
+        path = args.weights[index]
         print(f"{path}: {median * 1e3:.1f} ms per {args.tile} px tile, "
               f"{args.tile ** 2 / median / 1e6:.2f} MP/s, {first / median:.2f}x the first")
     return 0

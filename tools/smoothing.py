@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from anomaly_detector.model.training.evaluate import (_object_row, _write_tsv, find_scenes,
-                                                   read_array, read_score_map, roc_auc)
+from anomaly_detector.model.training.evaluate import (find_scenes, object_row, read_array,
+                                                   read_score_map, roc_auc, write_tsv)
 from anomaly_detector.model.training.objects import DEFAULT_FRACTION, METRICS
 
 
@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
             args.evaluation / "maps" / "detector" / scene.modality / f"{scene.name}.tif"), args.sigma)
         row = {"modality": scene.modality, "scene": scene.name, "detector_auc": roc_auc(scores, mask)}
         row.update({f"detector_{k}": v
-                    for k, v in _object_row(scores, mask, DEFAULT_FRACTION).items()})
+                    for k, v in object_row(scores, mask, DEFAULT_FRACTION).items()})
         rows.append(row)
     out.mkdir(parents=True, exist_ok=True)
-    _write_tsv(rows, ["modality", "scene", "detector_auc"] + [f"detector_{k}" for k in METRICS],
+    write_tsv(rows, ["modality", "scene", "detector_auc"] + [f"detector_{k}" for k in METRICS],
                out / "evaluation.tsv")
     print(f"wrote {out / 'evaluation.tsv'} (sigma {args.sigma} px)")
     return 0

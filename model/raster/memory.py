@@ -12,7 +12,8 @@ MEMORY_ENV = "ANOMALY_DETECTOR_MEMORY_MB"
 """Environment variable of the memory setting in MiB (default :data:`.defaults.MEMORY_MB`).
 The working memory of one scoring run bounds the statistics blocks, the tiles in flight
 (prefetched, batched, being written) and, through :func:`limit_gdal_cache`, GDAL's block
-cache in processes the plugin owns (batch, bench). It never depends on the raster's size."""
+cache (in the batch workers and bench, and during each algorithm run in QGIS, see
+:func:`gdal_cache_capped`). It never depends on the raster's size."""
 _MIN_MEMORY_MB = 32.0
 
 
@@ -32,8 +33,9 @@ def limit_gdal_cache(memory_mb: Optional[float] = None, share: float = 0.25) -> 
     """Cap GDAL's process-wide block cache to ``share`` of the memory setting.
 
     GDAL's default cache (5 % of RAM) fills with every block read from a large
-    raster and counts towards the process's memory; command-line entry points
-    that own their process call this. Returns the new cap in bytes.
+    raster and counts towards the process's memory; entry points that own their
+    process call this (inside QGIS: :func:`gdal_cache_capped`). Returns the new cap in
+    bytes.
     """
     cap = max(16 * 2 ** 20, int(memory_budget(memory_mb) * share))
     if gdal.GetCacheMax() > cap:
@@ -41,8 +43,11 @@ def limit_gdal_cache(memory_mb: Optional[float] = None, share: float = 0.25) -> 
     return min(cap, gdal.GetCacheMax())
 
 
-_capping = threading.Lock()
-_capped_runs = [0, 0]  # runs inside gdal_cache_capped, the cap to restore after the last
+class _CacheCap:
+    """Runs inside :func:`gdal_cache_capped` and the cap from before the first of them."""
+    lock = threading.Lock()
+    runs = 0
+    previous = 0
 
 
 @contextmanager
@@ -51,18 +56,18 @@ def gdal_cache_capped(memory_mb: Optional[float] = None) -> Iterator[int]:
     cap from before the first of overlapping runs restored after the last (for runs inside
     a process the plugin does not own: QGIS sizes the cache to a share of the machine's
     RAM, which the blocks of one large raster would fill). Yields the cap in bytes."""
-    with _capping:
-        if _capped_runs[0] == 0:
-            _capped_runs[1] = gdal.GetCacheMax()
-        _capped_runs[0] += 1
+    with _CacheCap.lock:
+        if _CacheCap.runs == 0:
+            _CacheCap.previous = gdal.GetCacheMax()
+        _CacheCap.runs += 1
         cap = limit_gdal_cache(memory_mb)
     try:
         yield cap
     finally:
-        with _capping:
-            _capped_runs[0] -= 1
-            if _capped_runs[0] == 0:
-                gdal.SetCacheMax(_capped_runs[1])
+        with _CacheCap.lock:
+            _CacheCap.runs -= 1
+            if _CacheCap.runs == 0:
+                gdal.SetCacheMax(_CacheCap.previous)
 
 
 def peak_rss_mb() -> float:

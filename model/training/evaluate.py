@@ -104,7 +104,7 @@ def summarise(rows: list[dict], column: str) -> dict[str, float]:
     return means
 
 
-def _object_row(scores: np.ndarray, mask: np.ndarray, fraction: float) -> dict[str, float]:
+def object_row(scores: np.ndarray, mask: np.ndarray, fraction: float) -> dict[str, float]:
     """The object metrics of one map (NaN when the mask holds no target)."""
     result = object_scores(scores, mask, fraction)
     values = result.as_tuple() if result is not None else (math.nan,) * len(OBJECT_METRICS)
@@ -122,7 +122,7 @@ def validate_in_memory(model, scenes: list[Scene]) -> dict[str, float]:
         valid = np.isfinite(image).all(axis=0)
         scores = np.where(valid, score_array(model, image, valid), np.nan)
         rows.append({"modality": scene.modality, "auc": roc_auc(scores, mask),
-                     **_object_row(scores, mask, DEFAULT_FRACTION)})
+                     **object_row(scores, mask, DEFAULT_FRACTION)})
     means = summarise(rows, "auc")
     means.update({f"rprec_{key}": value for key, value in summarise(rows, "rprec").items()})
     return means
@@ -169,7 +169,7 @@ def evaluate(data: Path, out_dir: Path, weights: str | None = None, device: str 
             row[f"{method}_seconds"] = time.perf_counter() - start
             scores = read_score_map(target)
             row[f"{method}_auc"] = roc_auc(scores, mask)
-            row.update({f"{method}_{k}": v for k, v in _object_row(scores, mask, fraction).items()})
+            row.update({f"{method}_{k}": v for k, v in object_row(scores, mask, fraction).items()})
             if method == "detector" and \
                     sum(p[0] == scene.modality for p in previews) < PREVIEWS_PER_MODALITY:
                 previews.append((scene.modality, scene.name, scores, mask))
@@ -178,12 +178,12 @@ def evaluate(data: Path, out_dir: Path, weights: str | None = None, device: str 
             f"{m} {row[f'{m}_auc']:.4f}/{row[f'{m}_rprec']:.2f}" for m in methods), flush=True)
     columns = ["modality", "scene"] + [f"{m}_{k}" for m in methods
                                        for k in ("auc",) + OBJECT_METRICS + ("seconds",)]
-    _write_tsv(rows, columns, out_dir / "evaluation.tsv")
+    write_tsv(rows, columns, out_dir / "evaluation.tsv")
     _write_figure(previews, out_dir / "evaluation.png")
     return rows
 
 
-def _write_tsv(rows: list[dict], columns: list[str], path: Path) -> None:
+def write_tsv(rows: list[dict], columns: list[str], path: Path) -> None:
     lines = ["\t".join(columns)]
     for row in rows:
         lines.append("\t".join(f"{row[c]:.6f}" if isinstance(row[c], float) else str(row[c])

@@ -14,7 +14,7 @@ Methods (pixels with ``score >= threshold`` are anomalous):
 """
 
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -85,11 +85,18 @@ class _HighestValues:
         return float(np.partition(values, values.size - k)[values.size - k])
 
 
-def score_summary(path: str, band: int = 1, *, progress: ProgressFn = None,
-                  is_cancelled: CancelFn = None, highest: Optional[_HighestValues] = None):
-    """Streaming ``(n_valid, min, max, mean, std)`` of the valid scores (``highest``, if
-    given, also collects the highest of them)."""
-    scores, _ = open_scores(path, band)
+class ScoreSummary(NamedTuple):
+    """Streaming summary of the valid scores of a score raster."""
+    n_valid: int
+    low: float
+    high: float
+    mean: float
+    std: float
+
+
+def _summarise(scores: ScoreBand, path: str, progress: ProgressFn, is_cancelled: CancelFn,
+               highest: Optional[_HighestValues] = None) -> ScoreSummary:
+    """One pass over ``scores`` (``highest``, if given, also collects the highest)."""
     moments = Moments(1)
     lo, hi = math.inf, -math.inf
     for _, values, valid in score_windows(scores, progress, is_cancelled):
@@ -105,7 +112,7 @@ def score_summary(path: str, band: int = 1, *, progress: ProgressFn = None,
             f"The score raster '{path}' contains no valid pixels (all nodata or non-finite). "
             "Check the input of the scoring step.")
     std = math.sqrt(float(moments.covariance(ddof=0)[0, 0]))
-    return moments.count, lo, hi, float(moments.mean[0]), std
+    return ScoreSummary(moments.count, lo, hi, float(moments.mean[0]), std)
 
 
 def _kth_highest(scores: ScoreBand, k: int, lo: float, hi: float, is_cancelled) -> float:
@@ -149,30 +156,45 @@ def compute_threshold(path: str, method: str = THRESHOLD_METHOD,
                       band: int = 1, progress: ProgressFn = None,
                       is_cancelled: CancelFn = None) -> float:
     """Score threshold for ``method`` (see module docstring)."""
-    if method not in METHODS:
-        raise ParameterError(f"Unknown threshold method {method!r}; use one of {METHODS}")
     if method == "fixed":
-        if value is None or not math.isfinite(float(value)):
-            raise ParameterError("The fixed score threshold must be a finite number.")
+        _check_method(method, value)
         return float(value)
+    return threshold_and_summary(path, method, value, band=band, progress=progress,
+                                 is_cancelled=is_cancelled)[0]
+
+
+def threshold_and_summary(path: str, method: str = THRESHOLD_METHOD,
+                          value: float = THRESHOLD, *, band: int = 1,
+                          progress: ProgressFn = None, is_cancelled: CancelFn = None
+                          ) -> Tuple[float, ScoreSummary]:
+    """The threshold of :func:`compute_threshold` and the :class:`ScoreSummary` of the
+    valid scores, from the same streaming pass (plus refinement passes only when more
+    than :data:`_EXACT_LIMIT` pixels are flagged)."""
+    _check_method(method, value)
+    scores, info = open_scores(path, band)
     highest = None
     if method == "top_fraction":
-        frac = float(value)
-        if not (0.0 < frac <= 1.0):
-            raise ParameterError(
-                f"The top fraction must be between 0 and 1 (got {value}); "
-                "for example 0.005 flags the 0.5 % highest scores.")
-        _, info = open_scores(path, band)
-        most = max(1, int(math.ceil(frac * info.width * info.height)))  # k for all valid
+        most = max(1, int(math.ceil(float(value) * info.width * info.height)))  # k, all valid
         highest = _HighestValues(most) if most <= _EXACT_LIMIT else None
-    n, lo, hi, mean, std = score_summary(path, band, progress=progress,
-                                         is_cancelled=is_cancelled, highest=highest)
-    if hi <= lo:  # no variation, no anomaly: a threshold above every score
-        return math.nextafter(hi, math.inf)
+    summary = _summarise(scores, path, progress, is_cancelled, highest)
+    if method == "fixed":
+        return float(value), summary
+    if summary.high <= summary.low:  # no variation, no anomaly: above every score
+        return math.nextafter(summary.high, math.inf), summary
     if method == "automatic":
-        return mean + AUTO_K * std
-    k = max(1, int(math.ceil(frac * n)))
+        return summary.mean + AUTO_K * summary.std, summary
+    k = max(1, int(math.ceil(float(value) * summary.n_valid)))
     if highest is not None:
-        return highest.kth(k)
-    scores, _ = open_scores(path, band)
-    return _kth_highest(scores, k, lo, hi, is_cancelled)
+        return highest.kth(k), summary
+    return _kth_highest(scores, k, summary.low, summary.high, is_cancelled), summary
+
+
+def _check_method(method: str, value) -> None:
+    if method not in METHODS:
+        raise ParameterError(f"Unknown threshold method {method!r}; use one of {METHODS}")
+    if method == "fixed" and (value is None or not math.isfinite(float(value))):
+        raise ParameterError("The fixed score threshold must be a finite number.")
+    if method == "top_fraction" and not (0.0 < float(value) <= 1.0):
+        raise ParameterError(
+            f"The top fraction must be between 0 and 1 (got {value}); "
+            "for example 0.005 flags the 0.5 % highest scores.")
