@@ -133,21 +133,43 @@ def point_targets(image: np.ndarray, labels: np.ndarray, rng: np.random.Generato
 def hard_negatives(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
                    negatives: HardNegativeConfig) -> None:
     """What fools a detector, taught as background: straight (sharp or soft) edges,
-    long thin lines (roads, wires, field borders) and large smooth bright or dark
-    areas (clouds, haze, glint); lines and clouds are labelled large normal."""
+    corners of buildings and fields, long thin lines (roads, wires, field borders) and
+    large smooth bright or dark areas (clouds, haze, glint); lines and clouds are labelled
+    large normal."""
     size = labels.shape[0]
     spread = crop_spread(image)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     for _ in range(count(rng, negatives.count)):
-        angle = rng.uniform(0, np.pi)
-        distance = (xx - rng.uniform(0, size)) * np.cos(angle) + \
-            (yy - rng.uniform(0, size)) * np.sin(angle)
-        field, normal = _negative_field(distance, rng, negatives)
+        if negatives.corner_p and rng.random() < negatives.corner_p:
+            field, normal = _corner_field(yy, xx, rng, negatives), None
+        else:
+            angle = rng.uniform(0, np.pi)
+            distance = (xx - rng.uniform(0, size)) * np.cos(angle) + \
+                (yy - rng.uniform(0, size)) * np.sin(angle)
+            field, normal = _negative_field(distance, rng, negatives)
         tint = 1 + negatives.tint * rng.normal(0, 1, image.shape[0])
         amplitude = rng.choice([-1.0, 1.0]) * log_uniform(rng, *negatives.strength) * spread * tint
         image += amplitude[:, None, None].astype(np.float32) * field[None]
         if normal is not None:
             labels[normal & (labels == BACKGROUND)] = LARGE_NORMAL
+
+
+def _corner_field(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator,
+                  negatives: HardNegativeConfig) -> np.ndarray:
+    """A unit wedge: the area between two edges that meet at a point in the crop's middle
+    part at an angle of ``negatives.corner_angle``, sharp or blurred like an edge."""
+    size = yy.shape[0]
+    apex_y, apex_x = rng.uniform(0.2 * size, 0.8 * size, 2)
+    first = rng.uniform(0, 2 * np.pi)
+    second = first + np.deg2rad(rng.uniform(*negatives.corner_angle))
+    dy, dx = yy - apex_y, xx - apex_x
+    # left of the first edge's direction and right of the second's
+    inside = (np.cos(first) * dy - np.sin(first) * dx > 0) & \
+        (np.cos(second) * dy - np.sin(second) * dx < 0)
+    field = inside.astype(np.float32)
+    if rng.random() < negatives.edge_blur_p:
+        field = gaussian_blur(field, rng.uniform(*negatives.edge_blur_sigma))
+    return field
 
 
 def _negative_field(distance: np.ndarray, rng: np.random.Generator,

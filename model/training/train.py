@@ -17,7 +17,7 @@ import copy
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +28,18 @@ from .losses import FEATURE_LOSS_WEIGHT, PEAK_LOSS_WEIGHT, FeatureMarginLoss, Pe
     PixelMarginLoss, top_thresholds
 from ..nn.network import DeviationNet, parameter_count
 from .simulation import AnomalySimulator, load_backgrounds, make_batch
+from .simulation_config import SimulationConfig
 from ..nn.weights import save_weights
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def simulation_config(args: argparse.Namespace) -> SimulationConfig:
+    """The simulation's defaults with the command line's changes."""
+    defaults = SimulationConfig()
+    return replace(defaults, hard_negatives=replace(defaults.hard_negatives,
+                                                    corner_p=args.corner_negatives))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -61,6 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top-threshold", type=float, default=None,
                         help="an extra, highest score threshold of the pixel loss with a "
                              "false-positive-rate anchor of 0 (orders the top of the map)")
+    parser.add_argument("--corner-negatives", type=float, default=0.0,
+                        help="probability that a simulated hard negative is a corner "
+                             "(two edges meeting) rather than an edge, line or cloud")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ema", type=float, default=0.998,
                         help="decay of the exponential moving average of the weights that is "
@@ -202,7 +213,8 @@ def train(args: argparse.Namespace) -> Path:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     trainer = Trainer.create(args, device)
     step = trainer.resume(args.resume, rng, device) if args.resume else 0
-    simulator = AnomalySimulator(load_backgrounds(args.data), crop=args.crop)
+    simulator = AnomalySimulator(load_backgrounds(args.data), crop=args.crop,
+                                 config=simulation_config(args))
     scenes = None
     if args.validate:
         from .evaluate import find_scenes
@@ -233,6 +245,7 @@ def train(args: argparse.Namespace) -> Path:
                          "seed": args.seed, "batch": args.batch, "crop": args.crop,
                          "ema": args.ema, "peak_weight": args.peak_weight,
                          "top_threshold": args.top_threshold,
+                         "corner_negatives": args.corner_negatives,
                          "data": [str(p) for p in args.data]},
             "parameters": parameter_count(trainer.model)})
         log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")

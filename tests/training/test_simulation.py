@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from anomaly_detector.model.nn.features import INPUT_CHANNELS, fit_from_array
+from anomaly_detector.model.training.anomalies import hard_negatives
 from anomaly_detector.model.training.shapes import random_shape
 from anomaly_detector.model.training.simulation import (AnomalySimulator, BackgroundImage,
                                                         load_backgrounds, make_batch)
 from anomaly_detector.model.training.simulation_config import (ANOMALY, BACKGROUND, IGNORE,
-                                                               LARGE_NORMAL)
+                                                               LARGE_NORMAL, HardNegativeConfig)
 from conftest import write_raster
 
 CROP = 32
@@ -113,3 +114,20 @@ def test_simulator_produces_labelled_anomalies_of_both_sizes():
         seen |= set(np.unique(labels).tolist())
         assert (labels == ANOMALY).mean() < 0.3
     assert {BACKGROUND, ANOMALY, LARGE_NORMAL} <= seen
+
+
+def test_corner_negatives_are_convex_wedges_labelled_background():
+    rng = np.random.default_rng(7)
+    negatives = HardNegativeConfig(corner_p=1.0, count=(1, 1), edge_blur_p=0.0)
+    for _ in range(10):
+        image = np.zeros((2, 40, 40), np.float32)
+        labels = np.zeros((40, 40), np.uint8)
+        hard_negatives(image, labels, rng, negatives)
+        wedge = image[0] != 0
+        assert (labels == BACKGROUND).all() and 0 < wedge.sum() < wedge.size
+        assert np.array_equal(wedge, image[1] != 0)
+        ys, xs = np.nonzero(wedge)
+        pairs = rng.integers(0, len(ys), (200, 2))
+        middle_y = np.round((ys[pairs[:, 0]] + ys[pairs[:, 1]]) / 2).astype(int)
+        middle_x = np.round((xs[pairs[:, 0]] + xs[pairs[:, 1]]) / 2).astype(int)
+        assert wedge[middle_y, middle_x].mean() > 0.97  # convex, up to rounding
