@@ -15,10 +15,12 @@ from ..model.raster.files import check_output_paths, check_score_path, magnitude
 from ..model.raster.io import open_raster_checked, parse_bands
 from ..model.raster.memory import gdal_cache_capped
 from ..model.vector.output import vector_driver
+from ..model.vector.polygons import polygonize_scores
 from .errors import forget_frames, processing_error, terminate_cleanly
 from .layers import (SOURCE_PROPERTY, RasterInput, layer_path, loaded_or_quiet_layer,
                      release_quiet_layers)
-from .params import THRESHOLD, check_threshold_parameters
+from .params import THRESHOLD, check_threshold_parameters, polygon_summary
+from .provenance import provenance, record_in_raster, record_in_vector
 from .styles import POLYGONS_SUFFIX, layer_name, register_output, score_stretch
 
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icon.svg")
@@ -142,6 +144,25 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
                               low=low, high=high, below=layer_name(input_name, POLYGONS_SUFFIX))
         if polygons_path:
             self.style_output(polygons_path, "polygons", layer_name(input_name, POLYGONS_SUFFIX))
+
+    def polygons_and_provenance(self, parameters, feedback, score_path, polygons_path,
+                                threshold, facts, description, progress, is_cancelled):
+        """The ranked polygons of a finished score raster (when ``polygons_path`` is given),
+        then how the run was made (``facts`` and the polygons' threshold and counts)
+        written into both files. Returns ``(polygons or None, provenance items)``."""
+        polygons = None
+        if polygons_path:
+            polygons = polygonize_scores(score_path, polygons_path, is_cancelled=is_cancelled,
+                                         progress=progress, **threshold)
+            feedback.pushInfo(polygon_summary(polygons))
+            facts = {"valid_pixels": polygons.n_valid, **facts,
+                     "threshold": polygons.threshold, "flagged_pixels": polygons.n_flagged,
+                     "group_count": polygons.groups}
+        items = provenance(self.id(), parameters, **facts)
+        record_in_raster(score_path, items, description)
+        if polygons_path:
+            record_in_vector(polygons_path, items)
+        return polygons, items
 
     def postProcessAlgorithm(self, context, feedback):  # noqa: N802
         for destination, kind, name, kwargs in self._styles:

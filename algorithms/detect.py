@@ -12,13 +12,11 @@ from ..model import defaults
 from ..model.raster.errors import AnomalyError
 from ..model.raster.output import atomic_output
 from ..model.raster.progress import sub_progress
-from ..model.vector.polygons import polygonize_scores
 from .area import AREA_HELP, add_area_parameters, read_area
 from .base import CITATION, AnomalyAlgorithm
 from .params import (OUTPUT_POINTS, POINTS_HELP, THRESHOLD_HELP, add_points_output,
                      add_polygon_outputs, add_threshold_parameters, points_path, polygon_outputs,
-                     polygon_summary, read_threshold_parameters, write_points)
-from .provenance import provenance, record_in_raster, record_in_vector
+                     read_threshold_parameters, write_points)
 from .styles import SCORE_SUFFIX
 
 DEVICES = ["auto", "cpu", "cuda"]
@@ -163,7 +161,6 @@ class DetectAlgorithm(AnomalyAlgorithm):
             result, polygons, items = self._detect(detector, src, partial, polygons_path, bands,
                                                    threshold, area, parameters, context,
                                                    feedback, progress, cancelled)
-        feedback.pushInfo(polygon_summary(polygons))
         self.style_score_and_polygons(parameters, context, score_path, SCORE_SUFFIX,
                                       polygons_path, cancelled)
         return {self.OUTPUT_SCORE: score_path, self.OUTPUT_POLYGONS: polygons_path,
@@ -191,13 +188,9 @@ class DetectAlgorithm(AnomalyAlgorithm):
                           f"(tiles {result.tile_size} px, margin {result.overlap} px, "
                           f"analysed at {'full' if result.scale == 1 else f'1/{result.scale}'} "
                           "resolution).")
-        polygons = polygonize_scores(partial, polygons_path, is_cancelled=cancelled,
-                                     progress=sub_progress(progress, 0.9, 1.0), **threshold)
-        items = provenance(self.id(), parameters, device=result.device,
-                           weights_sha256=result.weights_sha256, threshold=polygons.threshold,
-                           valid_pixels=polygons.n_valid, flagged_pixels=polygons.n_flagged,
-                           group_count=polygons.groups)
-        record_in_raster(partial, items, f"Anomaly score ({self.id()}, weights "
-                                         f"{result.weights_sha256[:12]})")
-        record_in_vector(polygons_path, items)
+        polygons, items = self.polygons_and_provenance(
+            parameters, feedback, partial, polygons_path, threshold,
+            {"device": result.device, "weights_sha256": result.weights_sha256},
+            f"Anomaly score ({self.id()}, weights {result.weights_sha256[:12]})",
+            sub_progress(progress, 0.9, 1.0), cancelled)
         return result, polygons, items

@@ -13,11 +13,9 @@ from ..model.classic.local_baselines import (CONTRAST_SCALES, GUARD_WINDOW as DE
                                              parse_scales, window_problem)
 from ..model.raster.output import atomic_output
 from ..model.raster.progress import sub_progress
-from ..model.vector.polygons import polygonize_scores
 from .base import AnomalyAlgorithm
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
-                     polygon_outputs, polygon_summary, read_threshold_parameters)
-from .provenance import provenance, record_in_raster, record_in_vector
+                     polygon_outputs, read_threshold_parameters)
 
 POLYGONS_HELP = (
     "Optional ranked anomaly polygons of the score (GeoPackage by default; none unless "
@@ -97,20 +95,14 @@ class LocalScoreAlgorithm(AnomalyAlgorithm):
                                       sub_progress(progress, 0.0, share), cancelled)
             feedback.pushInfo(f"Scored {valid} valid pixels" + "".join(
                 f", {name} {value}" for name, value in extra.items()) + ".")
-            facts = {"valid_pixels": valid, **extra}
-            outputs = {self.OUTPUT: score_path, "VALID_PIXELS": valid, **extra}
-            if polygons_path:
-                polygons = polygonize_scores(partial, polygons_path, is_cancelled=cancelled,
-                                             progress=sub_progress(progress, share, 1.0),
-                                             **threshold)
-                facts.update(threshold=polygons.threshold, flagged_pixels=polygons.n_flagged)
-                outputs.update(polygon_outputs(polygons))
-                outputs[self.OUTPUT_POLYGONS] = polygons_path
-                feedback.pushInfo(polygon_summary(polygons))
-            items = provenance(self.id(), parameters, **facts)
-            record_in_raster(partial, items, f"{self.SCORE_NAME} ({self.id()})")
-            if polygons_path:
-                record_in_vector(polygons_path, items)
+            polygons, _ = self.polygons_and_provenance(
+                parameters, feedback, partial, polygons_path, threshold,
+                {"valid_pixels": valid, **extra}, f"{self.SCORE_NAME} ({self.id()})",
+                sub_progress(progress, share, 1.0), cancelled)
+        outputs = {self.OUTPUT: score_path, "VALID_PIXELS": valid, **extra}
+        if polygons is not None:
+            outputs.update(polygon_outputs(polygons))
+            outputs[self.OUTPUT_POLYGONS] = polygons_path
         self.style_score_and_polygons(parameters, context, score_path, self.SCORE_NAME,
                                       polygons_path, cancelled)
         return outputs

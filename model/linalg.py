@@ -4,7 +4,7 @@ The QGIS executables (``qgis``, ``qgis_process``) link GSL, whose unoptimised
 reference CBLAS then sits in the process's global symbol scope ahead of the system
 BLAS: numpy's matrix products inside QGIS resolve to it and run far slower than in a
 plain Python process (``tools/blas_speed.py`` times both). Where that is the case,
-:func:`matmul` calls the system BLAS through SciPy's Fortran interface (``sgemm_`` /
+:func:`matmul` (and :func:`gram`, with the symmetric ``syrk_``) calls the system BLAS through SciPy's Fortran interface (``sgemm_`` /
 ``dgemm_``, symbols GSL does not define; no copy of either operand), or through torch's
 BLAS when SciPy is missing; elsewhere it is plain numpy. The results agree to rounding.
 """
@@ -63,6 +63,22 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         import torch
         return (torch.from_numpy(np.ascontiguousarray(a))
                 @ torch.from_numpy(np.ascontiguousarray(b))).numpy()
+
+
+def gram(samples: np.ndarray) -> np.ndarray:
+    """``samples @ samples.T`` of a 2-D float array: a symmetric rank-k update (half the
+    multiply-adds of a general product; numpy takes that path itself, SciPy's ``dsyrk_``
+    / ``ssyrk_`` where GSL's reference CBLAS would otherwise run)."""
+    rows, columns = samples.shape
+    if not reference_blas_first() or rows * rows * columns < _LARGE_PRODUCT:
+        return samples @ samples.T
+    try:
+        from scipy.linalg import blas
+    except ImportError:
+        return matmul(samples, samples.T)
+    syrk = blas.dsyrk if samples.dtype == np.float64 else blas.ssyrk
+    upper = syrk(1.0, np.ascontiguousarray(samples).T, trans=1)  # Fortran (rows, rows)
+    return np.triu(upper) + np.triu(upper, 1).T
 
 
 FLOAT32_EIGEN_RATIO = 1e-5

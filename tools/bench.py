@@ -19,7 +19,7 @@ and ``peak_rss_mb``. Prints a table and writes bench/results.json.
                           [--out bench/results.json]
 
 ``--quick`` skips the > 3 GB raster (c) (its rows are kept from the previous results
-file, marked ``reused_from``) and runs the ``qgis_process`` cases on rasters of a
+file, marked ``reused_from``) and the 16384² linearity point, and runs the ``qgis_process`` cases on rasters of a
 quarter of the side. ``--paths qgis_process --cases NAME ...`` measures those
 ``qgis_process`` cases again and keeps every other row of the results file (marked
 ``reused_from``).
@@ -43,7 +43,7 @@ if str(PYPATH) not in sys.path:
     sys.path.insert(0, str(PYPATH))
 
 import numpy as np  # noqa: E402
-from bench_qgis import qgis_process_rows  # noqa: E402
+from bench_qgis import CASES, qgis_process_rows, write_case  # noqa: E402
 from bench_rasters import write_scene  # noqa: E402
 from osgeo import gdal  # noqa: E402
 
@@ -209,7 +209,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results.json"))
     parser.add_argument("--scratch", default=str(REPO / "build" / "bench"))
     parser.add_argument("--quick", action="store_true",
-                        help="skip the > 3 GB raster (c); qgis_process cases at 1/4 side")
+                        help="skip the > 3 GB raster (c) and the 16384² linearity point; "
+                             "qgis_process cases at 1/4 side")
     parser.add_argument("--keep", action="store_true", help="keep the scratch rasters")
     parser.add_argument("--cases", nargs="+", metavar="NAME",
                         help="measure only these qgis_process cases (with --paths qgis_process); "
@@ -269,7 +270,7 @@ def main(argv=None) -> int:
     try:
         print("machine:", results["machine"], flush=True)
         if "api" in args.paths:
-            api_cases(case, scratch, results)
+            api_cases(case, scratch, results, quick=args.quick)
         if "qgis_process" in args.paths:
             rows.extend(qgis_process_rows(scratch, PYPATH, quick=args.quick, repeat=REPEAT,
                                           keep=args.keep, report=print_qgis_process_row,
@@ -299,8 +300,10 @@ def main(argv=None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     if "linearity" in results:
-        print(f"linearity (us/pixel at 1024^2, 2048^2, 4096^2): "
-              f"{', '.join(f'{v:.3f}' for v in results['linearity']['us_per_pixel'])}")
+        linearity = results["linearity"]
+        print(f"linearity (us/pixel at {', '.join(f'{s}^2' for s in linearity['sides'])}): "
+              f"{', '.join(f'{v:.3f}' for v in linearity['us_per_pixel'])} "
+              f"(max/min {linearity['max_over_min']:.2f})")
     if results["training_running"]:
         print("note: a training process was running during the benchmark (numbers depressed)")
     print(f"wrote {args.out}")
@@ -316,8 +319,10 @@ def print_qgis_process_row(row: dict) -> None:
           + (f"; {row['log']}" if row.get("log") else ""), flush=True)
 
 
-def api_cases(case, scratch: Path, results: dict) -> None:
-    """The Python API cases: linearity, (a) and (b) at every analysis scale."""
+def api_cases(case, scratch: Path, results: dict, quick: bool = False) -> None:
+    """The Python API cases: linearity (1024² to 16384², the largest skipped by ``quick``),
+    (a) and (b) at every analysis scale, and the file of the ``noise`` qgis_process case
+    (the API and qgis_process on the same file)."""
     results["network"] = net = network_figures()
     print(f"network: {net['macs_per_pixel']:.0f} MAC/pixel; conv 3x3 64->64 "
           f"{net['conv3x3_64x64_gmac_per_s']:.1f} GMAC/s; detector network "
@@ -333,9 +338,12 @@ def api_cases(case, scratch: Path, results: dict) -> None:
     a = write_scene(scratch / "a_3b_u8_4096.tif", 3, "uint8", 4096, 4096)
     b = write_scene(scratch / "b_200b_i16_1024.tif", 200, "int16", 1024, 1024,
                     options=("TILED=YES", "INTERLEAVE=BAND"))
-    for side in (1024, 2048):
+    sides = (1024, 2048) if quick else (1024, 2048, 16384)
+    for side in sides:
         src = write_scene(scratch / f"lin_3b_u8_{side}.tif", 3, "uint8", side, side)
         case(f"lin{side}", "detect", src)
+        if side > 4096:
+            src.unlink()
     case("a", "detect", a)
     case("a-t1024", "detect", a, memory_mb=1536, tile_size=1024)
     case("a", "rx", a)
@@ -344,9 +352,14 @@ def api_cases(case, scratch: Path, results: dict) -> None:
     for scale in (2, 4):  # the speed side of the speed-vs-AUC curve (analysis scale)
         case(f"a-s{scale}", "detect", a, scale=scale)
         case(f"b-s{scale}", "detect", b, scale=scale)
+    noise_case = next(c for c in CASES if c.name == "noise")
+    noise = write_case(scratch / "noise_api.tif", noise_case, noise_case.side)
+    for algorithm in noise_case.algorithms:
+        case("noise", algorithm, noise)
     rows = results["rows"]
-    lin = [r for r in rows if r["algorithm"] == "anomaly:detect" and
-           r["raster"].startswith("3x") and r["case"] in ("lin1024", "lin2048", "a")]
+    lin = sorted((r for r in rows if r["algorithm"] == "anomaly:detect" and
+                  r["case"] in ("lin1024", "lin2048", "a", "lin16384")),
+                 key=lambda r: r["megapixels"])
     per_pixel = [r["us_per_pixel"] for r in lin]
     results["linearity"] = {
         "sides": [int(math.sqrt(r["megapixels"] * 1e6)) for r in lin],

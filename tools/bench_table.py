@@ -61,8 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(qgis_process_table([r for r in rows
                                          if r.get("path") in ("qgis_process", "batch")])))
     if "linearity" in results:
-        print("\nlinearity (us/pixel):",
-              ", ".join(f"{v:.3f}" for v in results["linearity"]["us_per_pixel"]))
+        linearity = results["linearity"]
+        print("\nlinearity (us/pixel at "
+              + ", ".join(f"{side}²" for side in linearity["sides"]) + "): "
+              + ", ".join(f"{v:.3f}" for v in linearity["us_per_pixel"])
+              + f" (max/min {linearity['max_over_min']:.2f})")
+    for row in rows:  # the same file through the API and through qgis_process
+        twin = next((r for r in rows if r.get("path") == "qgis_process" and
+                     r["case"] == row["case"] and r["algorithm"] == row["algorithm"]), None)
+        if row.get("path", "api") == "api" and twin:
+            print(f"{row['case']} {row['algorithm']}: API {row['mp_per_s']:.2f} MP/s, "
+                  f"qgis_process {twin['mp_per_s']:.2f} MP/s "
+                  f"({abs(twin['mp_per_s'] / row['mp_per_s'] - 1) * 100:.0f} % apart)")
     return 0
 
 

@@ -5,7 +5,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ..defaults import STATISTICS_BLOCK
-from ..linalg import matmul
+from ..linalg import gram
 from .errors import RasterInputError
 from .io import iter_windows, open_dataset, read_window
 from .memory import memory_budget
@@ -34,7 +34,7 @@ class Moments:
         delta = block_mean - self.mean
         total = self.count + k
         self.mean = self.mean + delta * (k / total)
-        self.m2 = self.m2 + matmul(samples, samples.T) + \
+        self.m2 = self.m2 + gram(samples) + \
             np.outer(delta, delta) * (self.count * k / total)
         self.count = total
 
