@@ -7,7 +7,8 @@ measures two paths, each run in a fresh process:
 * ``api``: the exact core calls of the algorithms (``detect_raster`` and
   ``rx_score_raster``; the detector once warmed up on a 256 x 256 corner, as in a
   long-lived QGIS session); ``seconds`` is the call alone, ``startup_s`` the rest of the
-  child's wall time (imports, warm-up, exit); peak RSS is the child's own peak;
+  child's wall time (imports, warm-up, exit); peak RSS is the child's, from ``os.wait4``
+  in a small launcher process;
 * ``qgis_process``: the user's command line, whole (see tools/bench_qgis.py): realistic
   GeoTIFF layouts, default parameters (polygons written), start-up measured on a 1 x 1
   raster and subtracted from the rate, peak RSS of the child from ``os.wait4``.
@@ -43,7 +44,7 @@ if str(PYPATH) not in sys.path:
     sys.path.insert(0, str(PYPATH))
 
 import numpy as np  # noqa: E402
-from bench_qgis import CASES, qgis_process_rows, write_case  # noqa: E402
+from bench_qgis import CASES, LAUNCHER, qgis_process_rows, write_case  # noqa: E402
 from bench_rasters import write_scene  # noqa: E402
 from osgeo import gdal  # noqa: E402
 
@@ -75,7 +76,7 @@ def child(kind: str, src: str, dst: str, memory_mb: float | None, tile_size: int
     else:
         rx_score_raster(src, dst, memory_mb=memory_mb)
     seconds = time.perf_counter() - start
-    print("RESULT " + json.dumps({"seconds": seconds, "peak_rss_mb": memory.peak_rss_mb()}))
+    print("RESULT " + json.dumps({"seconds": seconds}))
 
 
 def _warm_up(src: str, dst: str, detect_raster, scale: int) -> None:
@@ -97,13 +98,17 @@ def measure(kind: str, src: Path, dst: Path, memory_mb: float | None = None,
            "--scale", str(scale)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PYPATH)] + sys.path[1:])}
     start = time.perf_counter()
-    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # through the small launcher: a child forked from this process would count the
+    # benchmark's own pages in its peak (see bench_qgis.LAUNCHER)
+    run = subprocess.run(["/usr/bin/python3", "-c", LAUNCHER, *cmd], capture_output=True,
+                         text=True, env=env)
     wall = time.perf_counter() - start
     if run.returncode != 0:
         raise RuntimeError(f"{kind} on {src.name} failed:\n{run.stderr[-3000:]}")
     line = [x for x in run.stdout.splitlines() if x.startswith("RESULT ")][-1]
     result = json.loads(line[len("RESULT "):])
-    return {**result, "startup_s": wall - result["seconds"]}
+    peak_kb = int(run.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
+    return {**result, "peak_rss_mb": peak_kb / 1024, "startup_s": wall - result["seconds"]}
 
 
 # --------------------------------------------------------------------------
