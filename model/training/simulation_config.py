@@ -82,7 +82,7 @@ class PointConfig:
 class HardNegativeConfig:
     """Straight edges, corners, thin lines and clouds, taught as background or large normal."""
     count: Count = (1, 2)
-    corner_p: float = 0.0                   # a corner (two edges meeting) instead of the others
+    corner_p: float = 0.4                   # a corner (two edges meeting) instead of the others
     corner_angle: Range = (60.0, 120.0)     # degrees between the corner's edges
     edge_blur_p: float = 0.5
     edge_blur_sigma: Range = (0.5, 2.0)

@@ -69,7 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top-threshold", type=float, default=None,
                         help="an extra, highest score threshold of the pixel loss with a "
                              "false-positive-rate anchor of 0 (orders the top of the map)")
-    parser.add_argument("--corner-negatives", type=float, default=0.0,
+    parser.add_argument("--corner-negatives", type=float,
+                        default=SimulationConfig().hard_negatives.corner_p,
                         help="probability that a simulated hard negative is a corner "
                              "(two edges meeting) rather than an edge, line or cloud")
     parser.add_argument("--lr", type=float, default=2e-3)
