@@ -4,9 +4,10 @@ The QGIS executables (``qgis``, ``qgis_process``) link GSL, whose unoptimised
 reference CBLAS then sits in the process's global symbol scope ahead of the system
 BLAS: numpy's matrix products inside QGIS resolve to it and run far slower than in a
 plain Python process (``tools/blas_speed.py`` times both). Where that is the case,
-:func:`matmul` (and :func:`gram`, with the symmetric ``syrk_``) calls the system BLAS through SciPy's Fortran interface (``sgemm_`` /
+:func:`matmul` calls the system BLAS through SciPy's Fortran interface (``sgemm_`` /
 ``dgemm_``, symbols GSL does not define; no copy of either operand), or through torch's
-BLAS when SciPy is missing; elsewhere it is plain numpy. The results agree to rounding.
+BLAS when SciPy is missing, and :func:`gram` its symmetric ``dsyrk_`` / ``ssyrk_``;
+elsewhere it is plain numpy. The results agree to rounding.
 """
 from __future__ import annotations
 

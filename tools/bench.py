@@ -20,10 +20,10 @@ and ``peak_rss_mb``. Prints a table and writes bench/results.json.
                           [--out bench/results.json]
 
 ``--quick`` skips the > 3 GB raster (c) (its rows are kept from the previous results
-file, marked ``reused_from``) and the 16384² linearity point, and runs the ``qgis_process`` cases on rasters of a
-quarter of the side. ``--paths qgis_process --cases NAME ...`` measures those
-``qgis_process`` cases again and keeps every other row of the results file (marked
-``reused_from``).
+file, marked ``reused_from``) and the 16384² linearity point, and runs the
+``qgis_process`` cases on rasters of a quarter of the side. ``--paths qgis_process
+--cases NAME ...`` measures those ``qgis_process`` cases again and keeps every other row
+of the results file (marked ``reused_from``).
 """
 from __future__ import annotations
 
