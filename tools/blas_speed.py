@@ -6,7 +6,8 @@
 The second line puts GSL's reference CBLAS first in the symbol scope, as the QGIS
 executables do (see model/linalg.py): numpy's product slows down, linalg.matmul does not.
 Times a (200 x 200) by (200 x 65536) float64 product, the shape of RX and the spectral
-reduction on 200 bands; best of 3.
+reduction on 200 bands, and the Gram matrix of that (200 x 65536) block, the band
+statistics' product (as a general product and by linalg.gram's symmetric update); best of 3.
 """
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "build" / "pythonpath"))
-from anomaly_detector.model.linalg import matmul, reference_blas_first  # noqa: E402
+from anomaly_detector.model.linalg import gram, matmul, reference_blas_first  # noqa: E402
 
 
 def best_of(function, repeat: int = 3) -> float:
@@ -34,6 +35,8 @@ def main() -> None:
     print(f"GSL's reference CBLAS first: {reference_blas_first()}")
     print(f"numpy a @ b:          {best_of(lambda: a @ b):.3f} s")
     print(f"model.linalg.matmul:  {best_of(lambda: matmul(a, b)):.3f} s")
+    print(f"Gram b @ b.T: linalg.matmul {best_of(lambda: matmul(b, b.T)):.3f} s, "
+          f"linalg.gram {best_of(lambda: gram(b)):.3f} s")
 
 
 if __name__ == "__main__":
