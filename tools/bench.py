@@ -44,7 +44,8 @@ if str(PYPATH) not in sys.path:
     sys.path.insert(0, str(PYPATH))
 
 import numpy as np  # noqa: E402
-from bench_qgis import CASES, LAUNCHER, qgis_process_rows, write_case  # noqa: E402
+from bench_qgis import (CASES, launched, launcher_peak_rss_mb, qgis_process_rows,  # noqa: E402
+                        write_case)
 from bench_rasters import write_scene  # noqa: E402
 from osgeo import gdal  # noqa: E402
 
@@ -100,15 +101,14 @@ def measure(kind: str, src: Path, dst: Path, memory_mb: float | None = None,
     start = time.perf_counter()
     # through the small launcher: a child forked from this process would count the
     # benchmark's own pages in its peak (see bench_qgis.LAUNCHER)
-    run = subprocess.run(["/usr/bin/python3", "-c", LAUNCHER, *cmd], capture_output=True,
-                         text=True, env=env)
+    run = subprocess.run(launched(cmd), capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if run.returncode != 0:
         raise RuntimeError(f"{kind} on {src.name} failed:\n{run.stderr[-3000:]}")
     line = [x for x in run.stdout.splitlines() if x.startswith("RESULT ")][-1]
     result = json.loads(line[len("RESULT "):])
-    peak_kb = int(run.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
-    return {**result, "peak_rss_mb": peak_kb / 1024, "startup_s": wall - result["seconds"]}
+    return {**result, "peak_rss_mb": launcher_peak_rss_mb(run.stderr),
+            "startup_s": wall - result["seconds"]}
 
 
 # --------------------------------------------------------------------------

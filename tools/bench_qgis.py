@@ -112,21 +112,29 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
+def launched(args: list) -> list:
+    """``args`` run through :data:`LAUNCHER`."""
+    return ["/usr/bin/python3", "-c", LAUNCHER, *map(str, args)]
+
+
+def launcher_peak_rss_mb(stderr: str) -> float:
+    """The peak RSS (MiB) that :data:`LAUNCHER` wrote at the end of ``stderr``."""
+    return int(stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0]) / 1024
+
+
 def run_measured(args: list, env: dict, log: Path) -> dict:
     """Run ``args``: wall seconds of the whole process, its peak RSS (MiB) and the
     results and log of ``qgis_process --json`` (of the batch entry: its workers' peak
     RSS and the scene's group and polygon counts)."""
     with open(log, "w") as stdout, open(f"{log}.err", "w") as stderr:
         start = time.perf_counter()
-        returncode = subprocess.call(["/usr/bin/python3", "-c", LAUNCHER, *map(str, args)],
-                                     stdout=stdout, stderr=stderr, env=env)
+        returncode = subprocess.call(launched(args), stdout=stdout, stderr=stderr, env=env)
         seconds = time.perf_counter() - start
     text, errors = log.read_text(errors="replace"), Path(f"{log}.err").read_text(errors="replace")
     if returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, args))} failed (exit {returncode}):\n"
                            f"{text[-2000:]}{errors[-2000:]}")
-    peak_kb = int(errors.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
-    run = {"seconds": seconds, "peak_rss_mb": peak_kb / 1024}
+    run = {"seconds": seconds, "peak_rss_mb": launcher_peak_rss_mb(errors)}
     if "Peak memory per worker: " in text:  # the batch entry's summary
         workers = text.split("Peak memory per worker: ")[1].splitlines()[0].split(", ")
         scene = next(line.split() for line in text.splitlines() if " ok " in f" {line} ")
