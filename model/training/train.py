@@ -38,8 +38,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def simulation_config(args: argparse.Namespace) -> SimulationConfig:
     """The simulation's defaults with the command line's changes."""
     defaults = SimulationConfig()
-    return replace(defaults, hard_negatives=replace(defaults.hard_negatives,
-                                                    corner_p=args.corner_negatives))
+    return replace(defaults, panels_p=args.panel_arrays,
+                   hard_negatives=replace(defaults.hard_negatives,
+                                          corner_p=args.corner_negatives))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -73,6 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=SimulationConfig().hard_negatives.corner_p,
                         help="probability that a simulated hard negative is a corner "
                              "(two edges meeting) rather than an edge, line or cloud")
+    parser.add_argument("--panel-arrays", type=float, default=SimulationConfig().panels_p,
+                        help="probability that a visible or multispectral crop gets a "
+                             "solar-panel-like array of dark rectangles as anomalies")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ema", type=float, default=0.998,
                         help="decay of the exponential moving average of the weights that is "
@@ -247,6 +251,7 @@ def train(args: argparse.Namespace) -> Path:
                          "ema": args.ema, "peak_weight": args.peak_weight,
                          "top_threshold": args.top_threshold,
                          "corner_negatives": args.corner_negatives,
+                         "panel_arrays": args.panel_arrays,
                          "data": [str(p) for p in args.data]},
             "parameters": parameter_count(trainer.model)})
         log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")
