@@ -27,6 +27,7 @@ from ..raster.stats import band_statistics, no_variation, pool_mean, statistics_
 from .features import INPUT_CHANNELS, SpectralReduction, fit_from_array
 from .fused import FusedScorer
 from .network import SIZE_MULTIPLE, DeviationNet
+from .reduced_raster import ReducedChannels, reduced_raster, reduces_first
 from .weights import WeightsError, load_detector
 
 __all__ = ["DetectionResult", "RasterInputError", "SCALES", "TileScorer", "WeightsError",
@@ -171,6 +172,10 @@ class TileScorer(RasterTileScorer):
         out_height, out_width = prepared[0].shape
         return scores[:, :out_height, :out_width].float().cpu().numpy()
 
+    def with_reduction(self, reduction) -> "TileScorer":
+        """This scorer for tiles that another reduction prepares (a reduced raster's)."""
+        return TileScorer(self.model, reduction, self.device, self.scale)
+
     def score_batch(self, bands: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Score (N, B, h, w) tiles (with (N, h, w) masks) -> (N, h, w) float32."""
         return self.score_prepared([self.prepare(bands[i], None if valid is None else valid[i])
@@ -282,11 +287,20 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
                                                 is_cancelled=is_cancelled, memory_mb=memory_mb)
         scorer = raster_scorer(model, mean, covariance, device, scale)
         margin = tile_margin(overlap, scale)
+        tiling = dict(tile_size=tile_size, overlap=margin, align=tile_align(scale),
+                      is_cancelled=is_cancelled, memory_mb=memory_mb)
         try:
-            score_raster(path, dst_path, scorer, bands=bands, tile_size=tile_size,
-                         overlap=margin, align=tile_align(scale),
-                         progress=sub_progress(progress, 0.1, 1.0), is_cancelled=is_cancelled,
-                         memory_mb=memory_mb)
+            if isinstance(scorer, TileScorer) and \
+                    reduces_first(open_raster_checked(path, bands), memory_mb):
+                with reduced_raster(path, bands, scorer.reduction, scale, memory_mb=memory_mb,
+                                    progress=sub_progress(progress, 0.1, 0.4),
+                                    is_cancelled=is_cancelled) as reduced:
+                    score_raster(path, dst_path, scorer.with_reduction(ReducedChannels()),
+                                 bands=bands, read_path=reduced,
+                                 progress=sub_progress(progress, 0.4, 1.0), **tiling)
+            else:
+                score_raster(path, dst_path, scorer, bands=bands,
+                             progress=sub_progress(progress, 0.1, 1.0), **tiling)
         finally:
             release_memory()
     return DetectionResult(device, time.perf_counter() - start, tile_size, margin, scale,

@@ -8,7 +8,8 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Sequence, Tuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 from osgeo import gdal
@@ -244,6 +245,24 @@ def iter_windows(width: int, height: int, block: int) -> Iterator[Tuple[int, int
 
 # GDAL types whose every value is exactly a float32: read straight into float32.
 EXACT_IN_FLOAT32 = {"Byte", "Int8", "UInt16", "Int16", "Float32"}
+
+
+Item, Block = TypeVar("Item"), TypeVar("Block")
+
+
+def read_ahead(items: Iterable[Item], read: Callable[[Item], Block]) -> Iterator[Block]:
+    """``read(item)`` of each item in order, the next one read in a thread while the
+    caller works on the current one (GDAL decodes without holding Python's lock, so
+    decoding overlaps the caller's arithmetic). At most two blocks exist at a time."""
+    with ThreadPoolExecutor(1, thread_name_prefix="anomaly-read-ahead") as reader:
+        pending = None
+        for item in items:
+            following = reader.submit(read, item)
+            if pending is not None:
+                yield pending.result()
+            pending = following
+        if pending is not None:
+            yield pending.result()
 
 
 def read_window(ds, info: RasterInfo, x: int, y: int, w: int, h: int):

@@ -210,8 +210,8 @@ def score_raster(src_path: str, dst_path: str, score_tile, *,
                  overlap: int = 32, align: int = 1, progress: ProgressFn = None,
                  is_cancelled: CancelFn = None,
                  memory_mb: Optional[float] = None, batch_size: Optional[int] = None,
-                 plan: Optional[TilePlan] = None, row_range: Optional[Tuple[int, int]] = None
-                 ) -> None:
+                 plan: Optional[TilePlan] = None, row_range: Optional[Tuple[int, int]] = None,
+                 read_path: Optional[str] = None) -> None:
     """Score ``src_path`` tile by tile and write a float32 score GeoTIFF.
 
     ``score_tile`` (a :class:`~.scorer.TileScorer` or a function ``(tile, valid)``)
@@ -232,6 +232,10 @@ def score_raster(src_path: str, dst_path: str, score_tile, *,
     only those rows are scored, into a strip GeoTIFF that covers the raster
     rows they write (see :func:`assemble_strips`).
 
+    With ``read_path`` (a raster on the same grid, such as the spectral reduction of
+    ``src_path``) the tiles are read from it, all its bands; ``src_path`` and ``bands``
+    then give only the output's grid.
+
     The output has the input's exact size, geotransform and CRS (tiled and
     compressed as :data:`~.output.GTIFF_OPTIONS` says, BigTIFF when needed). It is written
     under a temporary name in the destination folder and renamed on success; on
@@ -242,17 +246,22 @@ def score_raster(src_path: str, dst_path: str, score_tile, *,
     if tile_size < 1:
         raise ValueError("tile_size must be at least 1")
     ds, info = open_dataset(src_path, bands)
+    if read_path is not None:
+        ds, read_info = open_dataset(read_path)
+        bands = None
+    else:
+        read_path, read_info = src_path, info
     ds = None
     check_output_folder(dst_path)
     if plan is None:
-        plan = plan_tiles(info, score_tile, tile_size=tile_size, overlap=overlap, align=align,
-                          memory_mb=memory_mb, batch_size=batch_size)
+        plan = plan_tiles(read_info, score_tile, tile_size=tile_size, overlap=overlap,
+                          align=align, memory_mb=memory_mb, batch_size=batch_size)
     row_offset, height = 0, None
     if row_range is not None:
         row_offset, last = plan.write_rows(*row_range)
         height = last - row_offset
     with written_score_raster(dst_path, info, height=height, row_offset=row_offset) as target:
-        score_tiles(src_path, target.band, score_tile, plan, bands=bands, row_range=row_range,
+        score_tiles(read_path, target.band, score_tile, plan, bands=bands, row_range=row_range,
                     row_offset=row_offset, progress=progress, is_cancelled=is_cancelled,
                     failures=target.failures)
 
