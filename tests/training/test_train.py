@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from anomaly_detector.model.training.train import main as train_main
+from anomaly_detector.model.training.simulation_config import SimulationConfig
+from anomaly_detector.model.training.train import main as train_main, parse_args, simulation_config
 from conftest import write_raster
 
 
@@ -56,3 +57,10 @@ def test_saved_weights_are_the_moving_average(tmp_path):
     last = torch.load(tmp_path / "w.checkpoint.pt", weights_only=True)
     assert all(torch.equal(saved[k], last["average"][k]) for k in saved)
     assert any(not torch.equal(saved[k], last["model"][k]) for k in saved)
+
+
+def test_command_line_sets_the_simulation_it_names():
+    config = simulation_config(parse_args(["--panel-arrays", "0.6", "--corner-negatives", "0.1"]))
+    assert config.panels_p == 0.6 and config.hard_negatives.corner_p == 0.1
+    defaults = simulation_config(parse_args([]))
+    assert defaults == SimulationConfig()
