@@ -21,9 +21,10 @@ and ``peak_rss_mb``. Prints a table and writes bench/results.json.
 
 ``--quick`` skips the > 3 GB raster (c) (its rows are kept from the previous results
 file, marked ``reused_from``) and the 16384² linearity point, and runs the
-``qgis_process`` cases on rasters of a quarter of the side. ``--paths qgis_process
---cases NAME ...`` measures those ``qgis_process`` cases again and keeps every other row
-of the results file (marked ``reused_from``).
+``qgis_process`` cases on rasters of a quarter of the side. ``--cases NAME ...``
+measures the cases named again (API: a, a-t1024, a-s2, a-s4, b, b-s2, b-s4, noise, c;
+``qgis_process``: see ``bench_qgis.CASES``; on the ``--paths`` given) and keeps every
+other row of the results file (marked ``reused_from``).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Optional, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -218,7 +220,8 @@ def main(argv=None) -> int:
                              "qgis_process cases at 1/4 side")
     parser.add_argument("--keep", action="store_true", help="keep the scratch rasters")
     parser.add_argument("--cases", nargs="+", metavar="NAME",
-                        help="measure only these qgis_process cases (with --paths qgis_process); "
+                        help="measure only these cases (API cases such as b, b-s2, and "
+                             "qgis_process cases such as spectra-band, on the --paths given); "
                              "the other rows of --out are kept, marked reused_from")
     parser.add_argument("--paths", nargs="+", choices=("api", "qgis_process"),
                         default=["api", "qgis_process"],
@@ -275,7 +278,7 @@ def main(argv=None) -> int:
     try:
         print("machine:", results["machine"], flush=True)
         if "api" in args.paths:
-            api_cases(case, scratch, results, quick=args.quick)
+            api_cases(case, scratch, results, quick=args.quick, names=args.cases)
         if "qgis_process" in args.paths:
             rows.extend(qgis_process_rows(scratch, PYPATH, quick=args.quick, repeat=REPEAT,
                                           keep=args.keep, report=print_qgis_process_row,
@@ -295,7 +298,7 @@ def main(argv=None) -> int:
                         previous.get("rows", []) if r.get("case") == "c")
             if "c_tile_invariance" in previous:
                 results["c_tile_invariance"] = previous["c_tile_invariance"]
-        elif "api" in args.paths:
+        elif "api" in args.paths and (not args.cases or "c" in args.cases):
             large_case(case, scratch, results)
     finally:
         if not args.keep:
@@ -324,43 +327,54 @@ def print_qgis_process_row(row: dict) -> None:
           + (f"; {row['log']}" if row.get("log") else ""), flush=True)
 
 
-def api_cases(case, scratch: Path, results: dict, quick: bool = False) -> None:
+def api_cases(case, scratch: Path, results: dict, quick: bool = False,
+              names: Optional[Sequence[str]] = None) -> None:
     """The Python API cases: linearity (1024² to 16384², the largest skipped by ``quick``),
     (a) and (b) at every analysis scale, and the file of the ``noise`` qgis_process case
-    (the API and qgis_process on the same file)."""
-    results["network"] = net = network_figures()
-    print(f"network: {net['macs_per_pixel']:.0f} MAC/pixel; conv 3x3 64->64 "
-          f"{net['conv3x3_64x64_gmac_per_s']:.1f} GMAC/s; detector network "
-          f"{net['network_gmac_per_s']:.1f} GMAC/s "
-          f"({100 * net['network_fraction_of_conv_peak']:.0f} % of it); 224 px tile "
-          f"{net['tile_224px_forward_ms']:.1f} ms ({net['tile_224px_mp_per_s']:.2f} MP/s; "
-          f"644 px tile {net['network_644px_tile_mp_per_s']:.2f} MP/s, without the "
-          f"evidence channels {net['network_without_evidence_644px_tile_mp_per_s']:.2f} "
-          f"MP/s, with the negligible weights kept "
-          f"{net['network_negligible_weights_kept_644px_tile_mp_per_s']:.2f} MP/s; "
-          f"reference network {REFERENCE_MP_PER_S[0]}-{REFERENCE_MP_PER_S[1]} MP/s)",
-          flush=True)
-    a = write_scene(scratch / "a_3b_u8_4096.tif", 3, "uint8", 4096, 4096)
-    b = write_scene(scratch / "b_200b_i16_1024.tif", 200, "int16", 1024, 1024,
-                    options=("TILED=YES", "INTERLEAVE=BAND"))
-    sides = (1024, 2048) if quick else (1024, 2048, 16384)
-    for side in sides:
-        src = write_scene(scratch / f"lin_3b_u8_{side}.tif", 3, "uint8", side, side)
-        case(f"lin{side}", "detect", src)
-        if side > 4096:
-            src.unlink()
-    case("a", "detect", a)
-    case("a-t1024", "detect", a, memory_mb=1536, tile_size=1024)
-    case("a", "rx", a)
-    case("b", "detect", b)
-    case("b", "rx", b)
-    for scale in (2, 4):  # the speed side of the speed-vs-AUC curve (analysis scale)
-        case(f"a-s{scale}", "detect", a, scale=scale)
-        case(f"b-s{scale}", "detect", b, scale=scale)
+    (the API and qgis_process on the same file); with ``names``, only the cases named
+    (without the network figures and the linearity summary)."""
+    def wanted(name: str) -> bool:
+        return not names or name in names
+
+    if not names:
+        results["network"] = net = network_figures()
+        print(f"network: {net['macs_per_pixel']:.0f} MAC/pixel; conv 3x3 64->64 "
+              f"{net['conv3x3_64x64_gmac_per_s']:.1f} GMAC/s; detector network "
+              f"{net['network_gmac_per_s']:.1f} GMAC/s "
+              f"({100 * net['network_fraction_of_conv_peak']:.0f} % of it); 224 px tile "
+              f"{net['tile_224px_forward_ms']:.1f} ms ({net['tile_224px_mp_per_s']:.2f} MP/s; "
+              f"644 px tile {net['network_644px_tile_mp_per_s']:.2f} MP/s, without the "
+              f"evidence channels {net['network_without_evidence_644px_tile_mp_per_s']:.2f} "
+              f"MP/s, with the negligible weights kept "
+              f"{net['network_negligible_weights_kept_644px_tile_mp_per_s']:.2f} MP/s; "
+              f"reference network {REFERENCE_MP_PER_S[0]}-{REFERENCE_MP_PER_S[1]} MP/s)",
+              flush=True)
+        for side in (1024, 2048) if quick else (1024, 2048, 16384):
+            src = write_scene(scratch / f"lin_3b_u8_{side}.tif", 3, "uint8", side, side)
+            case(f"lin{side}", "detect", src)
+            if side > 4096:
+                src.unlink()
+    rasters = [  # also the speed side of the speed-vs-AUC curve (analysis scales)
+        (lambda: write_scene(scratch / "a_3b_u8_4096.tif", 3, "uint8", 4096, 4096),
+         [("a", "detect", {}), ("a-t1024", "detect", {"memory_mb": 1536, "tile_size": 1024}),
+          ("a", "rx", {}), ("a-s2", "detect", {"scale": 2}), ("a-s4", "detect", {"scale": 4})]),
+        (lambda: write_scene(scratch / "b_200b_i16_1024.tif", 200, "int16", 1024, 1024,
+                             options=("TILED=YES", "INTERLEAVE=BAND")),
+         [("b", "detect", {}), ("b", "rx", {}), ("b-s2", "detect", {"scale": 2}),
+          ("b-s4", "detect", {"scale": 4})])]
+    for write, cases in rasters:
+        chosen = [c for c in cases if wanted(c[0])]
+        if chosen:
+            src = write()
+            for name, kind, kw in chosen:
+                case(name, kind, src, **kw)
     noise_case = next(c for c in CASES if c.name == "noise")
-    noise = write_case(scratch / "noise_api.tif", noise_case, noise_case.side)
-    for algorithm in noise_case.algorithms:
-        case("noise", algorithm, noise)
+    if wanted("noise"):
+        noise = write_case(scratch / "noise_api.tif", noise_case, noise_case.side)
+        for algorithm in noise_case.algorithms:
+            case("noise", algorithm, noise)
+    if names:
+        return
     rows = results["rows"]
     lin = sorted((r for r in rows if r["algorithm"] == "anomaly:detect" and
                   r["case"] in ("lin1024", "lin2048", "a", "lin16384")),
