@@ -168,7 +168,7 @@ class SimulationConfig:
     low_light_p: float = 0.12
     sar_like_p: float = 0.25                # single-band crops that are not SAR already
     ships_p: float = 0.6                    # speckled crops
-    panels_p: float = 0.25                  # crops of PanelConfig.modalities
+    panels_p: float = 0.75                  # crops of PanelConfig.modalities
     point_targets_p: float = 0.5
     noise_p: float = 0.7
     shape: ShapeConfig = ShapeConfig()
