@@ -11,7 +11,8 @@ import numpy as np
 from .shapes import (count, crop_spread, gaussian_blur, gaussian_spot, local_spread, log_uniform,
                      random_crop, random_shape, ring, rotated_axes)
 from .simulation_config import (ANOMALY, BACKGROUND, IGNORE, LARGE_NORMAL, HardNegativeConfig,
-                                LowLightConfig, PanelConfig, PasteConfig, PointConfig, ShipConfig,
+                                LowLightConfig, PanelConfig, PasteConfig, PointConfig,
+                                RepeatedObjectConfig, ShipConfig,
                                 SimulationConfig)
 
 
@@ -111,6 +112,31 @@ def _distinct_object(image: np.ndarray, patch: np.ndarray, mask: np.ndarray,
     patch = patch.copy()
     patch[:, mask] = around + offset + texture
     return patch
+
+
+def repeated_objects(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                     repeated: RepeatedObjectConfig) -> None:
+    """A hard negative of another kind: one small object stamped at several places, each
+    copy a few local standard deviations from its own surroundings; labelled large normal,
+    since what is common in a scene is not an anomaly however much it stands out."""
+    size = labels.shape[0]
+    shape = random_shape(size, log_uniform(rng, *repeated.pixels), rng)
+    rows, cols = np.nonzero(shape)
+    stamp = shape[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    height, width = stamp.shape
+    sign = 1.0 if rng.random() < repeated.brighter_p else -1.0
+    strength = sign * log_uniform(rng, *repeated.offset)
+    texture = rng.uniform(*repeated.texture)
+    for _ in range(count(rng, repeated.copies)):
+        top, left = rng.integers(0, size - height + 1), rng.integers(0, size - width + 1)
+        mask = np.zeros_like(shape)
+        mask[top:top + height, left:left + width] = stamp
+        inside = image[:, mask]
+        around = image[:, ring(mask)].mean(axis=1, keepdims=True)
+        amplitude = strength * (1 + repeated.jitter * rng.normal())
+        image[:, mask] = around + amplitude * local_spread(image, mask) + \
+            texture * (inside - inside.mean(axis=1, keepdims=True))
+        labels[mask] = LARGE_NORMAL
 
 
 def point_targets(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,

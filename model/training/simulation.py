@@ -34,7 +34,7 @@ import numpy as np
 
 from ..nn.features import fit_from_array
 from .anomalies import (hard_negatives, low_light, panel_arrays, pasted_objects, point_targets,
-                        ships, spectral_regions)
+                        repeated_objects, ships, spectral_regions)
 from .radiometry import illumination_trend, sar_like, sensor_noise
 from .shapes import log_uniform, random_crop
 from .simulation_config import SimulationConfig
@@ -140,6 +140,8 @@ class AnomalySimulator:
             image = sar_like(image, rng, config.radiometry)
             source = sar_like(random_crop(source, self.crop, rng), rng, config.radiometry)
             speckled = True
+        if config.repeated_objects_p and rng.random() < config.repeated_objects_p:
+            repeated_objects(image, labels, rng, config.repeated)
         pasted_objects(image, source, labels, rng, config)
         if speckled and rng.random() < config.ships_p:
             ships(image, labels, rng, config.ships)

@@ -69,6 +69,18 @@ class PasteConfig:
 
 
 @dataclass(frozen=True)
+class RepeatedObjectConfig:
+    """One small object repeated across the crop (cars, houses, trees, buoys): normal,
+    however much it stands out, because it is common."""
+    copies: Count = (4, 12)
+    pixels: Range = (4.0, 80.0)             # log, area of the object
+    brighter_p: float = 0.65
+    offset: Range = (1.0, 6.0)              # log, local standard deviations
+    jitter: float = 0.2                     # per copy, relative
+    texture: Range = (0.1, 1.0)             # share of the background's texture kept
+
+
+@dataclass(frozen=True)
 class PointConfig:
     """Small, dim, blurred point targets (infrared)."""
     count: Count = (1, 4)
@@ -170,10 +182,12 @@ class SimulationConfig:
     ships_p: float = 0.6                    # speckled crops
     panels_p: float = 0.75                  # crops of PanelConfig.modalities
     point_targets_p: float = 0.5
+    repeated_objects_p: float = 0.0         # spatial samples
     noise_p: float = 0.7
     shape: ShapeConfig = ShapeConfig()
     spectral: SpectralConfig = SpectralConfig()
     paste: PasteConfig = PasteConfig()
+    repeated: RepeatedObjectConfig = RepeatedObjectConfig()
     points: PointConfig = PointConfig()
     hard_negatives: HardNegativeConfig = HardNegativeConfig()
     ships: ShipConfig = ShipConfig()

@@ -38,7 +38,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def simulation_config(args: argparse.Namespace) -> SimulationConfig:
     """The simulation's defaults with the command line's changes."""
     defaults = SimulationConfig()
-    return replace(defaults, panels_p=args.panel_arrays,
+    return replace(defaults, panels_p=args.panel_arrays, hard_negatives_p=args.hard_negatives,
+                   repeated_objects_p=args.repeated_objects,
                    hard_negatives=replace(defaults.hard_negatives,
                                           corner_p=args.corner_negatives))
 
@@ -77,6 +78,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--panel-arrays", type=float, default=SimulationConfig().panels_p,
                         help="probability that a visible or multispectral crop gets a "
                              "solar-panel-like array of dark rectangles as anomalies")
+    parser.add_argument("--hard-negatives", type=float,
+                        default=SimulationConfig().hard_negatives_p,
+                        help="probability that a crop gets hard negatives (edges, corners, "
+                             "lines, clouds) taught as background")
+    parser.add_argument("--repeated-objects", type=float,
+                        default=SimulationConfig().repeated_objects_p,
+                        help="probability that a spatial crop gets one small object repeated "
+                             "4-12 times, taught as normal")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ema", type=float, default=0.998,
                         help="decay of the exponential moving average of the weights that is "

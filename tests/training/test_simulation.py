@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from anomaly_detector.model.nn.features import INPUT_CHANNELS, fit_from_array
-from anomaly_detector.model.training.anomalies import hard_negatives
+from anomaly_detector.model.training.anomalies import hard_negatives, repeated_objects
 from anomaly_detector.model.training.shapes import random_shape
 from anomaly_detector.model.training.simulation import (AnomalySimulator, BackgroundImage,
                                                         load_backgrounds, make_batch)
 from anomaly_detector.model.training.simulation_config import (ANOMALY, BACKGROUND, IGNORE,
-                                                               LARGE_NORMAL, HardNegativeConfig)
+                                                               LARGE_NORMAL, HardNegativeConfig,
+                                                               RepeatedObjectConfig)
 from conftest import write_raster
 
 CROP = 32
@@ -131,3 +132,21 @@ def test_corner_negatives_are_convex_wedges_labelled_background():
         middle_y = np.round((ys[pairs[:, 0]] + ys[pairs[:, 1]]) / 2).astype(int)
         middle_x = np.round((xs[pairs[:, 0]] + xs[pairs[:, 1]]) / 2).astype(int)
         assert wedge[middle_y, middle_x].mean() > 0.97  # convex, up to rounding
+
+
+def test_repeated_objects_are_copies_of_one_shape_labelled_normal():
+    rng = np.random.default_rng(11)
+    config = RepeatedObjectConfig(copies=(6, 6), pixels=(20.0, 20.0), jitter=0.0,
+                                  texture=(0.0, 0.0))
+    image = rng.normal(0, 1, (3, 64, 64)).astype(np.float32)
+    before = image.copy()
+    labels = np.zeros((64, 64), np.uint8)
+    repeated_objects(image, labels, rng, config)
+    changed = np.any(image != before, axis=0)
+    assert set(np.unique(labels).tolist()) == {BACKGROUND, LARGE_NORMAL}
+    assert np.array_equal(changed, labels == LARGE_NORMAL)
+    # six copies of a ~20 px shape (they may overlap)
+    assert 20 <= changed.sum() <= 6 * 40
+    # each copy stands out from the crop: one sign, whole local standard deviations
+    offsets = image[:, changed].mean() - image[:, ~changed].mean()
+    assert abs(offsets) > 0.8
