@@ -74,7 +74,7 @@ class _RxScorer(TileScorer):
                 out[start:start + step] = np.sqrt(y.sum(axis=0))
         return out.reshape(h, w)
 
-    def prepare(self, tile: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def prepare(self, tile: np.ndarray, valid: np.ndarray, core=None) -> np.ndarray:
         return self(tile, valid)
 
     def score_prepared(self, prepared):

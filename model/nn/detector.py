@@ -108,6 +108,7 @@ def release_memory() -> None:
 class PreparedTile(NamedTuple):
     channels: np.ndarray  # (INPUT_CHANNELS, h / scale, w / scale) float32
     shape: tuple[int, int]  # (h, w) of the tile as read
+    core: tuple[int, int, int, int] | None = None  # rows, columns of it whose scores are kept
 
 
 class TileScorer(RasterTileScorer):
@@ -139,12 +140,15 @@ class TileScorer(RasterTileScorer):
         if device == "cpu":
             use_all_cores()
             keep_freed_memory()
-        self._forward = FusedScorer.build(self.model, device) or self.model.score
+        fused = FusedScorer.build(self.model, device)
+        self._forward, self._windowed = fused or self.model.score, fused is not None
         if device != "cpu":
             self.max_batch = 4
 
-    def prepare(self, bands: np.ndarray, valid: np.ndarray | None = None) -> PreparedTile:
-        """The (pooled) spectral reduction of one (B, h, w) tile.
+    def prepare(self, bands: np.ndarray, valid: np.ndarray | None = None,
+                core: tuple[int, int, int, int] | None = None) -> PreparedTile:
+        """The (pooled) spectral reduction of one (B, h, w) tile; ``core`` (rows y0:y1,
+        columns x0:x1 of the tile) is where scores are needed (None: everywhere).
 
         The engine runs it in its reader thread, so that only the reduced tiles (not the
         raw bands) wait in its queue."""
@@ -152,7 +156,7 @@ class TileScorer(RasterTileScorer):
         if self.scale > 1:
             bands, valid = pool_mean(
                 bands, np.ones(shape, bool) if valid is None else valid, self.scale)
-        return PreparedTile(self.reduction.apply(bands, valid), shape)
+        return PreparedTile(self.reduction.apply(bands, valid), shape, core)
 
     @torch.inference_mode()
     def score_prepared(self, prepared: list[PreparedTile]) -> np.ndarray:
@@ -164,13 +168,33 @@ class TileScorer(RasterTileScorer):
         if pad_h or pad_w:
             batch = np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="symmetric")
         tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        scores = self._forward(tensor.contiguous(memory_format=torch.channels_last))
+        tensor = tensor.contiguous(memory_format=torch.channels_last)
+        if self._windowed:
+            scores = self._forward(tensor, self._window(prepared, tensor.shape[-2:]))
+        else:
+            scores = self._forward(tensor)
         scores = scores[:, :height, :width]
         if self.scale > 1:
             scores = F.interpolate(scores[:, None], scale_factor=self.scale, mode="bilinear",
                                    align_corners=False)[:, 0]
         out_height, out_width = prepared[0].shape
         return scores[:, :out_height, :out_width].float().cpu().numpy()
+
+    def _window(self, prepared: list[PreparedTile], size: tuple[int, int]
+                ) -> tuple[int, int, int, int] | None:
+        """The analysis-grid window, in multiples of :data:`SIZE_MULTIPLE`, that covers the
+        cores of ``prepared`` and the pixel beyond them that upsampled scores need."""
+        cores = [p.core for p in prepared]
+        if any(core is None for core in cores):
+            return None
+        y0, y1 = min(c[0] for c in cores), max(c[1] for c in cores)
+        x0, x1 = min(c[2] for c in cores), max(c[3] for c in cores)
+        step = self.scale * SIZE_MULTIPLE
+        margin = 1 if self.scale > 1 else 0
+        return (max(0, (y0 // step - margin) * SIZE_MULTIPLE),
+                min(size[0], (-(-y1 // step) + margin) * SIZE_MULTIPLE),
+                max(0, (x0 // step - margin) * SIZE_MULTIPLE),
+                min(size[1], (-(-x1 // step) + margin) * SIZE_MULTIPLE))
 
     def with_reduction(self, reduction) -> "TileScorer":
         """This scorer for tiles that another reduction prepares (a reduced raster's)."""

@@ -70,6 +70,14 @@ class _Worker(threading.Thread):
                         return _Failure(self.error) if self.error else _END
 
 
+def _core(job, overlap: int) -> Tuple[int, int, int, int]:
+    """Rows y0:y1 and columns x0:x1, within a job's tile as read (with its margin), of the
+    core that is written."""
+    (ry, _, wy0, wy1), (rx, _, wx0, wx1) = job
+    y0, x0 = wy0 - max(0, ry - overlap), wx0 - max(0, rx - overlap)
+    return y0, y0 + wy1 - wy0, x0, x0 + wx1 - wx0
+
+
 class _Reader(_Worker):
     """Reads the tiles (with their margins) of a plan ahead of the scorer."""
 
@@ -92,7 +100,8 @@ class _Reader(_Worker):
                     return
                 (ry, th, _, _), (rx, tw, _, _) = job
                 tile, valid = read_tile_with_margin(ds, info, rx, ry, tw, th, self.overlap)
-                if not self.put((job, self.prepare(tile, valid), valid)):
+                core = _core(job, self.overlap)
+                if not self.put((job, self.prepare(tile, valid, core), valid)):
                     return
             ds = None
             self.put(_END)
@@ -122,11 +131,9 @@ class _Writer(_Worker):
                 if item is _END:
                     return
                 job, scores, valid = item
-                (ry, _, wy0, wy1), (rx, _, wx0, wx1) = job
-                oy = wy0 - max(0, ry - self.overlap)
-                ox = wx0 - max(0, rx - self.overlap)
-                core = scores[oy:oy + (wy1 - wy0), ox:ox + (wx1 - wx0)]
-                cvalid = valid[oy:oy + (wy1 - wy0), ox:ox + (wx1 - wx0)]
+                (_, _, wy0, wy1), (_, _, wx0, wx1) = job
+                y0, y1, x0, x1 = _core(job, self.overlap)
+                core, cvalid = scores[y0:y1, x0:x1], valid[y0:y1, x0:x1]
                 core = np.where(cvalid & np.isfinite(core), core, np.float32(NODATA))
                 self.band.WriteArray(core.astype(np.float32, copy=False), wx0,
                                      wy0 - self.row_offset)

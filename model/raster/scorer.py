@@ -5,7 +5,7 @@ float32 scores ``(h, w)``. :class:`TileScorer` gives every optional part a defau
 so the pipeline and the tile planner call the same methods on every scorer; a plain
 function is wrapped by :func:`as_scorer`.
 """
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -15,8 +15,10 @@ ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 class TileScorer:
     """Base class of tile scorers; subclasses implement ``__call__`` and may override:
 
-    * ``prepare(tile, valid)``: run by the pipeline's reader thread (e.g. a band
-      reduction) so that only prepared tiles wait in its queue; default: ``(tile, valid)``.
+    * ``prepare(tile, valid, core)``: run by the pipeline's reader thread (e.g. a band
+      reduction) so that only prepared tiles wait in its queue; ``core`` (rows y0:y1,
+      columns x0:x1 of the tile) is the part whose scores are written, so a scorer may
+      leave the rest of the tile's scores undefined; default: ``(tile, valid)``.
     * ``score_prepared(prepared)``: score a list of equal-shaped prepared tiles ->
       ``(N, h, w)``; default: :meth:`score_batch` of the stacked tiles, or one call.
     * ``score_batch(tiles (N, B, h, w), valids (N, h, w))`` -> ``(N, h, w)``.
@@ -34,7 +36,8 @@ class TileScorer:
     def __call__(self, tile: np.ndarray, valid: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def prepare(self, tile: np.ndarray, valid: np.ndarray):
+    def prepare(self, tile: np.ndarray, valid: np.ndarray,
+                core: Optional[Tuple[int, int, int, int]] = None):
         return tile, valid
 
     def score_prepared(self, prepared: Sequence) -> Union[np.ndarray, List[np.ndarray]]:

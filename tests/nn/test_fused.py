@@ -25,6 +25,26 @@ def test_fused_forward_and_batches_equal_the_module():
         assert np.abs(batched[i] - scorer(tiles[i], valids[i])).max() < 1e-5
 
 
+def test_fused_scores_on_a_window_equal_the_whole_tile_there_and_nothing_else():
+    model = load_detector()
+    fused = FusedScorer.build(model, "cpu")
+    torch.manual_seed(2)
+    x = torch.randn(1, INPUT_CHANNELS, 200, 168).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        whole = fused(x)
+        assert (whole - model.score(x)).abs().max() < 1e-5
+        # a core with margins, one at the tile's corner, a thin one, the whole tile
+        for window in [(64, 136, 64, 104), (0, 132, 100, 168), (96, 100, 4, 164),
+                       (0, 200, 0, 168)]:
+            y0, y1, x0, x1 = window
+            scores = fused(x, window)
+            # equal up to float rounding (oneDNN may sum in another order on another size)
+            assert (scores[:, y0:y1, x0:x1] - whole[:, y0:y1, x0:x1]).abs().max() < 1e-6
+            outside = torch.ones_like(scores, dtype=torch.bool)
+            outside[:, y0:y1, x0:x1] = False
+            assert torch.isnan(scores[outside]).all()
+
+
 def test_fused_path_only_for_the_known_layout():
     model = load_detector()
     assert FusedScorer.build(model, "cpu") is not None

@@ -133,7 +133,7 @@ class _PreparingScorer(TileScorer):
     def __call__(self, tile, valid):
         return tile[0] * 3.0
 
-    def prepare(self, tile, valid):
+    def prepare(self, tile, valid, core=None):
         self.calls["prepare"] += 1
         return self(tile, valid)
 
