@@ -8,8 +8,8 @@ parameters (``anomaly:detect`` writes its polygons), and prints the seconds and 
 each run. The first round warms up (PyTorch, the weights, oneDNN kernels, as a desktop
 session that has run the detector once) and is not printed.
 
-    PYTHONPATH=build/pythonpath python tools/bench_task.py RASTER [--algorithms detect rx]
-        [--rounds 2]
+    QT_QPA_PLATFORM=offscreen PYTHONPATH=build/pythonpath python tools/bench_task.py RASTER
+        [--algorithms detect rx] [--rounds 2]
 """
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = gdal.Open(str(args.raster))
     megapixels = dataset.RasterXSize * dataset.RasterYSize / 1e6
     print(f"{args.raster.name}: {dataset.RasterCount} x {dataset.RasterYSize} x "
-          f"{dataset.RasterXSize}, {QgsApplication.maxThreads()} QGIS threads")
+          f"{dataset.RasterXSize}")
     dataset = None
     with tempfile.TemporaryDirectory() as scratch:
         for algorithm in args.algorithms:

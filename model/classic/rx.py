@@ -74,7 +74,8 @@ class _RxScorer(TileScorer):
                 out[start:start + step] = np.sqrt(y.sum(axis=0))
         return out.reshape(h, w)
 
-    def prepare(self, tile: np.ndarray, valid: np.ndarray, core=None) -> np.ndarray:
+    def prepare(self, tile: np.ndarray, valid: np.ndarray,
+                core: Optional[Tuple[int, int, int, int]] = None) -> np.ndarray:
         return self(tile, valid)
 
     def score_prepared(self, prepared):

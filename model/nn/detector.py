@@ -140,8 +140,7 @@ class TileScorer(RasterTileScorer):
         if device == "cpu":
             use_all_cores()
             keep_freed_memory()
-        fused = FusedScorer.build(self.model, device)
-        self._forward, self._windowed = fused or self.model.score, fused is not None
+        self._fused = FusedScorer.build(self.model, device)
         if device != "cpu":
             self.max_batch = 4
 
@@ -169,10 +168,10 @@ class TileScorer(RasterTileScorer):
             batch = np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="symmetric")
         tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         tensor = tensor.contiguous(memory_format=torch.channels_last)
-        if self._windowed:
-            scores = self._forward(tensor, self._window(prepared, tensor.shape[-2:]))
+        if self._fused is not None:  # computes only the window that is kept
+            scores = self._fused(tensor, self._window(prepared, tensor.shape[-2:]))
         else:
-            scores = self._forward(tensor)
+            scores = self.model.score(tensor)
         scores = scores[:, :height, :width]
         if self.scale > 1:
             scores = F.interpolate(scores[:, None], scale_factor=self.scale, mode="bilinear",
