@@ -97,11 +97,14 @@ train: setup
 # Pixel ROC AUC and object R-precision / recall / hit@1 of the bundled detector (run as
 # anomaly:detect runs it) and of RX, local RX and local contrast, with bootstrap intervals;
 # maps in build/evaluation/maps/<method>/. SCALE=2 or 4 evaluates the detector's coarser analysis scales
-# (into build/evaluation-scale<N>); EVALUATE_ARGS adds options (e.g. --limit 2).
+# (into build/evaluation-scale<N>); PRECISION=auto scores with anomaly:detect's default
+# arithmetic on this CPU (float32 by default: the same figures on every machine);
+# EVALUATE_ARGS adds options (e.g. --limit 2).
 DATA  ?= $(SHARED_DATA)/dev
 SCALE ?= 1
+PRECISION ?= float32
 evaluate: setup
-	$(PY) -m $(PLUGIN).model.training.evaluate $(DATA) --scale $(SCALE) \
+	$(PY) -m $(PLUGIN).model.training.evaluate $(DATA) --scale $(SCALE) --precision $(PRECISION) \
 	  --out $(BUILD)/evaluation$(if $(filter-out 1,$(SCALE)),-scale$(SCALE)) $(EVALUATE_ARGS)
 
 # Install the packaged plugin into a QGIS profile (default: the user's default

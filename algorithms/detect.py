@@ -20,6 +20,10 @@ from .params import (OUTPUT_POINTS, POINTS_HELP, THRESHOLD_HELP, add_points_outp
 from .styles import SCORE_SUFFIX
 
 DEVICES = ["auto", "cpu", "cuda"]
+# arithmetic of each PRECISION option (model.nn.fused.PRECISIONS)
+PRECISION_OPTIONS = [("auto", "Fastest: bfloat16 convolutions where the CPU computes them "
+                              "natively (AVX512-BF16, AMX), else float32"),
+                     ("float32", "float32: the same scores on every machine")]
 # analysis scale of each SCALE option (model.nn.detector.SCALES)
 SCALE_OPTIONS = [(1, "Full resolution"),
                  (2, "1/2 resolution: faster on few bands, for objects of 2 or more pixels"),
@@ -50,6 +54,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
     OVERLAP = "OVERLAP"
     SCALE = "SCALE"
     DEVICE = "DEVICE"
+    PRECISION = "PRECISION"
     OUTPUT_SCORE = "OUTPUT_SCORE"
     OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
     DEVICE_USED = "DEVICE_USED"
@@ -107,6 +112,13 @@ class DetectAlgorithm(AnomalyAlgorithm):
                 "written on the input's grid."),
         (DEVICE, "auto (a CUDA GPU when PyTorch sees one, else the CPU), cpu or cuda. The "
                  "device actually used is written to the log."),
+        (PRECISION, "Arithmetic of the network's convolutions on the CPU. Fastest (default) "
+                    "uses bfloat16 on CPUs that compute it natively (AVX512-BF16 or AMX: "
+                    "recent AMD and Intel server and desktop CPUs): about 1.4 times as fast a "
+                    "forward pass, scores within about 0.01 of float32's, tiles still "
+                    "seamless; other CPUs and GPUs use float32. float32 gives the same scores "
+                    "on every machine (up to float rounding). The arithmetic used is written "
+                    "to the log."),
     ] + THRESHOLD_HELP + [
         (OUTPUT_SCORE, "Deviation score raster: float32 GeoTIFF in [0, 1], nodata -9999."),
         (OUTPUT_POLYGONS, "Ranked anomaly polygons (GeoPackage by default): rank (1 = most "
@@ -134,6 +146,11 @@ class DetectAlgorithm(AnomalyAlgorithm):
             defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum(
             self.DEVICE, "Device", options=DEVICES, defaultValue=0))
+        precision = QgsProcessingParameterEnum(
+            self.PRECISION, "Arithmetic", options=[label for _, label in PRECISION_OPTIONS],
+            defaultValue=0)
+        precision.setFlags(precision.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(precision)
         add_threshold_parameters(self)
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_SCORE, "Anomaly score"))
@@ -178,19 +195,23 @@ class DetectAlgorithm(AnomalyAlgorithm):
                 overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
                 scale=SCALE_OPTIONS[self.parameterAsEnum(parameters, self.SCALE, context)][0],
                 device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+                precision=PRECISION_OPTIONS[
+                    self.parameterAsEnum(parameters, self.PRECISION, context)][0],
                 progress=sub_progress(progress, 0.0, 0.9),
                 is_cancelled=cancelled, window=area.window, mask_path=area.mask_path)
         except (detector.WeightsError, ValueError) as error:
             if isinstance(error, AnomalyError):
                 raise
             raise QgsProcessingException(str(error)) from error
-        feedback.pushInfo(f"Scored on device '{result.device}' in {result.seconds:.1f} s "
+        feedback.pushInfo(f"Scored on device '{result.device}' ({result.precision} "
+                          f"convolutions) in {result.seconds:.1f} s "
                           f"(tiles {result.tile_size} px, margin {result.overlap} px, "
                           f"analysed at {'full' if result.scale == 1 else f'1/{result.scale}'} "
                           "resolution).")
         polygons, items = self.polygons_and_provenance(
             parameters, feedback, partial, polygons_path, threshold,
-            {"device": result.device, "weights_sha256": result.weights_sha256},
+            {"device": result.device, "precision": result.precision,
+             "weights_sha256": result.weights_sha256},
             f"Anomaly score ({self.id()}, weights {result.weights_sha256[:12]})",
             sub_progress(progress, 0.9, 1.0), cancelled)
         return result, polygons, items

@@ -3,7 +3,8 @@
     python -m anomaly_detector.model.batch INPUT [INPUT ...] --out DIR
         [--workers N] [--scheduler tcp://host:8786] [--method METHOD]
         [--threshold VALUE] [--min-area PIXELS] [--top-n N] [--tile-size PIXELS]
-        [--overlap PIXELS] [--scale 1|2|4] [--memory-mb MB] [--split-mp MP]
+        [--overlap PIXELS] [--scale 1|2|4] [--precision auto|float32|bfloat16]
+        [--memory-mb MB] [--split-mp MP]
         [--mask POLYGONS] [--extent xmin,ymin,xmax,ymax[,EPSG]]
 
 (defaults: those of ``anomaly:detect``, from :mod:`.defaults`; ``--help`` prints them)
@@ -43,6 +44,7 @@ from . import defaults
 from .batch_tasks import (SceneJob, SceneResult, Settings, gather_parts, scene_plan, task_finish,
                           task_statistics, task_strip, task_whole)
 from .nn.detector import SCALES
+from .nn.fused import PRECISIONS
 from .raster.area import prepare_area, write_area_vrt
 from .raster.files import refuse_inputs_as_outputs, same_file
 from .raster.io import open_raster_checked
@@ -274,6 +276,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="tile margin, in analysed pixels (default %(default)s)")
     parser.add_argument("--scale", type=int, default=1, choices=SCALES,
                         help="analysis resolution: 1 (full), 2 or 4 (1/2 or 1/4; faster)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="convolution arithmetic: auto (bfloat16 where the CPU computes it "
+                             "natively), float32 or bfloat16 (default %(default)s)")
     parser.add_argument("--memory-mb", type=float, default=None,
                         help="memory setting per task (default $%s or %d)"
                              % (MEMORY_ENV, defaults.MEMORY_MB))
@@ -298,7 +303,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.inputs or not args.out:
         parser.error("give at least one input and an --out folder.")
     settings = Settings(tile_size=args.tile_size, overlap=args.overlap, scale=args.scale,
-                        memory_mb=args.memory_mb,
+                        precision=args.precision, memory_mb=args.memory_mb,
                         method=args.method, threshold=args.threshold, min_area=args.min_area,
                         top_n=args.top_n, torch_threads=args.torch_threads,
                         weights_path=args.weights, mask=args.mask, extent=args.extent[0],

@@ -12,6 +12,7 @@ from typing import List, Optional, Tuple
 from . import defaults
 from .nn.detector import (TileScorer, _round_up, check_scale, detection_statistics, raster_scorer,
                        tile_align, tile_core, tile_margin)
+from .nn.fused import convolution_dtype
 from .raster.area import named_as
 from .raster.io import open_raster_checked
 from .raster.memory import limit_gdal_cache
@@ -21,6 +22,15 @@ from .raster.tiling import TilePlan, plan_tiles
 from .nn.detector import THREADS_ENV  # noqa: E402
 
 
+def _precision_problem(precision: str) -> Optional[str]:
+    """Why ``precision`` cannot be used here, or None."""
+    try:
+        convolution_dtype(precision)
+    except ValueError as error:
+        return str(error).replace("PRECISION", "--precision")
+    return None
+
+
 @dataclass
 class Settings:
     """Scoring and threshold settings shared by every task (defaults = anomaly:detect's)."""
@@ -28,6 +38,7 @@ class Settings:
     tile_size: int = defaults.TILE_SIZE
     overlap: int = defaults.OVERLAP
     scale: int = 1
+    precision: str = "auto"
     memory_mb: Optional[float] = None
     method: str = defaults.THRESHOLD_METHOD
     threshold: float = defaults.THRESHOLD
@@ -60,6 +71,7 @@ class Settings:
              f"--split-mp must be a positive number of megapixels (got {split_mp})."),
             (not self.mask or self.mask.startswith("/vsi") or os.path.isfile(self.mask),
              f"--mask '{self.mask}' is not a file: give a polygon layer such as a GeoPackage."),
+            (_precision_problem(self.precision) is None, _precision_problem(self.precision)),
         ]
         return next((message for ok, message in checks if not ok), None)
 
@@ -124,7 +136,8 @@ def _scorer(settings: Settings, mean, covariance):
     key = settings.weights_path or ""
     if key not in _MODELS:
         _MODELS[key] = load_detector(settings.weights_path, "cpu")
-    return raster_scorer(_MODELS[key], mean, covariance, "cpu", settings.scale)
+    return raster_scorer(_MODELS[key], mean, covariance, "cpu", settings.scale,
+                         settings.precision)
 
 
 def scene_plan(source: str, settings: Settings) -> TilePlan:

@@ -30,13 +30,14 @@ def test_provider_registered(provider):
         assert alg.createInstance().name() == alg.name()
 
 
-def test_tiling_parameters_are_advanced(provider):
-    # they change speed and memory, not the result: out of the way in the dialog
+def test_tiling_and_arithmetic_parameters_are_advanced(provider):
+    # they change speed and memory, not the result (the arithmetic: within rounding):
+    # out of the way in the dialog
     from qgis.core import QgsApplication, QgsProcessingParameterDefinition
     detect = QgsApplication.processingRegistry().algorithmById("anomaly:detect")
     advanced = {p.name() for p in detect.parameterDefinitions()
                 if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
-    assert advanced == {"TILE_SIZE", "OVERLAP"}
+    assert advanced == {"TILE_SIZE", "OVERLAP", "PRECISION"}
 
 
 def test_provider_does_not_import_torch(provider):

@@ -102,3 +102,13 @@ def test_batch_command_line_reports_failures(tmp_path):
     assert run.returncode == 1, run.stderr[-2000:]
     assert "0 scene(s) scored, 2 failed" in run.stdout
     assert "does not exist" in run.stdout
+
+
+def test_batch_refuses_bfloat16_where_the_cpu_would_emulate_it(monkeypatch):
+    from anomaly_detector.model.batch_tasks import Settings
+    from anomaly_detector.model.nn import fused
+    assert Settings(precision="float32").problem() is None
+    monkeypatch.setattr(fused, "native_bfloat16", lambda: False)
+    assert Settings(precision="auto").problem() is None
+    assert "--precision is 'bfloat16' but this CPU has no native bfloat16" in \
+        Settings(precision="bfloat16").problem()

@@ -71,3 +71,24 @@ def test_detect_through_qgis_process(tmp_path):
     assert results["DEVICE_USED"] in ("cpu", "cuda") and results["COUNT"] >= 1
     assert score.exists() and polygons.exists()
     assert read_raster(score)[1] == gdal.Open(src).GetGeoTransform()
+
+
+def test_detect_precision_option(tmp_path, run_alg):
+    from anomaly_detector.model.nn.fused import native_bfloat16
+    from anomaly_detector.model.nn.detector import detect_raster
+    image, _ = targets_scene()
+    src = write_raster(tmp_path / "in.tif", image.astype(np.uint16))
+    maps = {}
+    for option, name in ((0, "auto"), (1, "float32")):
+        score = tmp_path / f"{name}.tif"
+        result = run_alg("anomaly:detect", {"INPUT": src, "DEVICE": 1, "PRECISION": option,
+                                            "OUTPUT_SCORE": str(score),
+                                            "OUTPUT_POLYGONS": str(tmp_path / f"{name}.gpkg")})
+        maps[name] = read_raster(score)[0]
+        provenance = gdal.OpenEx(result["OUTPUT_POLYGONS"]).GetMetadataItem("PRECISION")
+        assert provenance == ("bfloat16" if option == 0 and native_bfloat16() else "float32")
+    # float32 through the algorithm is what the API computes in float32
+    detect_raster(src, str(tmp_path / "api.tif"), device="cpu", precision="float32")
+    np.testing.assert_array_equal(maps["float32"], read_raster(tmp_path / "api.tif")[0])
+    difference = np.abs(maps["auto"] - maps["float32"]).max()
+    assert (0 < difference < 0.05) if native_bfloat16() else difference == 0

@@ -59,7 +59,7 @@ def outputs(name: str, folder: Path) -> dict:
     """What the reference pins for one raster: detector and RX scores, detector polygons."""
     detector, rx, polygons = folder / f"{name}_detector.tif", folder / f"{name}_rx.tif", \
         folder / f"{name}.gpkg"
-    detect_raster(str(RASTERS[name]), str(detector), device="cpu")
+    detect_raster(str(RASTERS[name]), str(detector), device="cpu", precision="float32")
     rx_score_raster(str(RASTERS[name]), str(rx))
     polygonize_scores(str(detector), str(polygons))
     return {"detector": _score_summary(gdal.Open(str(detector)).ReadAsArray()),

@@ -1,6 +1,7 @@
 """Forward speed of detector weights, measured interleaved in one process.
 
     python tools/forward_speed.py WEIGHTS [WEIGHTS ...] [--tile 640] [--rounds 7]
+        [--precision auto|float32|bfloat16]
 
 Runs the scoring path of ``anomaly:detect`` (the fused CPU scorer when it applies) on one
 random 5-channel tile per round, each weights file in turn, so that other load on the
@@ -16,7 +17,7 @@ import torch
 from bench import interleaved_medians
 
 from anomaly_detector.model.nn.features import INPUT_CHANNELS
-from anomaly_detector.model.nn.fused import FusedScorer
+from anomaly_detector.model.nn.fused import PRECISIONS, FusedScorer
 from anomaly_detector.model.nn.weights import load_detector
 
 
@@ -25,11 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("weights", nargs="+")
     parser.add_argument("--tile", type=int, default=640)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS,
+                        help="the fused path's arithmetic (default %(default)s)")
     args = parser.parse_args(argv)
     scorers = {}
     for index, path in enumerate(args.weights):  # the same file may be given twice
         model = load_detector(path)
-        scorers[index] = FusedScorer.build(model, "cpu") or model.score
+        scorers[index] = FusedScorer.build(model, "cpu", args.precision) or model.score
     tile = torch.randn(1, INPUT_CHANNELS, args.tile, args.tile,
                        generator=torch.Generator().manual_seed(0))
     seconds = interleaved_medians(scorers, tile, args.rounds)

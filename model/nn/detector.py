@@ -25,7 +25,7 @@ from ..raster.progress import sub_progress
 from ..raster.scorer import TileScorer as RasterTileScorer, zero_scorer
 from ..raster.stats import band_statistics, no_variation, pool_mean, statistics_stride
 from .features import INPUT_CHANNELS, SpectralReduction, fit_from_array
-from .fused import FusedScorer
+from .fused import FusedScorer, convolution_dtype
 from .network import SIZE_MULTIPLE, DeviationNet
 from .reduced_raster import ReducedChannels, reduced_raster, reduces_first
 from .weights import WeightsError, load_detector
@@ -46,6 +46,15 @@ def resolve_device(requested: str = "auto") -> str:
         raise ValueError("DEVICE is 'cuda' but PyTorch sees no CUDA GPU on this machine: "
                          "choose 'auto' or 'cpu', or install a CUDA build of PyTorch.")
     return requested
+
+
+def check_precision(precision: str, device: str) -> None:
+    """A ValueError for a precision the device cannot give (see
+    :func:`.fused.convolution_dtype`); bfloat16 is a CPU option."""
+    convolution_dtype(precision)
+    if device != "cpu" and (precision or "").lower() == "bfloat16":
+        raise ValueError("PRECISION 'bfloat16' is offered on the CPU only: choose 'auto' or "
+                         "'float32' on a GPU.")
 
 
 def _round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:
@@ -130,7 +139,7 @@ class TileScorer(RasterTileScorer):
     prepared_bytes_per_pixel = 4 * INPUT_CHANNELS + 1  # a reduced tile and its mask
 
     def __init__(self, model: DeviationNet, reduction: SpectralReduction, device: str = "cpu",
-                 scale: int = 1) -> None:
+                 scale: int = 1, precision: str = "auto") -> None:
         self.model = model.to(memory_format=torch.channels_last)
         self.reduction, self.device, self.scale = reduction, device, check_scale(scale)
         if self.scale > 1:  # the network's share shrinks; add the upsampled scores and
@@ -140,7 +149,8 @@ class TileScorer(RasterTileScorer):
         if device == "cpu":
             use_all_cores()
             keep_freed_memory()
-        self._fused = FusedScorer.build(self.model, device)
+        self._fused = FusedScorer.build(self.model, device, precision)
+        self.precision = str(self._fused.dtype if self._fused else torch.float32).split(".")[-1]
         if device != "cpu":
             self.max_batch = 4
 
@@ -197,7 +207,7 @@ class TileScorer(RasterTileScorer):
 
     def with_reduction(self, reduction) -> "TileScorer":
         """This scorer for tiles that another reduction prepares (a reduced raster's)."""
-        return TileScorer(self.model, reduction, self.device, self.scale)
+        return TileScorer(self.model, reduction, self.device, self.scale, self.precision)
 
     def score_batch(self, bands: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Score (N, B, h, w) tiles (with (N, h, w) masks) -> (N, h, w) float32."""
@@ -216,13 +226,13 @@ def score_array(model: DeviationNet, image: np.ndarray, valid: np.ndarray | None
 
 
 def raster_scorer(model: DeviationNet, mean: np.ndarray, covariance: np.ndarray,
-                  device: str = "cpu", scale: int = 1):
+                  device: str = "cpu", scale: int = 1, precision: str = "auto"):
     """The ``score_tile`` of a raster with these band statistics: the detector, or zeros
     for a raster without variation (it has no anomaly, and the network would show its
     border effects)."""
     if no_variation(mean, covariance):
         return zero_scorer
-    return TileScorer(model, SpectralReduction.fit(mean, covariance), device, scale)
+    return TileScorer(model, SpectralReduction.fit(mean, covariance), device, scale, precision)
 
 
 SCALES = (1, 2, 4)
@@ -278,6 +288,7 @@ class DetectionResult:
     overlap: int
     scale: int = 1
     weights_sha256: str = ""
+    precision: str = "float32"  # arithmetic of the convolutions (see fused.convolution_dtype)
 
 
 def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None = None,
@@ -286,7 +297,7 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
                   progress: Callable[[float], None] | None = None,
                   is_cancelled: Callable[[], bool] | None = None,
                   memory_mb: float | None = None, window: Window | None = None,
-                  mask_path: str | None = None) -> DetectionResult:
+                  mask_path: str | None = None, precision: str = "auto") -> DetectionResult:
     """Write the deviation score map of ``src_path`` to ``dst_path`` (float32 GeoTIFF).
 
     ``memory_mb`` is the engine's memory setting (default: ``$ANOMALY_DETECTOR_MEMORY_MB``
@@ -296,9 +307,13 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
     ``tile_size`` and ``overlap`` are counted in analysed pixels. The output is on the
     input's grid, or on ``window`` of it with an area of interest (``window``,
     ``mask_path``: see ``raster.area.area_source``), whose pixels alone give the statistics.
+    ``precision`` is the convolutions' arithmetic on the CPU (see
+    :func:`.fused.convolution_dtype`; 'float32' gives the same scores on every machine up
+    to float rounding).
     """
     start = time.perf_counter()
     device = resolve_device(device)
+    check_precision(precision, device)
     scale = check_scale(scale)
     open_raster_checked(src_path, bands)
     model = load_detector(weights_path, device)
@@ -308,7 +323,7 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
         mean, covariance = detection_statistics(path, bands, scale,
                                                 progress=sub_progress(progress, 0.0, 0.1),
                                                 is_cancelled=is_cancelled, memory_mb=memory_mb)
-        scorer = raster_scorer(model, mean, covariance, device, scale)
+        scorer = raster_scorer(model, mean, covariance, device, scale, precision)
         margin = tile_margin(overlap, scale)
         tiling = dict(tile_size=tile_size, overlap=margin, align=tile_align(scale),
                       is_cancelled=is_cancelled, memory_mb=memory_mb)
@@ -327,4 +342,5 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
         finally:
             release_memory()
     return DetectionResult(device, time.perf_counter() - start, tile_size, margin, scale,
-                           getattr(model, "weights_sha256", ""))
+                           getattr(model, "weights_sha256", ""),
+                           getattr(scorer, "precision", "float32"))

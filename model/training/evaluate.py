@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..nn.fused import PRECISIONS
 from ..classic.baselines import BASELINE_NAMES, BASELINES, fill_nonfinite
 from .objects import DEFAULT_FRACTION, METRICS as OBJECT_METRICS, bootstrap_intervals, object_scores
 
@@ -140,7 +141,7 @@ def _write_baseline_map(method: str, image: np.ndarray, reference: Path, target:
 
 def evaluate(data: Path, out_dir: Path, weights: str | None = None, device: str = "cpu",
              scale: int = 1, methods: tuple[str, ...] = METHODS, limit: int | None = None,
-             fraction: float = DEFAULT_FRACTION) -> list[dict]:
+             fraction: float = DEFAULT_FRACTION, precision: str = "auto") -> list[dict]:
     """Score every scene with each method; write the maps, the TSV and the figure.
 
     ``limit`` keeps the first scenes of each modality; ``fraction`` is the share of valid
@@ -163,7 +164,7 @@ def evaluate(data: Path, out_dir: Path, weights: str | None = None, device: str 
             start = time.perf_counter()
             if method == "detector":
                 detect_raster(str(scene.image_path), str(target), device=device,
-                              weights_path=weights, scale=scale)
+                              weights_path=weights, scale=scale, precision=precision)
             else:
                 _write_baseline_map(method, image, scene.image_path, target)
             row[f"{method}_seconds"] = time.perf_counter() - start
@@ -281,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--scale", type=int, default=1, help="detector analysis scale (1, 2 or 4)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="the detector's convolution arithmetic, as anomaly:detect's "
+                             "PRECISION (default %(default)s)")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated subset of {','.join(METHODS)}")
     parser.add_argument("--limit", type=int, default=None, help="first N scenes of each modality")
@@ -294,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not methods:
         parser.error(f"unknown methods {unknown}: choose from {','.join(METHODS)}")
     rows = evaluate(args.data, args.out, args.weights, args.device, args.scale, methods,
-                    args.limit, args.fraction)
+                    args.limit, args.fraction, args.precision)
     print("\n" + report(rows, methods, args.fraction, args.resamples, args.seed))
     print(f"\nwrote {args.out / 'evaluation.tsv'}, {args.out / 'evaluation.png'} and the maps "
           f"under {args.out / 'maps'}/<method>/")

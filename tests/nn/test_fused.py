@@ -1,8 +1,10 @@
 """The fused CPU path scores as the network module does, and only for its layout."""
 
 import numpy as np
+import pytest
 import torch
 
+from anomaly_detector.model.nn import fused as fused_module
 from anomaly_detector.model.nn.detector import TileScorer
 from anomaly_detector.model.nn.features import INPUT_CHANNELS, SpectralReduction
 from anomaly_detector.model.nn.fused import FusedScorer
@@ -57,3 +59,36 @@ def test_fused_path_only_for_the_known_layout():
     variant = Variant(**model.config)
     variant.load_state_dict(model.state_dict())
     assert FusedScorer.build(variant, "cpu") is None
+
+
+@pytest.mark.skipif(not fused_module.native_bfloat16(), reason="no native bfloat16 on this CPU")
+def test_bfloat16_path_is_seamless_and_close_to_float32():
+    model = load_detector()
+    fast = FusedScorer.build(model, "cpu", "auto")
+    exact = FusedScorer.build(model, "cpu", "float32")
+    assert fast.dtype == torch.bfloat16 and exact.dtype == torch.float32
+    torch.manual_seed(3)
+    x = torch.randn(1, INPUT_CHANNELS, 336, 336).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        whole = fast(x)
+        assert whole.dtype == torch.float32
+        difference = (whole - exact(x)).abs()
+        assert 0 < difference.max() < 0.05 and difference.mean() < 0.005
+        # each score depends only on its surroundings (103 px): a window, or the same
+        # pixels in a tile that starts elsewhere on the pooling grid, give the same scores
+        window = fast(x, (120, 192, 120, 160))
+        assert torch.equal(window[:, 120:192, 120:160], whole[:, 120:192, 120:160])
+        shifted = fast(x[:, :, 8:, 12:], (112, 184, 108, 148))
+        assert torch.equal(shifted[:, 112:184, 108:148], whole[:, 120:192, 120:160])
+
+
+def test_precision_settings(monkeypatch):
+    assert fused_module.convolution_dtype("float32") == torch.float32
+    with pytest.raises(ValueError, match="Unknown precision 'half'"):
+        fused_module.convolution_dtype("half")
+    # a CPU without native bfloat16: auto means float32, bfloat16 is refused
+    monkeypatch.setattr(fused_module, "native_bfloat16", lambda: False)
+    assert fused_module.convolution_dtype("auto") == torch.float32
+    assert FusedScorer.build(load_detector(), "cpu", "auto").dtype == torch.float32
+    with pytest.raises(ValueError, match="no native bfloat16"):
+        fused_module.convolution_dtype("bfloat16")
