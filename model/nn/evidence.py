@@ -71,7 +71,8 @@ def local_contrast(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, C * len(CONTRAST_SCALES), H, W): signed multi-scale local
     contrast of each channel (channel-major)."""
     channels, (height, width) = x.shape[1], x.shape[-2:]
-    moments = torch.cat([x, x * x], dim=1)
+    # channels-last once, not in every box sum
+    moments = torch.cat([x, x * x], dim=1).contiguous(memory_format=torch.channels_last)
     radii = {r for side in CONTRAST_SCALES for r in ((side - 1) // 2, side, 2 * side + 1)}
     sums = {r: box_sum(moments, r) for r in radii}
     outputs = []
@@ -93,7 +94,7 @@ def local_rx(x: torch.Tensor) -> torch.Tensor:
     x = x.contiguous()
     pairs = [(i, j) for i in range(k) for j in range(i + 1)]
     products = torch.stack([x[:, i] * x[:, j] for i, j in pairs], dim=1)
-    moments = torch.cat([x, products], dim=1)
+    moments = torch.cat([x, products], dim=1).contiguous(memory_format=torch.channels_last)
     ring, present = _ring(x, {r: box_sum(moments, r) for r in (GUARD_RADIUS, OUTER_RADIUS)},
                           GUARD_RADIUS, OUTER_RADIUS)
     mean = ring[:, :k]
