@@ -20,7 +20,7 @@ from .params import (OUTPUT_POINTS, POINTS_HELP, THRESHOLD_HELP, add_points_outp
 from .styles import SCORE_SUFFIX
 
 DEVICES = ["auto", "cpu", "cuda"]
-# arithmetic of each PRECISION option (model.nn.fused.PRECISIONS)
+# arithmetic of each PRECISION option (model.defaults.PRECISIONS)
 PRECISION_OPTIONS = [("auto", "Fastest: bfloat16 convolutions where the CPU computes them "
                               "natively (AVX512-BF16, AMX), else float32"),
                      ("float32", "float32: the same scores on every machine")]
@@ -114,8 +114,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
         (DEVICE, "auto (a CUDA GPU when PyTorch sees one, else the CPU), cpu or cuda. The "
                  "device actually used is written to the log."),
         (PRECISION, "Arithmetic of the network's convolutions on the CPU. Fastest (default) "
-                    "uses bfloat16 on CPUs that compute it natively (AVX512-BF16 or AMX: "
-                    "recent AMD and Intel server and desktop CPUs): about 1.4 times as fast a "
+                    "uses bfloat16 on CPUs that compute it natively (AVX512-BF16 or AMX): about 1.4 times as fast a "
                     "forward pass, scores within about 0.01 of float32's, tiles still "
                     "seamless; other CPUs and GPUs use float32. float32 gives the same scores "
                     "on every machine (up to float rounding). The arithmetic used is written "

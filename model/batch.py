@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import defaults
+from .defaults import PRECISIONS
 from .batch_tasks import (SceneJob, SceneResult, Settings, gather_parts, scene_plan, task_finish,
                           task_statistics, task_strip, task_whole)
 from .nn.detector import SCALES
-from .nn.fused import PRECISIONS
 from .raster.area import prepare_area, write_area_vrt
 from .raster.files import refuse_inputs_as_outputs, same_file
 from .raster.io import open_raster_checked

@@ -28,3 +28,7 @@ TOP_N = 500
 
 MEMORY_MB = 768
 """Working memory of one scoring run, in MiB (see :mod:`.raster.memory`)."""
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+"""Arithmetic of the detector's convolutions on the CPU (``precision``; 'auto', the default,
+is bfloat16 where the CPU computes it natively, else float32: :mod:`.nn.fused`)."""

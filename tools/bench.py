@@ -248,11 +248,11 @@ def main(argv=None) -> int:
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     busy_before = training_running()
-    from anomaly_detector.model.nn.fused import convolution_dtype
+    from anomaly_detector.model.nn.fused import convolution_dtype, precision_name
     results = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                            "python": platform.python_version(), "gdal": gdal.__version__,
                            # anomaly:detect's default arithmetic here (PRECISION auto)
-                           "detector_precision": str(convolution_dtype("auto")).split(".")[-1]},
+                           "detector_precision": precision_name(convolution_dtype("auto"))},
                "memory_setting_mb": memory.memory_budget() / 2 ** 20,
                "runs_per_case": f"fastest of {REPEAT} up to 50 MP, else 1",
                "rows": []}

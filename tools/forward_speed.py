@@ -17,7 +17,8 @@ import torch
 from bench import interleaved_medians
 
 from anomaly_detector.model.nn.features import INPUT_CHANNELS
-from anomaly_detector.model.nn.fused import PRECISIONS, FusedScorer
+from anomaly_detector.model.defaults import PRECISIONS
+from anomaly_detector.model.nn.fused import FusedScorer
 from anomaly_detector.model.nn.weights import load_detector
 
 

@@ -14,17 +14,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from osgeo import gdal
 
 from anomaly_detector.model.nn.detector import detect_raster
 from anomaly_detector.model.nn.fused import native_bfloat16
-
-
-def _scores(path: Path) -> np.ndarray:
-    dataset = gdal.Open(str(path))  # held while its band is read
-    band = dataset.GetRasterBand(1)
-    scores = band.ReadAsArray()
-    return np.where(scores == band.GetNoDataValue(), np.nan, scores)
+from anomaly_detector.model.training.evaluate import read_score_map
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         for raster in rasters:
             for name, path in maps.items():
                 detect_raster(str(raster), str(path), device="cpu", precision=name)
-            difference = np.abs(_scores(maps["bfloat16"]) - _scores(maps["float32"]))
+            difference = np.abs(read_score_map(maps["bfloat16"]) - read_score_map(maps["float32"]))
             largest = max(largest, float(np.nanmax(difference)))
             print(f"{raster}: largest {np.nanmax(difference):.4f}, mean {np.nanmean(difference):.5f}")
     print(f"largest difference over {len(rasters)} rasters: {largest:.4f}")

@@ -25,7 +25,7 @@ from ..raster.progress import sub_progress
 from ..raster.scorer import TileScorer as RasterTileScorer, zero_scorer
 from ..raster.stats import band_statistics, no_variation, pool_mean, statistics_stride
 from .features import INPUT_CHANNELS, SpectralReduction, fit_from_array
-from .fused import FusedScorer, convolution_dtype
+from .fused import FusedScorer, convolution_dtype, precision_name
 from .network import SIZE_MULTIPLE, DeviationNet
 from .reduced_raster import ReducedChannels, reduced_raster, reduces_first
 from .weights import WeightsError, load_detector
@@ -150,7 +150,7 @@ class TileScorer(RasterTileScorer):
             use_all_cores()
             keep_freed_memory()
         self._fused = FusedScorer.build(self.model, device, precision)
-        self.precision = str(self._fused.dtype if self._fused else torch.float32).split(".")[-1]
+        self.precision = precision_name(self._fused.dtype if self._fused else torch.float32)
         if device != "cpu":
             self.max_batch = 4
 

@@ -8,17 +8,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..defaults import PRECISIONS
 from .network import CONV_RECEPTIVE_RADIUS, EVIDENCE_RADIUS, DeviationNet
 
 Window = tuple[int, int, int, int]  # rows [y0, y1), columns [x0, x1)
-
-PRECISIONS = ("auto", "float32", "bfloat16")
-
 
 def native_bfloat16() -> bool:
     """True when this CPU computes bfloat16 dot products natively (AVX512-BF16 or AMX)."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """'bfloat16' or 'float32': the name of a convolution arithmetic."""
+    return "bfloat16" if dtype == torch.bfloat16 else "float32"
 
 
 def convolution_dtype(precision: str = "auto") -> torch.dtype:

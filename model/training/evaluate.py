@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..nn.fused import PRECISIONS
+from ..defaults import PRECISIONS
 from ..classic.baselines import BASELINE_NAMES, BASELINES, fill_nonfinite
 from .objects import DEFAULT_FRACTION, METRICS as OBJECT_METRICS, bootstrap_intervals, object_scores
 
