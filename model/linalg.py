@@ -13,11 +13,19 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from typing import NamedTuple
+import re
+import threading
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
 _LARGE_PRODUCT = 1 << 16  # multiply-adds below which the slow BLAS costs nothing noticeable
+
+CHUNK_VALUES = 1 << 20
+"""Values per chunk of the pixel-wise products: float64 temporaries of 8 MB, which glibc's
+malloc serves again from its heap (it maps anything above 32 MB afresh, and touching fresh
+pages costs more system time than the arithmetic on them)."""
 
 
 class _SymbolInfo(ctypes.Structure):
@@ -82,30 +90,127 @@ def gram(samples: np.ndarray) -> np.ndarray:
     return np.triu(upper) + np.triu(upper, 1).T
 
 
+def _openblas_libraries() -> list:
+    """The OpenBLAS libraries loaded in this process (Linux; none found elsewhere)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted(set(re.findall(r"\s(/\S*openblas\S*\.so\S*)$", maps.read(), re.M)))
+    except OSError:
+        return []
+    libraries = []
+    for path in paths:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        if hasattr(library, "openblas_set_num_threads") and \
+                hasattr(library, "openblas_get_num_threads"):
+            libraries.append(library)
+    return libraries
+
+
+class _SingleThreaded:
+    """Runs inside :func:`single_threaded_blas` and the thread counts from before them."""
+    lock = threading.Lock()
+    runs = 0
+    previous: list = []
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """OpenBLAS on one thread while the block runs, its thread counts from before the
+    first of overlapping blocks restored after the last.
+
+    The engine overlaps decoding and arithmetic in threads of its own, one per core;
+    OpenBLAS's threads would compete with them and, while they wait for work, spin in
+    system calls that cost more than the products they speed up."""
+    with _SingleThreaded.lock:
+        if _SingleThreaded.runs == 0:
+            _SingleThreaded.previous = [(library, library.openblas_get_num_threads())
+                                        for library in _openblas_libraries()]
+            for library, _ in _SingleThreaded.previous:
+                library.openblas_set_num_threads(1)
+        _SingleThreaded.runs += 1
+    try:
+        yield
+    finally:
+        with _SingleThreaded.lock:
+            _SingleThreaded.runs -= 1
+            if _SingleThreaded.runs == 0:
+                for library, threads in _SingleThreaded.previous:
+                    library.openblas_set_num_threads(threads)
+                _SingleThreaded.previous = []
+
+
 FLOAT32_EIGEN_RATIO = 1e-5
-"""Smallest (weakest / strongest row gain)² of a whitening at which it runs in float32:
+"""Smallest (weakest / strongest row gain)² of a whitening whose rows run in float32:
 float32 rounding, amplified by the weakest component's gain (at most ~300x), then stays
 well within 1e-4 of float64."""
 
 
 class WhiteningKernel(NamedTuple):
-    """``x -> matrix @ (x - mean) - offset`` in the cheapest exact-enough float type: the
-    one kernel of RX and the detector's spectral reduction."""
+    """``x -> matrix @ (x - mean)`` for a whitening whose rows are orthogonal (principal
+    components scaled by their gains): the one kernel of RX and the detector's spectral
+    reduction, in the cheapest exact-enough arithmetic.
 
-    dtype: type
-    mean: np.ndarray    # (B,) in dtype
-    matrix: np.ndarray  # (r, B) in dtype, C-ordered
-    offset: np.ndarray  # (r, 1) in dtype: the rounding of the mean to dtype, corrected
+    Rows whose gains spread within :data:`FLOAT32_EIGEN_RATIO` run in float32. When
+    the spread is wider (many bands at a high signal-to-noise ratio: a few strong
+    components, many weak ones), the ``k`` strongest components run in float64 and are
+    removed from the pixel (``x - mean`` minus its projection on them, in float64) before
+    the remaining rows, orthogonal to them, run in float32 on that residual: float32's
+    rounding then scales with the residual, not with the strong components. Where the
+    float64 part would not be cheaper than the whole product in float64 (``3 k >= r``),
+    everything runs in float64.
+    """
+
+    dtype: type          # float32, or float64 when nothing runs in float32
+    mean: np.ndarray     # (B,) in dtype (float64 when components are removed first)
+    matrix: np.ndarray   # (r', B) rows in dtype, C-ordered: the rows ``rows`` of the whitening
+    offset: np.ndarray   # (r', 1) in dtype: the rounding of the mean to dtype, corrected
+    rows: np.ndarray     # (r',) indices of those rows among the r
+    basis: np.ndarray    # (k, B) float64 unit vectors of the strongest components (k may be 0)
+    gains: np.ndarray    # (k,) their gains
+    strong_rows: np.ndarray  # (k,) their indices among the r
 
     @classmethod
     def fit(cls, matrix: np.ndarray, mean: np.ndarray) -> "WhiteningKernel":
-        """The kernel of a float64 whitening ``matrix`` (r, B) around ``mean`` (B,):
-        float32 unless its rows' gains spread beyond :data:`FLOAT32_EIGEN_RATIO`."""
+        """The kernel of a float64 whitening ``matrix`` (r, B), rows orthogonal, around
+        ``mean`` (B,)."""
         matrix, mean = np.asarray(matrix, np.float64), np.asarray(mean, np.float64)
         gains = np.sqrt((matrix * matrix).sum(axis=1))
-        gains = gains[gains > 0]
-        well = gains.size and (gains.min() / gains.max()) ** 2 >= FLOAT32_EIGEN_RATIO
-        dtype = np.float32 if well else np.float64
-        rounded = mean.astype(dtype)
-        offset = (matrix @ (mean - rounded.astype(np.float64))).astype(dtype)[:, None]
-        return cls(dtype, rounded, np.ascontiguousarray(matrix.astype(dtype)), offset)
+        order = np.argsort(gains, kind="stable")  # strongest component (lowest gain) first
+        nonzero = order[gains[order] > 0]
+        strongest = gains[nonzero].max() if nonzero.size else 1.0
+        k = int(np.searchsorted((gains[nonzero] / strongest) ** 2, FLOAT32_EIGEN_RATIO))
+        dtype = np.float32
+        if k and 3 * k >= matrix.shape[0]:
+            k, dtype = 0, np.float64
+        strong_rows = nonzero[:k]
+        rows = np.setdiff1d(np.arange(matrix.shape[0]), strong_rows)
+        rounded = mean if k else mean.astype(dtype).astype(np.float64)
+        weak = matrix[rows]
+        offset = (weak @ (mean - rounded)).astype(dtype)[:, None]
+        return cls(dtype, rounded.astype(np.float64 if k else dtype),
+                   np.ascontiguousarray(weak.astype(dtype)), offset, rows,
+                   np.ascontiguousarray(matrix[strong_rows] / gains[strong_rows, None]),
+                   gains[strong_rows], strong_rows)
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        """``matrix @ (pixels - mean)`` of float ``pixels`` (B, n) as float32 (r, n)
+        (a non-finite value counts as its band's mean)."""
+        centred = pixels.astype(self.mean.dtype)
+        centred -= self.mean[:, None]
+        bad = ~np.isfinite(centred)
+        if bad.any():
+            centred[bad] = 0.0
+        if not self.strong_rows.size:
+            weak = matmul(self.matrix, centred)
+            weak -= self.offset
+            return weak.astype(np.float32, copy=False)
+        coordinates = matmul(self.basis, centred)  # (k, n) along the strong components
+        centred -= matmul(self.basis.T, coordinates)
+        weak = matmul(self.matrix, centred.astype(self.dtype))
+        out = np.empty((self.rows.size + self.strong_rows.size, pixels.shape[1]), np.float32)
+        out[self.rows] = weak
+        out[self.strong_rows] = coordinates * self.gains[:, None]
+        return out

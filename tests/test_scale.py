@@ -10,7 +10,7 @@ from anomaly_detector.model.raster.errors import RasterInputError
 from anomaly_detector.model.raster.io import RasterInfo
 from anomaly_detector.model.raster.memory import MEMORY_ENV, memory_budget
 from anomaly_detector.model.raster.pipeline import score_raster
-from anomaly_detector.model.raster.stats import statistics_block
+from anomaly_detector.model.raster.stats import statistics_pixels
 from anomaly_detector.model.raster.tiling import plan_tiles
 from conftest import read_raster, write_raster
 
@@ -21,7 +21,7 @@ def test_memory_setting_bounds_tiles_and_blocks_not_results(tmp_path, monkeypatc
     small = plan_tiles(info, TileScorer, tile_size=512, overlap=64, align=4, memory_mb=256)
     large = plan_tiles(info, TileScorer, tile_size=512, overlap=64, align=4, memory_mb=4096)
     assert small.tile_size < 512 and small.tile_size % 4 == 0 and large.tile_size == 512
-    assert statistics_block(200, 1024, 256) < statistics_block(200, 1024, 4096)
+    assert statistics_pixels(200, 256) < statistics_pixels(200, 4096)
     monkeypatch.setenv(MEMORY_ENV, "300")
     assert memory_budget() == 300 * 2 ** 20
     monkeypatch.delenv(MEMORY_ENV)

@@ -21,12 +21,11 @@ from functools import cached_property
 
 import numpy as np
 
-from ..linalg import WhiteningKernel, matmul
+from ..linalg import CHUNK_VALUES, WhiteningKernel
 
 LEADING_COMPONENTS = 4
 INPUT_CHANNELS = LEADING_COMPONENTS + 1
 _RELATIVE_EIGEN_FLOOR = 1e-9
-_CHUNK_VALUES = 1 << 21  # values per chunk of apply (a few MB of temporaries)
 
 
 @dataclass(frozen=True)
@@ -67,29 +66,22 @@ class SpectralReduction:
     def apply(self, bands: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Map a (B, h, w) block to (INPUT_CHANNELS, h, w) float32; invalid pixels become 0.
 
-        Pixels are processed in cache-sized chunks (bounded temporaries), in float32
-        when the reduction is well conditioned (within about 1e-4 of float64), else
-        in float64.
+        Pixels are processed in cache-sized chunks (bounded temporaries), by
+        :class:`WhiteningKernel` (within about 1e-4 of float64).
         """
         count, height, width = bands.shape
         if count != self.band_count:
             raise ValueError(f"expected {self.band_count} bands, got {count}")
-        dtype, mean, projection, offset = self._kernel
+        kernel = self._kernel
         size = height * width
         flat = bands.reshape(count, size)
         valid_flat = None if valid is None else valid.reshape(size)
-        rank, k = projection.shape[0], self.leading.shape[1]
+        rank, k = kernel.gains.size + kernel.rows.size, self.leading.shape[1]
         channels = np.zeros((INPUT_CHANNELS, size), dtype=np.float32)
-        step = max(1024, _CHUNK_VALUES // max(count, rank, 1))
+        step = max(1024, CHUNK_VALUES // max(count, rank, 1))
         for start in range(0, size if rank else 0, step):
             stop = min(size, start + step)
-            pixels = flat[:, start:stop].astype(dtype)
-            pixels -= mean[:, None]
-            bad = ~np.isfinite(pixels)
-            if bad.any():
-                pixels[bad] = 0.0
-            components = matmul(projection, pixels)
-            components -= offset
+            components = kernel.apply(flat[:, start:stop])
             if valid_flat is not None:
                 components[:, ~valid_flat[start:stop]] = 0.0
             block = channels[:, start:stop]

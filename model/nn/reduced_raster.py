@@ -4,8 +4,8 @@ Tiles are read with their margins: with many bands, every margin's raw bands are
 (and at a coarser analysis scale averaged) and reduced again, about 1.56 times the
 raster with the default tiles, 2-4 times wider context at the coarser scales; on striped
 or pixel-interleaved files the tiles' windows also decode whole strips several times.
-When the reduced channels fit in memory, the raster is instead read once in full-width
-strips, averaged over ``scale`` x ``scale`` blocks and reduced into an in-memory raster
+When the reduced channels fit in memory, the raster is instead read once, in windows of
+whole blocks, averaged over ``scale`` x ``scale`` blocks and reduced into an in-memory raster
 of ``INPUT_CHANNELS`` float32 bands on the input grid (each block's channels repeated
 over its pixels, NaN where a pixel is invalid), which the tiles then read. The
 reduction is per pixel (per block), and averaging a block of equal values gives that
@@ -20,7 +20,9 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from osgeo import gdal
 
-from ..raster.io import RasterInfo, open_dataset, read_ahead, read_window
+from ..linalg import single_threaded_blas
+from ..raster.io import (READERS, DatasetPerThread, RasterInfo, aligned_windows, open_dataset,
+                         read_ahead, read_window)
 from ..raster.memory import memory_budget
 from ..raster.progress import check_cancelled, report
 from ..raster.stats import pool_mean
@@ -29,8 +31,8 @@ from .features import INPUT_CHANNELS, SpectralReduction
 MEMORY_SHARE = 0.25
 """Share of the memory setting that the reduced raster may take."""
 
-STRIP_SHARE = 0.25
-"""Share of the memory setting that one strip of raw and reduced pixels may take."""
+WINDOW_SHARE = 0.25
+"""Share of the memory setting that the windows of raw and reduced pixels may take."""
 
 
 def reduces_first(info: RasterInfo, memory_mb: float | None = None) -> bool:
@@ -54,13 +56,12 @@ class ReducedChannels:
         return np.where(valid, channels, np.float32(0)).astype(np.float32, copy=False)
 
 
-def _strip_rows(info: RasterInfo, scale: int, memory_mb: float | None) -> int:
-    """Rows per strip, a multiple of ``scale``: raw float32 bands (twice: the strip being
-    reduced and the next one read ahead), their mask and the reduced channels with their
-    temporaries in :data:`STRIP_SHARE` of the setting."""
-    per_row = info.width * (8 * len(info.bands) + 1 + 12 * INPUT_CHANNELS)
-    rows = int(STRIP_SHARE * memory_budget(memory_mb) // per_row) // scale * scale
-    return max(scale, min(info.height, rows))
+def _window_pixels(info: RasterInfo, memory_mb: float | None) -> int:
+    """Pixels per window: raw float32 bands (the window being reduced and the
+    :data:`READERS` read ahead), their mask and the reduced channels with their
+    temporaries in :data:`WINDOW_SHARE` of the setting."""
+    per_pixel = 4 * (READERS + 1) * len(info.bands) + 1 + 12 * INPUT_CHANNELS
+    return int(WINDOW_SHARE * memory_budget(memory_mb) // per_pixel)
 
 
 def _repeat(blocks: np.ndarray, scale: int, height: int, width: int) -> np.ndarray:
@@ -78,32 +79,38 @@ def reduced_raster(src_path: str, bands: Sequence[int] | None, reduction: Spectr
                    progress: Callable[[float], None] | None = None,
                    is_cancelled: Callable[[], bool] | None = None) -> Iterator[str]:
     """An in-memory GeoTIFF (``/vsimem/``) of the reduced channels of ``src_path``
-    averaged over ``scale`` x ``scale`` blocks, on its grid, read once in full-width
-    strips; removed when the context ends."""
+    averaged over ``scale`` x ``scale`` blocks, on its grid, read once in windows of
+    whole blocks of the file (see :func:`.raster.io.aligned_windows`); removed when the
+    context ends."""
     path = f"/vsimem/anomaly_detector/reduced-{uuid.uuid4().hex}.tif"
     source, info = open_dataset(src_path, bands)
+    windows = aligned_windows(source, _window_pixels(info, memory_mb), scale)
+    source = None
     target = gdal.GetDriverByName("GTiff").Create(
         path, info.width, info.height, INPUT_CHANNELS, gdal.GDT_Float32,
         ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "INTERLEAVE=PIXEL"])
+    datasets = DatasetPerThread(src_path, bands)
     try:
-        rows = _strip_rows(info, scale, memory_mb)
-        strips = [(top, min(rows, info.height - top)) for top in range(0, info.height, rows)]
-
-        def read(strip: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        def read(window: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
             check_cancelled(is_cancelled)
-            return read_window(source, info, 0, strip[0], info.width, strip[1])
+            return read_window(datasets(), info, *window)
 
-        for (top, height), (data, valid) in zip(strips, read_ahead(strips, read)):
-            channels = reduction.apply(*pool_mean(data, valid, scale))
-            del data
-            channels = _repeat(channels, scale, height, info.width)
-            channels[:, ~valid] = np.nan  # the pixel's own validity, as tiles read it
-            target.WriteRaster(0, top, info.width, height, channels.tobytes(),
-                               band_list=list(range(1, INPUT_CHANNELS + 1)))
-            report(progress, (top + height) / info.height)
+        with single_threaded_blas():
+            for i, (window, (data, valid)) in enumerate(
+                    zip(windows, read_ahead(windows, read, READERS))):
+                x, y, width, height = window
+                channels = reduction.apply(*pool_mean(data, valid, scale))
+                del data
+                channels = _repeat(channels, scale, height, width)
+                channels[:, ~valid] = np.nan  # the pixel's own validity, as tiles read it
+                target.WriteRaster(x, y, width, height, channels.tobytes(),
+                                   band_list=list(range(1, INPUT_CHANNELS + 1)))
+                report(progress, (i + 1) / len(windows))
+        datasets.close()
         target.FlushCache()
-        target = source = None
+        target = None
         yield path
     finally:
-        target = source = None
+        datasets.close()
+        target = None
         gdal.Unlink(path)

@@ -7,9 +7,12 @@ value (and the band's alpha band or internal mask, if any, keeps it).
 import math
 import os
 import re
+import threading
+from collections import deque
 from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import (Callable, Deque, Iterable, Iterator, List, Optional, Sequence, Tuple,
+                    TypeVar)
 
 import numpy as np
 from osgeo import gdal
@@ -250,19 +253,72 @@ EXACT_IN_FLOAT32 = {"Byte", "Int8", "UInt16", "Int16", "Float32"}
 Item, Block = TypeVar("Item"), TypeVar("Block")
 
 
-def read_ahead(items: Iterable[Item], read: Callable[[Item], Block]) -> Iterator[Block]:
-    """``read(item)`` of each item in order, the next one read in a thread while the
-    caller works on the current one (GDAL decodes without holding Python's lock, so
-    decoding overlaps the caller's arithmetic). At most two blocks exist at a time."""
-    with ThreadPoolExecutor(1, thread_name_prefix="anomaly-read-ahead") as reader:
-        pending = None
+READERS = 2
+"""Threads that decode ahead of a streaming pass (:func:`read_ahead`): decoding
+compressed many-band files costs about as much as the arithmetic on them, so two
+readers keep two cores busy."""
+
+
+def read_ahead(items: Iterable[Item], read: Callable[[Item], Block],
+               readers: int = 1) -> Iterator[Block]:
+    """``read(item)`` of each item in order, the next ``readers`` items read in threads
+    while the caller works on the current one (GDAL decodes without holding Python's
+    lock, so decoding overlaps the caller's arithmetic). At most ``readers + 1`` blocks
+    exist at a time. With several readers ``read`` must be thread-safe (see
+    :class:`DatasetPerThread`)."""
+    readers = max(1, int(readers))
+    with ThreadPoolExecutor(readers, thread_name_prefix="anomaly-read-ahead") as pool:
+        pending: Deque = deque()
         for item in items:
-            following = reader.submit(read, item)
-            if pending is not None:
-                yield pending.result()
-            pending = following
-        if pending is not None:
-            yield pending.result()
+            pending.append(pool.submit(read, item))
+            if len(pending) > readers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+class DatasetPerThread:
+    """The dataset of one raster, opened once in each thread that asks for it (a GDAL
+    dataset must not be read from two threads at once)."""
+
+    def __init__(self, path: str, bands: Optional[Sequence[int]] = None) -> None:
+        self.path, self.bands = path, bands
+        self._local = threading.local()
+        self._opened: List = []
+        self._lock = threading.Lock()
+
+    def __call__(self):
+        ds = getattr(self._local, "ds", None)
+        if ds is None:
+            ds, _ = open_dataset(self.path, self.bands)
+            self._local.ds = ds
+            with self._lock:
+                self._opened.append(ds)
+        return ds
+
+    def close(self) -> None:
+        """Close every thread's dataset (once no thread reads any more)."""
+        with self._lock:
+            self._opened.clear()
+
+
+def aligned_windows(ds, pixels: int, multiple: int = 1) -> List[Tuple[int, int, int, int]]:
+    """``(xoff, yoff, xsize, ysize)`` windows of about ``pixels`` pixels at most covering
+    ``ds`` row by row, each side a multiple of ``multiple`` (but the last ones), made of
+    whole blocks of its first band where a block fits: each block is then decoded once,
+    even by readers in different threads. Full-width strips where they fit."""
+    width, height = ds.RasterXSize, ds.RasterYSize
+    multiple = max(1, int(multiple))
+    pixels = max(int(pixels), multiple * multiple)
+    block_x, block_y = ds.GetRasterBand(1).GetBlockSize()
+    if block_x % multiple or block_y % multiple or block_x * block_y > pixels:
+        columns = rows = max(multiple, math.isqrt(pixels) // multiple * multiple)  # squares
+    elif block_x < width and pixels // block_y < width:  # tiles: whole tiles, as many as fit
+        columns, rows = pixels // block_y // block_x * block_x, block_y
+    else:  # full-width strips of whole blocks
+        columns, rows = width, max(block_y, pixels // width // block_y * block_y)
+    return [(x, y, min(columns, width - x), min(rows, height - y))
+            for y in range(0, height, rows) for x in range(0, width, columns)]
 
 
 def read_window(ds, info: RasterInfo, x: int, y: int, w: int, h: int):

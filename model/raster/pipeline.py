@@ -15,6 +15,7 @@ import numpy as np
 from osgeo import gdal
 
 from ..defaults import TILE_SIZE
+from ..linalg import single_threaded_blas
 from .files import check_output_folder
 from .io import open_dataset, read_tile_with_margin
 from .output import NODATA, SCORE_BLOCK, WriteFailures, written_score_raster
@@ -212,6 +213,7 @@ def score_tiles(src_path: str, out_band, score_tile, plan: TilePlan, *,
         writer.join()
 
 
+@single_threaded_blas()
 def score_raster(src_path: str, dst_path: str, score_tile, *,
                  bands: Optional[Sequence[int]] = None, tile_size: int = TILE_SIZE,
                  overlap: int = 32, align: int = 1, progress: ProgressFn = None,
@@ -258,11 +260,13 @@ def score_raster(src_path: str, dst_path: str, score_tile, *,
         bands = None
     else:
         read_path, read_info = src_path, info
+    block_x, block_y = ds.GetRasterBand(1).GetBlockSize()
     ds = None
     check_output_folder(dst_path)
     if plan is None:
         plan = plan_tiles(read_info, score_tile, tile_size=tile_size, overlap=overlap,
-                          align=align, memory_mb=memory_mb, batch_size=batch_size)
+                          align=align, memory_mb=memory_mb, batch_size=batch_size,
+                          block=block_x if block_x == block_y else 1)
     row_offset, height = 0, None
     if row_range is not None:
         row_offset, last = plan.write_rows(*row_range)

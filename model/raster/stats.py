@@ -5,9 +5,10 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ..defaults import STATISTICS_BLOCK
-from ..linalg import gram
+from ..linalg import CHUNK_VALUES, gram, single_threaded_blas
 from .errors import RasterInputError
-from .io import iter_windows, open_dataset, read_ahead, read_window
+from .io import (READERS, DatasetPerThread, aligned_windows, open_dataset, read_ahead,
+                 read_window)
 from .memory import memory_budget
 from .progress import CancelFn, ProgressFn, check_cancelled, report
 
@@ -43,16 +44,11 @@ class Moments:
         return self.m2 / max(self.count - ddof, 1)
 
 
-def statistics_block(band_count: int, block_size: int = STATISTICS_BLOCK,
-                     memory_mb: Optional[float] = None) -> int:
-    """Side of the square statistics blocks: ``block_size`` capped by the memory setting.
-
-    A block costs about 32 bytes per pixel and band (float32 read, float64 copy and
-    centred copy, and the next block's float32 read ahead); a quarter of the memory
-    setting is used.
-    """
-    pixels = memory_budget(memory_mb) // 4 // (32 * max(1, band_count) + 1)
-    return max(16, min(int(block_size), int(math.isqrt(max(1, pixels)))))
+def statistics_pixels(band_count: int, memory_mb: Optional[float] = None) -> int:
+    """Pixels per window of a statistics pass: half the memory setting at 16 bytes per
+    pixel and band (the window merged and those read ahead, as float32, and the copy of
+    its valid pixels); nothing else of the run is in memory yet."""
+    return int(memory_budget(memory_mb) // 2 // (16 * max(1, band_count) + 1))
 
 
 def _sum_groups(array: np.ndarray, factor: int, axis: int) -> np.ndarray:
@@ -98,6 +94,7 @@ def statistics_stride(width: int, height: int, minimum: int = STATISTICS_SAMPLE)
     return max(1, math.isqrt(max(0, width * height) // max(1, minimum)))
 
 
+@single_threaded_blas()
 def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *,
                     block_size: int = STATISTICS_BLOCK, progress: ProgressFn = None,
                     is_cancelled: CancelFn = None,
@@ -107,33 +104,39 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *,
     (of the raster averaged over ``pool`` x ``pool`` blocks, see :func:`pool_mean`;
     with ``stride`` > 1, of every ``stride``-th of those pixels in each direction).
 
-    Blocks are merged with Chan et al.'s pairwise update in float64, so the
-    result equals ``np.mean`` / ``np.cov`` (ddof=1) of all valid pixels up to
-    rounding. Blocks are at most ``block_size`` pixels square and smaller for
-    many bands (see :func:`statistics_block`). Returns ``(mean, cov, n_valid)``.
+    The raster is read in windows of at most ``block_size`` squared pixels (fewer for
+    many bands, see :func:`statistics_pixels`) made of whole blocks of the file where
+    they fit (see :func:`.io.aligned_windows`), decoded ahead by :data:`.io.READERS`
+    threads, and merged with Chan et al.'s pairwise update in float64, so the result
+    equals ``np.mean`` / ``np.cov`` (ddof=1) of all valid pixels up to rounding.
+    Returns ``(mean, cov, n_valid)``.
     """
     ds, info = open_dataset(path, bands)
     nb = len(info.bands)
-    step = pool * stride  # blocks start on the grid of both
-    block = max(step, statistics_block(nb, block_size, memory_mb) // step * step)
+    step = pool * stride  # windows start on the grid of both
+    windows = aligned_windows(ds, min(block_size ** 2, statistics_pixels(nb, memory_mb)), step)
+    ds = None
     moments = Moments(nb)
-    windows = list(iter_windows(info.width, info.height, block))
+    datasets = DatasetPerThread(path, bands)
 
     def read(window: Tuple[int, int, int, int]) -> Tuple[np.ndarray, np.ndarray]:
         check_cancelled(is_cancelled)
-        data, valid = pool_mean(*read_window(ds, info, *window), pool)
+        data, valid = pool_mean(*read_window(datasets(), info, *window), pool)
         if stride > 1:
             data, valid = data[:, ::stride, ::stride], valid[::stride, ::stride]
         return data, valid
 
-    for i, (data, valid) in enumerate(read_ahead(windows, read)):
-        if valid.all():
-            moments.add(data.reshape(nb, -1).astype(np.float64))
-        else:
-            moments.add(data[:, valid].astype(np.float64))  # (B, k)
-        del data
-        report(progress, (i + 1) / len(windows))
-    ds = None
+    chunk = max(1024, CHUNK_VALUES // nb)
+    try:
+        for i, (data, valid) in enumerate(read_ahead(windows, read, READERS)):
+            samples = data.reshape(nb, -1) if valid.all() else data[:, valid]  # (B, k)
+            del data
+            for start in range(0, samples.shape[1], chunk):
+                moments.add(samples[:, start:start + chunk].astype(np.float64))
+            del samples
+            report(progress, (i + 1) / len(windows))
+    finally:
+        datasets.close()
     if moments.count == 0:
         raise RasterInputError(
             f"The raster '{path}' contains no valid pixels (all nodata or non-finite) "

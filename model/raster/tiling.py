@@ -63,7 +63,7 @@ class TilePlan:
 
 def plan_tiles(info: RasterInfo, score_tile=None, *, tile_size: int = TILE_SIZE,
                overlap: int = 32, align: int = 1, memory_mb: Optional[float] = None,
-               batch_size: Optional[int] = None) -> TilePlan:
+               batch_size: Optional[int] = None, block: int = 1) -> TilePlan:
     """Tile grid, batch size and prefetch depth that fit the memory setting.
 
     ``score_tile`` is the scorer, its :class:`TileScorer` class or a plain function.
@@ -74,6 +74,8 @@ def plan_tiles(info: RasterInfo, score_tile=None, *, tile_size: int = TILE_SIZE,
     equal-shaped tiles are scored per call; two tiles are prefetched. If one tile of
     ``tile_size`` does not fit, smaller tiles are used (a multiple of ``align``): with
     a seam-free scorer (receptive field within ``overlap``) the result does not change.
+    Without overlap, a tile larger than the file's ``block`` (its rows and columns, when
+    square) is a whole number of blocks, so that no block is decoded twice.
     """
     scorer = score_tile if isinstance(score_tile, type) else as_scorer(score_tile)
     nb = len(info.bands)
@@ -97,6 +99,8 @@ def plan_tiles(info: RasterInfo, score_tile=None, *, tile_size: int = TILE_SIZE,
     tile = max(1, int(tile_size))
     while tile > 4 * align and cost(tile, 1) > budget:
         tile = max(4 * align, int(tile * 0.8) // align * align)
+    if overlap == 0 and 1 < block < tile and block % align == 0:
+        tile = tile // block * block
     batch, max_batch = 1, int(batch_size or scorer.max_batch or 1)
     while batch < max_batch and cost(tile, batch + 1) <= budget:
         batch += 1

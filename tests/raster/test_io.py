@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from anomaly_detector.model.raster.errors import ParameterError, RasterInputError
-from anomaly_detector.model.raster.io import (open_dataset, open_raster_checked, parse_bands,
+from anomaly_detector.model.raster.io import (DatasetPerThread, aligned_windows, open_dataset,
+                                              open_raster_checked, parse_bands, read_ahead,
                                               read_window)
 from conftest import write_raster
 
@@ -68,3 +69,43 @@ def test_band_lists_that_are_not_band_numbers_are_parameter_errors():
         parse_bands("1, x")
     with pytest.raises(ParameterError, match="more than once"):
         parse_bands([2, 2])
+
+
+def _covers_once(windows, width, height):
+    count = np.zeros((height, width), int)
+    for x, y, w, h in windows:
+        count[y:y + h, x:x + w] += 1
+    return (count == 1).all()
+
+
+def test_aligned_windows_are_whole_blocks_that_cover_the_raster_once(tmp_path):
+    image = np.zeros((2, 70, 100), np.float32)
+    tiled = open_dataset(write_raster(tmp_path / "tiled.tif", image, options=(
+        "TILED=YES", "BLOCKXSIZE=16", "BLOCKYSIZE=16")))[0]
+    windows = aligned_windows(tiled, 16 * 16 * 3, multiple=2)
+    assert _covers_once(windows, 100, 70)
+    assert all(x % 16 == 0 and y % 16 == 0 and h == min(16, 70 - y) for x, y, _, h in windows)
+    assert {w for x, _, w, _ in windows if x + w < 100} == {48}  # three whole tiles wide
+    striped = open_dataset(write_raster(tmp_path / "striped.tif", image, options=(
+        "TILED=NO", "BLOCKYSIZE=4")))[0]
+    windows = aligned_windows(striped, 100 * 10, multiple=2)
+    assert _covers_once(windows, 100, 70)
+    assert all(w == 100 and y % 8 == 0 for _, y, w, _ in windows)  # full-width, 8 rows
+    # no whole block fits, or blocks off the grid of ``multiple``: squares on that grid
+    for ds, pixels, multiple in ((tiled, 100, 2), (striped, 10 ** 4, 3)):
+        windows = aligned_windows(ds, pixels, multiple)
+        assert _covers_once(windows, 100, 70)
+        assert all(x % multiple == 0 and y % multiple == 0 for x, y, _, _ in windows)
+
+
+def test_read_ahead_keeps_the_order_with_several_readers(tmp_path):
+    image = np.arange(3 * 64 * 40, dtype=np.float32).reshape(3, 64, 40)
+    path = write_raster(tmp_path / "a.tif", image)
+    info = open_raster_checked(path)
+    datasets = DatasetPerThread(path)
+    rows = [(0, y, 40, 8) for y in range(0, 64, 8)]
+    blocks = list(read_ahead(rows, lambda w: read_window(datasets(), info, *w)[0], readers=2))
+    datasets.close()
+    assert len(blocks) == 8
+    for (x, y, w, h), block in zip(rows, blocks):
+        np.testing.assert_array_equal(block, image[:, y:y + h])

@@ -38,3 +38,15 @@ def test_plans_follow_the_scorer_contract():
     assert plan_tiles(info, _BatchScorer, tile_size=512, overlap=0, memory_mb=256).batch > 1
     assert plan_tiles(info, _BatchScorer(), tile_size=512, overlap=0, memory_mb=256,
                       batch_size=1).batch == 1
+
+
+def test_tiles_without_overlap_are_whole_blocks_of_the_file():
+    info = RasterInfo("x", 4000, 4000, 4, [1, 2, 3, 4], (0, 1, 0, 0, 0, -1), "")
+    hungry = plan_tiles(info, _HungryScorer(), tile_size=512, overlap=0, memory_mb=256)
+    assert hungry.tile_size % 64 != 0  # the planner's own size is not on the block grid
+    on_blocks = plan_tiles(info, _HungryScorer(), tile_size=512, overlap=0, memory_mb=256,
+                           block=64)
+    assert on_blocks.tile_size == hungry.tile_size // 64 * 64
+    with_margin = dict(tile_size=512, overlap=8, memory_mb=256)
+    assert plan_tiles(info, _HungryScorer(), block=64, **with_margin).tile_size == \
+        plan_tiles(info, _HungryScorer(), **with_margin).tile_size  # margins cross blocks
