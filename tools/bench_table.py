@@ -21,7 +21,12 @@ def api_label(row: dict) -> str:
         label += f", `SCALE` 1/{row['scale']}"
     if row["algorithm"] == "anomaly:detect" and row.get("tile_size", 512) != 512:
         label += f", tile {row['tile_size']}, memory {row['memory_mb']:.0f} MiB"
-    return label
+    return label + reused(row)
+
+
+def reused(row: dict) -> str:
+    """A mark on rows kept from an earlier run (``make bench --cases`` re-measures some)."""
+    return f" (run of {row['reused_from']})" if row.get("reused_from") else ""
 
 
 def api_table(rows: list[dict]) -> list[str]:
@@ -40,7 +45,7 @@ def qgis_process_table(rows: list[dict]) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         polygons = f"{row['groups']} / {row['polygons']}" if "groups" in row else "-"
-        case, peak = row["case"], f"{row['peak_rss_mb']:.0f} MB"
+        case, peak = row["case"] + reused(row), f"{row['peak_rss_mb']:.0f} MB"
         if row["path"] == "batch":
             case += ", batch entry (2 workers)"
             peak += f" (each worker <= {row['worker_peak_rss_mb']:.0f} MB)"

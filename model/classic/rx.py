@@ -23,7 +23,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ..defaults import RX_TILE_SIZE, STATISTICS_BLOCK
-from ..linalg import CHUNK_VALUES, WhiteningKernel
+from ..linalg import CHUNK_VALUES, WhiteningKernel, single_threaded_blas
 from ..raster.area import Window, area_source
 from ..raster.errors import RasterInputError
 from ..raster.pipeline import score_raster
@@ -44,6 +44,9 @@ def rx_whitening(precision: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(np.clip(values, 0.0, None))).T
 
 
+_CHUNK_PIXELS = 65536  # at most: a few bands' chunk stays in the core's cache
+
+
 class _RxScorer(TileScorer):
     """Tile scorer of :func:`score_raster`: scores in the pipeline's scoring thread while
     its reader thread decodes the next tiles."""
@@ -56,7 +59,7 @@ class _RxScorer(TileScorer):
         b, h, w = tile.shape
         flat = tile.reshape(b, -1)
         out = np.empty(h * w, dtype=np.float32)
-        step = max(1024, CHUNK_VALUES // max(b, 1))
+        step = min(_CHUNK_PIXELS, max(1024, CHUNK_VALUES // max(b, 1)))
         with np.errstate(invalid="ignore", over="ignore"):
             for start in range(0, h * w, step):
                 y = self.kernel.apply(flat[:, start:start + step])
@@ -97,8 +100,9 @@ def rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence[int]]
             raise RasterInputError(
                 f"The band statistics of '{src_path}' cannot be inverted ({error}). Check the "
                 "raster for extreme or corrupt values, or choose other bands.") from error
-        score_raster(path, dst_path, scorer, bands=bands,
-                     tile_size=tile_size, overlap=0, progress=sub_progress(progress, 0.5, 1.0),
-                     is_cancelled=is_cancelled,
-                     memory_mb=memory_mb)
+        with single_threaded_blas():  # the reader thread decodes on the other core
+            score_raster(path, dst_path, scorer, bands=bands,
+                         tile_size=tile_size, overlap=0, progress=sub_progress(progress, 0.5, 1.0),
+                         is_cancelled=is_cancelled,
+                         memory_mb=memory_mb)
     return mean, cov, n

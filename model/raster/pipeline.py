@@ -15,7 +15,6 @@ import numpy as np
 from osgeo import gdal
 
 from ..defaults import TILE_SIZE
-from ..linalg import single_threaded_blas
 from .files import check_output_folder
 from .io import open_dataset, read_tile_with_margin
 from .output import NODATA, SCORE_BLOCK, WriteFailures, written_score_raster
@@ -213,7 +212,6 @@ def score_tiles(src_path: str, out_band, score_tile, plan: TilePlan, *,
         writer.join()
 
 
-@single_threaded_blas()
 def score_raster(src_path: str, dst_path: str, score_tile, *,
                  bands: Optional[Sequence[int]] = None, tile_size: int = TILE_SIZE,
                  overlap: int = 32, align: int = 1, progress: ProgressFn = None,

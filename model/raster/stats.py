@@ -113,8 +113,7 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *,
     """
     ds, info = open_dataset(path, bands)
     nb = len(info.bands)
-    step = pool * stride  # windows start on the grid of both
-    windows = aligned_windows(ds, min(block_size ** 2, statistics_pixels(nb, memory_mb)), step)
+    windows = aligned_windows(ds, min(block_size ** 2, statistics_pixels(nb, memory_mb)), pool)
     ds = None
     moments = Moments(nb)
     datasets = DatasetPerThread(path, bands)
@@ -122,8 +121,10 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *,
     def read(window: Tuple[int, int, int, int]) -> Tuple[np.ndarray, np.ndarray]:
         check_cancelled(is_cancelled)
         data, valid = pool_mean(*read_window(datasets(), info, *window), pool)
-        if stride > 1:
-            data, valid = data[:, ::stride, ::stride], valid[::stride, ::stride]
+        if stride > 1:  # the raster's grid of every stride-th pooled pixel
+            rows, columns = -(window[1] // pool) % stride, -(window[0] // pool) % stride
+            data = data[:, rows::stride, columns::stride]
+            valid = valid[rows::stride, columns::stride]
         return data, valid
 
     chunk = max(1024, CHUNK_VALUES // nb)
