@@ -172,6 +172,11 @@ class WhiteningKernel(NamedTuple):
     gains: np.ndarray    # (k,) their gains
     strong_rows: np.ndarray  # (k,) their indices among the r
 
+    @property
+    def rank(self) -> int:
+        """Rows of the whitening (r)."""
+        return self.rows.size + self.strong_rows.size
+
     @classmethod
     def fit(cls, matrix: np.ndarray, mean: np.ndarray) -> "WhiteningKernel":
         """The kernel of a float64 whitening ``matrix`` (r, B), rows orthogonal, around
@@ -210,7 +215,7 @@ class WhiteningKernel(NamedTuple):
         coordinates = matmul(self.basis, centred)  # (k, n) along the strong components
         centred -= matmul(self.basis.T, coordinates)
         weak = matmul(self.matrix, centred.astype(self.dtype))
-        out = np.empty((self.rows.size + self.strong_rows.size, pixels.shape[1]), np.float32)
+        out = np.empty((self.rank, pixels.shape[1]), np.float32)
         out[self.rows] = weak
         out[self.strong_rows] = coordinates * self.gains[:, None]
         return out

@@ -76,7 +76,7 @@ class SpectralReduction:
         size = height * width
         flat = bands.reshape(count, size)
         valid_flat = None if valid is None else valid.reshape(size)
-        rank, k = kernel.gains.size + kernel.rows.size, self.leading.shape[1]
+        rank, k = kernel.rank, self.leading.shape[1]
         channels = np.zeros((INPUT_CHANNELS, size), dtype=np.float32)
         step = max(1024, CHUNK_VALUES // max(count, rank, 1))
         for start in range(0, size if rank else 0, step):

@@ -89,7 +89,7 @@ def reduced_raster(src_path: str, bands: Sequence[int] | None, reduction: Spectr
     target = gdal.GetDriverByName("GTiff").Create(
         path, info.width, info.height, INPUT_CHANNELS, gdal.GDT_Float32,
         ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "INTERLEAVE=PIXEL"])
-    datasets = DatasetPerThread(src_path, bands)
+    datasets = DatasetPerThread(src_path)
     try:
         def read(window: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
             check_cancelled(is_cancelled)

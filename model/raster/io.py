@@ -279,10 +279,11 @@ def read_ahead(items: Iterable[Item], read: Callable[[Item], Block],
 
 class DatasetPerThread:
     """The dataset of one raster, opened once in each thread that asks for it (a GDAL
-    dataset must not be read from two threads at once)."""
+    dataset must not be read from two threads at once); read it with the
+    :class:`RasterInfo` of :func:`open_dataset`, which validated it once."""
 
-    def __init__(self, path: str, bands: Optional[Sequence[int]] = None) -> None:
-        self.path, self.bands = path, bands
+    def __init__(self, path: str) -> None:
+        self.path = path
         self._local = threading.local()
         self._opened: List = []
         self._lock = threading.Lock()
@@ -290,7 +291,7 @@ class DatasetPerThread:
     def __call__(self):
         ds = getattr(self._local, "ds", None)
         if ds is None:
-            ds, _ = open_dataset(self.path, self.bands)
+            ds = _open_checked(self.path)
             self._local.ds = ds
             with self._lock:
                 self._opened.append(ds)

@@ -116,7 +116,7 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *,
     windows = aligned_windows(ds, min(block_size ** 2, statistics_pixels(nb, memory_mb)), pool)
     ds = None
     moments = Moments(nb)
-    datasets = DatasetPerThread(path, bands)
+    datasets = DatasetPerThread(path)
 
     def read(window: Tuple[int, int, int, int]) -> Tuple[np.ndarray, np.ndarray]:
         check_cancelled(is_cancelled)
