@@ -239,19 +239,28 @@ def ships(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
 def panel_arrays(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
                  panels: PanelConfig) -> None:
     """Solar-panel-like arrays: a regular grid of dark (often bluish) rectangles with
-    narrow gaps, at a random angle; panels are anomalies, the gaps ignored."""
+    narrow gaps, at a random angle; panels are anomalies, the gaps ignored. With
+    probability ``panels.field_p`` a field: many long rows apart, reaching beyond the crop."""
     size = labels.shape[0]
+    field = panels.field_p > 0 and rng.random() < panels.field_p
+    reach = panels.field_reach * size if field else 0.0
     angle = rng.uniform(0, np.pi)
-    u, v = rotated_axes(size, rng.uniform(0, size - 1, 2), angle)
+    u, v = rotated_axes(size, rng.uniform(-reach, size - 1, 2), angle)
     length, width = rng.uniform(*panels.length), rng.uniform(*panels.width)
-    gap = rng.uniform(*panels.gap)
-    rows, columns = count(rng, panels.rows), count(rng, panels.columns)
-    inside = (u >= 0) & (u < columns * (length + gap)) & (v >= 0) & (v < rows * (width + gap))
-    cells = inside & (np.mod(u, length + gap) < length) & (np.mod(v, width + gap) < width)
+    gap = rng.uniform(*(panels.field_gap if field else panels.gap))
+    if field:
+        rows, columns = count(rng, panels.field_rows), count(rng, panels.field_columns)
+        row_pitch = width + rng.uniform(*panels.field_row_gap)
+    else:
+        rows, columns = count(rng, panels.rows), count(rng, panels.columns)
+        row_pitch = width + gap
+    inside = (u >= 0) & (u < columns * (length + gap)) & (v >= 0) & (v < rows * row_pitch)
+    cells = inside & (np.mod(u, length + gap) < length) & (np.mod(v, row_pitch) < width)
     if not cells.any():
         return
     local = local_spread(image, cells)
-    around = image[:, ring(inside)].mean(axis=1, keepdims=True)
+    outside = ring(inside)
+    around = image[:, outside if outside.any() else ~cells].mean(axis=1, keepdims=True)
     tint = 1 + panels.tint * rng.normal(0, 1, (image.shape[0], 1))
     level = around - log_uniform(rng, *panels.darkness) * local * tint
     image[:, cells] = level + panels.texture * local * \

@@ -131,6 +131,12 @@ class PanelConfig:
     darkness: Range = (1.0, 4.0)            # log, local standard deviations below the ring
     tint: float = 0.4
     texture: float = 0.2                    # local standard deviations
+    field_p: float = 0.0                    # a field of many long rows instead (farms, roofs)
+    field_rows: Count = (4, 16)
+    field_columns: Count = (8, 30)
+    field_gap: Range = (0.3, 1.5)           # between the panels of a row, pixels
+    field_row_gap: Range = (1.0, 8.0)       # ground between the rows, pixels
+    field_reach: float = 0.5                # the field starts up to this share of the crop outside
 
 
 @dataclass(frozen=True)

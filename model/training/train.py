@@ -40,6 +40,7 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
     defaults = SimulationConfig()
     return replace(defaults, panels_p=args.panel_arrays, hard_negatives_p=args.hard_negatives,
                    repeated_objects_p=args.repeated_objects,
+                   panels=replace(defaults.panels, field_p=args.panel_fields),
                    hard_negatives=replace(defaults.hard_negatives,
                                           corner_p=args.corner_negatives))
 
@@ -78,6 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--panel-arrays", type=float, default=SimulationConfig().panels_p,
                         help="probability that a visible or multispectral crop gets a "
                              "solar-panel-like array of dark rectangles as anomalies")
+    parser.add_argument("--panel-fields", type=float, default=SimulationConfig().panels.field_p,
+                        help="probability that a panel array is a field of many long rows "
+                             "reaching beyond the crop")
     parser.add_argument("--hard-negatives", type=float,
                         default=SimulationConfig().hard_negatives_p,
                         help="probability that a crop gets hard negatives (edges, corners, "
@@ -261,6 +265,7 @@ def train(args: argparse.Namespace) -> Path:
                          "top_threshold": args.top_threshold,
                          "corner_negatives": args.corner_negatives,
                          "panel_arrays": args.panel_arrays,
+                         "panel_fields": args.panel_fields,
                          "data": [str(p) for p in args.data]},
             "parameters": parameter_count(trainer.model)})
         log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")
