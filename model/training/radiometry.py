@@ -1,5 +1,6 @@
 """Radiometric variety of the simulated crops: illumination trends, SAR-like speckle and
-dynamic range, sensor noise. Trends and noise are background, never anomalies."""
+dynamic range, sensor noise, JPEG compression. Trends, noise and compression artefacts
+are background, never anomalies."""
 from __future__ import annotations
 
 import numpy as np
@@ -56,3 +57,48 @@ def sensor_noise(image: np.ndarray, rng: np.random.Generator,
     spread = image.std(axis=(1, 2), keepdims=True)
     return image + rng.normal(0, 1, image.shape).astype(np.float32) * spread * \
         log_uniform(rng, *radiometry.noise)
+
+
+# Luminance quantisation table of the JPEG standard (ITU-T T.81, Annex K), quality 50.
+_JPEG_LUMINANCE = np.array([
+    [16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 60, 55],
+    [14, 13, 16, 24, 40, 57, 69, 56], [14, 17, 22, 29, 51, 87, 80, 62],
+    [18, 22, 37, 56, 68, 109, 103, 77], [24, 35, 55, 64, 81, 104, 113, 92],
+    [49, 64, 78, 87, 103, 121, 120, 101], [72, 92, 95, 98, 112, 100, 103, 99]], np.float32)
+
+
+def _dct_matrix(size: int = 8) -> np.ndarray:
+    """The orthonormal DCT-II matrix: coefficients = D @ block @ D.T."""
+    k, n = np.mgrid[0:size, 0:size].astype(np.float64)
+    matrix = np.cos(np.pi * (2 * n + 1) * k / (2 * size)) * np.sqrt(2.0 / size)
+    matrix[0] /= np.sqrt(2.0)
+    return matrix.astype(np.float32)
+
+
+_DCT = _dct_matrix()
+
+
+def jpeg_quantisation(quality: float) -> np.ndarray:
+    """The 8 x 8 luminance quantisation steps at a JPEG quality of 1-100 (IJG scaling)."""
+    scale = 5000.0 / quality if quality < 50 else 200.0 - 2.0 * quality
+    return np.clip(np.floor((_JPEG_LUMINANCE * scale + 50) / 100), 1, 255)
+
+
+def jpeg_artefacts(image: np.ndarray, rng: np.random.Generator,
+                   radiometry: RadiometryConfig) -> np.ndarray:
+    """The crop as an 8-bit JPEG file would give it back: each band stretched to 0-255,
+    its 8 x 8 blocks (at a random phase) quantised in the DCT domain at a random quality,
+    and mapped back to the band's range."""
+    bands, height, width = image.shape
+    steps = jpeg_quantisation(rng.uniform(*radiometry.jpeg_quality))
+    top, left = rng.integers(0, 8, 2)
+    pad = ((0, 0), (top, (-(height + top)) % 8), (left, (-(width + left)) % 8))
+    low = image.min(axis=(1, 2), keepdims=True)
+    span = np.ptp(image, axis=(1, 2), keepdims=True) + 1e-9
+    levels = np.pad(np.round((image - low) / span * 255), pad, mode="edge") - 128
+    blocks = levels.reshape(bands, levels.shape[1] // 8, 8, levels.shape[2] // 8, 8)
+    coefficients = np.einsum("ij,byjxk,lk->byixl", _DCT, blocks, _DCT)
+    coefficients = np.round(coefficients / steps[:, None, :]) * steps[:, None, :]
+    decoded = np.einsum("ji,byjxk,kl->byixl", _DCT, coefficients, _DCT).reshape(levels.shape)
+    decoded = np.clip(np.round(decoded + 128), 0, 255)[:, top:top + height, left:left + width]
+    return (decoded / 255 * span + low).astype(np.float32)

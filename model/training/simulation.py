@@ -16,9 +16,10 @@ solar-panel-like arrays, and 12 % of spatial crops become night-time scenes (dim
 noisy, with point lights as anomalies).
 
 Then: smooth illumination trends, random band subsets, single-band conversion, SAR-like
-speckle and dynamic range (amplitude, intensity, decibels, 8-bit quantisation), and
-Gaussian noise. Every crop is mapped to the detector's input channels by the same
-per-raster reduction as at inference (:mod:`..nn.features`), fitted on the crop itself.
+speckle and dynamic range (amplitude, intensity, decibels, 8-bit quantisation),
+Gaussian noise, and optionally JPEG compression (off by default). Every crop is mapped
+to the detector's input channels by the same per-raster reduction as at inference
+(:mod:`..nn.features`), fitted on the crop itself.
 
 :meth:`AnomalySimulator.sample` is the recipe; the steps are the functions of
 :mod:`.anomalies` and :mod:`.radiometry`, every probability and range is a field of
@@ -35,7 +36,7 @@ import numpy as np
 from ..nn.features import fit_from_array
 from .anomalies import (hard_negatives, low_light, panel_arrays, pasted_objects, point_targets,
                         repeated_objects, ships, spectral_regions)
-from .radiometry import illumination_trend, sar_like, sensor_noise
+from .radiometry import illumination_trend, jpeg_artefacts, sar_like, sensor_noise
 from .shapes import log_uniform, random_crop
 from .simulation_config import SimulationConfig
 
@@ -98,11 +99,18 @@ class AnomalySimulator:
         else:
             image, source = self._single_band(image, pixels, rng)
             if rng.random() < config.low_light_p:
-                return low_light(image, labels, rng, config.low_light), labels
+                return self._compressed(low_light(image, labels, rng, config.low_light), rng), \
+                    labels
             image = self._spatial_anomalies(image, source, background.modality, labels, rng)
         if rng.random() < config.noise_p:
             image = sensor_noise(image, rng, config.radiometry)
-        return image.astype(np.float32), labels
+        return self._compressed(image.astype(np.float32), rng), labels
+
+    def _compressed(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Crops of 1-3 bands, with probability ``jpeg_p``, as a JPEG file gives them back."""
+        if self.config.jpeg_p > 0 and image.shape[0] <= 3 and rng.random() < self.config.jpeg_p:
+            return jpeg_artefacts(image, rng, self.config.radiometry)
+        return image
 
     def _pick_image(self, rng: np.random.Generator) -> BackgroundImage:
         modality = self.modalities[rng.choice(len(self.modalities), p=self.modality_p)]

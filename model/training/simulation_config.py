@@ -170,6 +170,7 @@ class RadiometryConfig:
     quantise_p: float = 0.5                 # to 8 bits, after amplitude / intensity / dB
     quantise_top: Range = (97.0, 100.0)     # percentile mapped to 255
     noise: Range = (0.005, 0.1)             # log, Gaussian noise in crop standard deviations
+    jpeg_quality: Range = (30.0, 95.0)
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ class SimulationConfig:
     point_targets_p: float = 0.5
     repeated_objects_p: float = 0.0         # spatial samples
     noise_p: float = 0.7
+    jpeg_p: float = 0.0                     # crops of 1-3 bands, last step
     shape: ShapeConfig = ShapeConfig()
     spectral: SpectralConfig = SpectralConfig()
     paste: PasteConfig = PasteConfig()

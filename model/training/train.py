@@ -40,6 +40,7 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
     defaults = SimulationConfig()
     return replace(defaults, panels_p=args.panel_arrays, hard_negatives_p=args.hard_negatives,
                    repeated_objects_p=args.repeated_objects,
+                   jpeg_p=args.jpeg,
                    panels=replace(defaults.panels, field_p=args.panel_fields),
                    hard_negatives=replace(defaults.hard_negatives,
                                           corner_p=args.corner_negatives))
@@ -82,6 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--panel-fields", type=float, default=SimulationConfig().panels.field_p,
                         help="probability that a panel array is a field of many long rows "
                              "reaching beyond the crop")
+    parser.add_argument("--jpeg", type=float, default=SimulationConfig().jpeg_p,
+                        help="probability that a crop of 1-3 bands is JPEG-compressed last "
+                             "(8 x 8 block artefacts as background)")
     parser.add_argument("--hard-negatives", type=float,
                         default=SimulationConfig().hard_negatives_p,
                         help="probability that a crop gets hard negatives (edges, corners, "
@@ -265,7 +269,7 @@ def train(args: argparse.Namespace) -> Path:
                          "top_threshold": args.top_threshold,
                          "corner_negatives": args.corner_negatives,
                          "panel_arrays": args.panel_arrays,
-                         "panel_fields": args.panel_fields,
+                         "panel_fields": args.panel_fields, "jpeg": args.jpeg,
                          "data": [str(p) for p in args.data]},
             "parameters": parameter_count(trainer.model)})
         log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")
