@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 from anomaly_detector.model.nn.features import INPUT_CHANNELS, fit_from_array
-from anomaly_detector.model.training.anomalies import hard_negatives, repeated_objects
+from anomaly_detector.model.training.anomalies import hard_negatives, panel_arrays, repeated_objects
+from anomaly_detector.model.training.radiometry import jpeg_artefacts, jpeg_quantisation
 from anomaly_detector.model.training.shapes import random_shape
 from anomaly_detector.model.training.simulation import (AnomalySimulator, BackgroundImage,
                                                         load_backgrounds, make_batch)
 from anomaly_detector.model.training.simulation_config import (ANOMALY, BACKGROUND, IGNORE,
                                                                LARGE_NORMAL, HardNegativeConfig,
+                                                               PanelConfig, RadiometryConfig,
                                                                RepeatedObjectConfig)
 from conftest import write_raster
 
@@ -150,3 +152,59 @@ def test_repeated_objects_are_copies_of_one_shape_labelled_normal():
     # each copy stands out from the crop: one sign, whole local standard deviations
     offsets = image[:, changed].mean() - image[:, ~changed].mean()
     assert abs(offsets) > 0.8
+
+
+def test_panel_fields_are_many_dark_rows_reaching_beyond_the_crop():
+    rng = np.random.default_rng(13)
+    panel_pixels, covered, darker = {}, {}, []
+    for field_p in (0.0, 1.0):
+        panel_pixels[field_p], covered[field_p] = [], []
+        for _ in range(100):
+            image = rng.normal(0, 1, (3, 96, 96)).astype(np.float32)
+            labels = np.zeros((96, 96), np.uint8)
+            panel_arrays(image, labels, rng, PanelConfig(field_p=field_p))
+            panels = labels == ANOMALY
+            assert set(np.unique(labels).tolist()) <= {BACKGROUND, ANOMALY, IGNORE}
+            if panels.any():
+                darker.append(image[:, labels == BACKGROUND].mean() - image[:, panels].mean())
+            panel_pixels[field_p].append(int(panels.sum()))
+            covered[field_p].append(float((labels != BACKGROUND).mean()))
+    # small arrays: at most 4 rows of 7 panels of 8 x 5 px; fields often a quarter of the crop
+    assert max(panel_pixels[0.0]) <= 4 * 7 * 8 * 5 and max(covered[0.0]) < 0.25
+    assert np.percentile(panel_pixels[1.0], 75) > 3 * np.percentile(panel_pixels[0.0], 75)
+    assert np.mean(np.array(covered[1.0]) > 0.25) > 0.2
+    assert np.median(darker) > 1.0  # panels whole local standard deviations darker
+
+
+def _jpeg_by_scipy(levels: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """8 x 8 blocks of one 0-255 band quantised in the DCT domain, with SciPy's DCT."""
+    from scipy.fft import dctn, idctn
+    out = np.empty_like(levels)
+    for y in range(0, levels.shape[0], 8):
+        for x in range(0, levels.shape[1], 8):
+            block = dctn(levels[y:y + 8, x:x + 8] - 128, norm="ortho")
+            out[y:y + 8, x:x + 8] = idctn(np.round(block / steps) * steps, norm="ortho") + 128
+    return np.clip(np.round(out), 0, 255)
+
+
+def test_jpeg_artefacts_quantise_8x8_blocks_of_the_stretched_band():
+    yy, xx = np.mgrid[0:30, 0:44]
+    band = 200 + 40 * np.sin(xx / 4.0) * np.cos(yy / 6.0) + \
+        np.random.default_rng(2).normal(0, 3, (30, 44))
+    image = band[None].astype(np.float32)
+    config = RadiometryConfig(jpeg_quality=(35.0, 35.0))
+    decoded = jpeg_artefacts(image, np.random.default_rng(9), config)
+    phase = np.random.default_rng(9)
+    phase.uniform(35.0, 35.0)
+    top, left = phase.integers(0, 8, 2)
+    low, span = image.min(), np.ptp(image) + 1e-9
+    levels = np.pad(np.round((image[0] - low) / span * 255),
+                    ((top, (-(30 + top)) % 8), (left, (-(44 + left)) % 8)), mode="edge")
+    expected = _jpeg_by_scipy(levels, jpeg_quantisation(35.0))[top:top + 30, left:left + 44]
+    assert decoded.shape == image.shape and decoded.dtype == np.float32
+    np.testing.assert_allclose(decoded[0], expected / 255 * span + low, atol=span / 255 * 1.01)
+    assert np.abs(decoded - image).mean() > 0.5 * span / 255  # artefacts, not a copy
+    # at quality 100 every step is 1: the band comes back within a level of its 8 bits
+    exact = jpeg_artefacts(image, np.random.default_rng(9), RadiometryConfig(jpeg_quality=(100, 100)))
+    assert np.abs(exact - image).max() <= 1.5 * span / 255
+    assert jpeg_quantisation(100.0).max() == 1 and jpeg_quantisation(50.0)[0, 0] == 16
