@@ -124,7 +124,7 @@ def _run_groups(values: np.ndarray, lengths: np.ndarray, first: np.ndarray) -> G
     run_of = np.repeat(np.arange(len(lengths)), lengths)
     at_peak = np.flatnonzero(values == peaks[run_of])
     leading = at_peak[np.r_[True, run_of[at_peak[1:]] != run_of[at_peak[:-1]]]]
-    return Groups(first, lengths, np.add.reduceat(values, offsets), peaks,
+    return Groups(first, lengths, np.add.reduceat(values, offsets, dtype=np.float64), peaks,
                   first + leading - offsets)
 
 

@@ -34,7 +34,7 @@ from ..raster.progress import CancelFn, ProgressFn, check_cancelled, report, sub
 from .attributes import NO_GEOTRANSFORM, layer_srs, write_features
 from .groups import GroupLabels, GroupScan, Ranked, strip_rows
 from .output import vector_driver, write_vector
-from .threshold import ScoreBand, compute_threshold, open_scores, score_windows
+from .threshold import ScoreBand, at_least, compute_threshold, open_scores, score_windows
 
 _LABEL_OPTIONS = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
 
@@ -95,7 +95,7 @@ def _flagged_strips(scores: ScoreBand, threshold: float, progress, is_cancelled)
     """``(y, scores, valid, flagged)`` of each strip of whole rows (see :mod:`.groups`)."""
     rows = strip_rows(scores.ds.RasterXSize)
     for (_, y, _, _), values, valid in score_windows(scores, progress, is_cancelled, rows=rows):
-        yield y, values, valid, valid & (values >= threshold)
+        yield y, values, valid, valid & at_least(values, threshold)
 
 
 def _find_groups(scores: ScoreBand, threshold: float, min_area: int, top_n: int,
@@ -121,7 +121,8 @@ def _write_labels(band, scores: ScoreBand, threshold: float, ranked: Ranked, pro
     reached = np.zeros(len(peaks) + 1, dtype=np.int64)  # valid pixels reaching j sorted peaks
     for y, values, valid, flagged in _flagged_strips(scores, threshold, progress, is_cancelled):
         band.WriteArray(labels.add(y, values, flagged), 0, y)
-        reached += np.bincount(np.searchsorted(peaks, values[valid], side="right"),
+        # every peak is flagged: pixels below the threshold reach none (bin 0, not counted)
+        reached += np.bincount(np.searchsorted(peaks, values[flagged], side="right"),
                                minlength=len(peaks) + 1)
     at_least = np.cumsum(reached[::-1])[::-1][1:]  # pixels scoring >= peaks[j]
     return at_least[np.searchsorted(peaks, ranked.groups.peak, side="left")]

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..defaults import THRESHOLD, THRESHOLD_METHOD
 from ..raster.errors import ParameterError, RasterInputError
-from ..raster.io import iter_windows, open_dataset
+from ..raster.io import EXACT_IN_FLOAT32, iter_windows, open_dataset
 from ..raster.progress import CancelFn, ProgressFn, check_cancelled, report
 from ..raster.stats import Moments
 
@@ -32,16 +32,30 @@ _EXACT_LIMIT = 2_000_000
 
 
 class ScoreBand(NamedTuple):
-    """An open score raster, the band that is thresholded and its nodata value."""
+    """An open score raster, the band that is thresholded, its nodata value and the type
+    its values are read as (float32 when that holds each of them exactly, else float64)."""
     ds: object
     band: object
     nodata: Optional[float]
+    dtype: type
 
 
 def open_scores(path: str, band: int):
     """``(ScoreBand, RasterInfo)`` of band ``band`` of the score raster ``path``."""
     ds, info = open_dataset(path, [band])
-    return ScoreBand(ds, ds.GetRasterBand(band), info.nodata[0]), info
+    dtype = np.float32 if info.dtypes[0] in EXACT_IN_FLOAT32 else np.float64
+    return ScoreBand(ds, ds.GetRasterBand(band), info.nodata[0], dtype), info
+
+
+def at_least(values: np.ndarray, threshold: float) -> np.ndarray:
+    """``values >= threshold`` as in float64, also for float32 ``values`` (NumPy would
+    round the threshold to float32 first, which can flag a value just below it)."""
+    if values.dtype == np.float32:
+        bound = np.float32(threshold)
+        if float(bound) < threshold:
+            bound = np.nextafter(bound, np.float32(np.inf))
+        return values >= bound
+    return values >= threshold
 
 
 def score_windows(scores: ScoreBand, progress: ProgressFn = None, is_cancelled: CancelFn = None,
@@ -52,7 +66,7 @@ def score_windows(scores: ScoreBand, progress: ProgressFn = None, is_cancelled: 
                else list(iter_windows(width, height, block)))
     for i, (x, y, w, h) in enumerate(windows):
         check_cancelled(is_cancelled)
-        values = scores.band.ReadAsArray(x, y, w, h).astype(np.float64)
+        values = scores.band.ReadAsArray(x, y, w, h).astype(scores.dtype, copy=False)
         valid = np.isfinite(values)
         if scores.nodata is not None and not math.isnan(scores.nodata):
             valid &= values != scores.nodata
@@ -106,7 +120,7 @@ def _summarise(scores: ScoreBand, path: str, progress: ProgressFn, is_cancelled:
         lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
         if highest is not None:
             highest.add(x)
-        moments.add(x[None, :])  # centres x in place
+        moments.add(x[None, :].astype(np.float64))
     if moments.count == 0:
         raise RasterInputError(
             f"The score raster '{path}' contains no valid pixels (all nodata or non-finite). "
@@ -124,7 +138,7 @@ def _kth_highest(scores: ScoreBand, k: int, lo: float, hi: float, is_cancelled) 
         hist = np.zeros(_HIST_BINS, dtype=np.int64)
         edges = np.linspace(lo, hi, _HIST_BINS + 1)  # as np.histogram's equal bins
         for _, a, v in score_windows(scores, None, is_cancelled):
-            x = a[v]
+            x = a[v].astype(np.float64)
             x = x[(x >= lo) & (x <= hi)]
             if x.size:  # equal bins: binned arithmetically, not by sorting
                 hist += np.histogram(x, bins=_HIST_BINS, range=(lo, hi))[0]
@@ -138,7 +152,7 @@ def _kth_highest(scores: ScoreBand, k: int, lo: float, hi: float, is_cancelled) 
             vals = []
             last = b == _HIST_BINS - 1
             for _, a, v in score_windows(scores, None, is_cancelled):
-                x = a[v]
+                x = a[v].astype(np.float64)
                 sel = (x >= nlo) & ((x <= nhi) if last else (x < nhi))
                 if sel.any():
                     vals.append(x[sel])

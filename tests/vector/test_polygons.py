@@ -43,6 +43,21 @@ def test_min_area_and_empty_result(tmp_path):
     assert count_polygons(str(out)) == 0
 
 
+def test_a_fixed_threshold_flags_float32_scores_as_in_float64(tmp_path):
+    """Float32 scores are compared with the threshold as float64 numbers: a value one
+    float32 step below a threshold that float32 cannot hold is not flagged."""
+    below = np.float32(0.1)  # 0.100000001490116...
+    threshold_value = float(below) + 1e-12  # rounds to ``below`` in float32
+    a = np.zeros((20, 20), np.float32)
+    a[2, 2], a[10, 10] = below, np.nextafter(below, np.float32(1))
+    src = write_raster(tmp_path / "s.tif", a)
+    result = polygonize_scores(src, str(tmp_path / "p.gpkg"), method="fixed",
+                               threshold=threshold_value)
+    assert (result.count, result.n_flagged) == (1, 1)
+    assert threshold.at_least(a, threshold_value).sum() == 1
+    assert threshold.at_least(a.astype(np.float64), threshold_value).sum() == 1
+
+
 @pytest.mark.parametrize("exact_limit", [2_000_000, 10])  # highest values kept; histograms
 def test_top_fraction_threshold_is_exact_quantile(tmp_path, monkeypatch, exact_limit):
     monkeypatch.setattr(threshold, "_EXACT_LIMIT", exact_limit)
