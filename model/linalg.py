@@ -14,11 +14,11 @@ from __future__ import annotations
 import ctypes
 import functools
 import re
-import threading
-from contextlib import contextmanager
-from typing import Iterator, NamedTuple
+from typing import ContextManager, NamedTuple
 
 import numpy as np
+
+from .shared_setting import SharedSetting
 
 _LARGE_PRODUCT = 1 << 16  # multiply-adds below which the slow BLAS costs nothing noticeable
 
@@ -109,37 +109,29 @@ def _openblas_libraries() -> list:
     return libraries
 
 
-class _SingleThreaded:
-    """Runs inside :func:`single_threaded_blas` and the thread counts from before them."""
-    lock = threading.Lock()
-    runs = 0
-    previous: list = []
+def _restore_blas_threads(saved: list) -> None:
+    for library, threads in saved:
+        library.openblas_set_num_threads(threads)
 
 
-@contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """OpenBLAS on one thread while the block runs, its thread counts from before the
-    first of overlapping blocks restored after the last.
+def _one_blas_thread(saved: list) -> None:
+    for library, _ in saved:
+        library.openblas_set_num_threads(1)
+
+
+_BLAS_THREADS = SharedSetting(
+    lambda: [(library, library.openblas_get_num_threads()) for library in _openblas_libraries()],
+    _restore_blas_threads)
+
+
+def single_threaded_blas() -> ContextManager[None]:
+    """OpenBLAS on one thread while the block runs (a context manager or decorator), its
+    thread counts from before the first of overlapping blocks restored after the last.
 
     The engine overlaps decoding and arithmetic in threads of its own, one per core;
     OpenBLAS's threads would compete with them and, while they wait for work, spin in
     system calls that cost more than the products they speed up."""
-    with _SingleThreaded.lock:
-        if _SingleThreaded.runs == 0:
-            _SingleThreaded.previous = [(library, library.openblas_get_num_threads())
-                                        for library in _openblas_libraries()]
-            for library, _ in _SingleThreaded.previous:
-                library.openblas_set_num_threads(1)
-        _SingleThreaded.runs += 1
-    try:
-        yield
-    finally:
-        with _SingleThreaded.lock:
-            _SingleThreaded.runs -= 1
-            if _SingleThreaded.runs == 0:
-                for library, threads in _SingleThreaded.previous:
-                    library.openblas_set_num_threads(threads)
-                _SingleThreaded.previous = []
+    return _BLAS_THREADS.overridden(_one_blas_thread)
 
 
 FLOAT32_EIGEN_RATIO = 1e-5

@@ -1,12 +1,11 @@
 """The memory setting of a scoring run and GDAL's block cache."""
 import os
-import threading
-from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import ContextManager, Optional
 
 from osgeo import gdal
 
 from ..defaults import MEMORY_MB
+from ..shared_setting import SharedSetting
 
 MEMORY_ENV = "ANOMALY_DETECTOR_MEMORY_MB"
 """Environment variable of the memory setting in MiB (default :data:`.defaults.MEMORY_MB`).
@@ -43,31 +42,16 @@ def limit_gdal_cache(memory_mb: Optional[float] = None, share: float = 0.25) -> 
     return min(cap, gdal.GetCacheMax())
 
 
-class _CacheCap:
-    """Runs inside :func:`gdal_cache_capped` and the cap from before the first of them."""
-    lock = threading.Lock()
-    runs = 0
-    previous = 0
+_GDAL_CACHE = SharedSetting(gdal.GetCacheMax, gdal.SetCacheMax)
 
 
-@contextmanager
-def gdal_cache_capped(memory_mb: Optional[float] = None) -> Iterator[int]:
-    """GDAL's block cache capped as by :func:`limit_gdal_cache` while the block runs, the
-    cap from before the first of overlapping runs restored after the last (for runs inside
-    a process the plugin does not own: QGIS sizes the cache to a share of the machine's
-    RAM, which the blocks of one large raster would fill). Yields the cap in bytes."""
-    with _CacheCap.lock:
-        if _CacheCap.runs == 0:
-            _CacheCap.previous = gdal.GetCacheMax()
-        _CacheCap.runs += 1
-        cap = limit_gdal_cache(memory_mb)
-    try:
-        yield cap
-    finally:
-        with _CacheCap.lock:
-            _CacheCap.runs -= 1
-            if _CacheCap.runs == 0:
-                gdal.SetCacheMax(_CacheCap.previous)
+def gdal_cache_capped(memory_mb: Optional[float] = None) -> ContextManager[int]:
+    """GDAL's block cache capped as by :func:`limit_gdal_cache` while the block runs (a
+    context manager yielding the cap in bytes), the cap from before the first of
+    overlapping runs restored after the last (for runs inside a process the plugin does
+    not own: QGIS sizes the cache to a share of the machine's RAM, which the blocks of one
+    large raster would fill)."""
+    return _GDAL_CACHE.overridden(lambda _: limit_gdal_cache(memory_mb))
 
 
 def peak_rss_mb() -> float:
