@@ -22,7 +22,7 @@ import numpy as np
 from .baselines import (COMPONENTS, CONTRAST_EPS, CONTRAST_SCALES, GUARD_WINDOW, OUTER_WINDOW,
                         RIDGE, grey_contrast, ring_rx, whitening_basis)
 from ..defaults import TILE_SIZE
-from ..linalg import matmul
+from ..linalg import CHUNK_VALUES, matmul
 from ..raster.errors import ParameterError
 from ..raster.pipeline import score_raster
 from ..raster.progress import CancelFn, ProgressFn, sub_progress
@@ -31,7 +31,6 @@ from ..raster.stats import band_statistics, no_variation
 
 LARGEST_WINDOW = 255                      # widest window (tile margins stay small)
 _SOLVE_PIXELS = 16_384                    # pixels per batch of local K x K solves
-_CHUNK_VALUES = 1 << 20                   # band values per whitening chunk
 
 
 @dataclass
@@ -109,7 +108,7 @@ class LocalRxScorer(TileScorer):
         bands, height, width = tile.shape
         flat = tile.reshape(bands, -1)
         whitened = np.empty((height * width, self.vectors.shape[1]))
-        step = max(1024, _CHUNK_VALUES // bands)
+        step = max(1024, CHUNK_VALUES // bands)
         for start in range(0, height * width, step):
             pixels = flat[:, start:start + step].T.astype(np.float64) - self.mean
             whitened[start:start + step] = matmul(pixels, self.vectors) / self.scales

@@ -124,8 +124,8 @@ def _write_labels(band, scores: ScoreBand, threshold: float, ranked: Ranked, pro
         # every peak is flagged: pixels below the threshold reach none (bin 0, not counted)
         reached += np.bincount(np.searchsorted(peaks, values[flagged], side="right"),
                                minlength=len(peaks) + 1)
-    at_least = np.cumsum(reached[::-1])[::-1][1:]  # pixels scoring >= peaks[j]
-    return at_least[np.searchsorted(peaks, ranked.groups.peak, side="left")]
+    reaching = np.cumsum(reached[::-1])[::-1][1:]  # pixels scoring >= peaks[j]
+    return reaching[np.searchsorted(peaks, ranked.groups.peak, side="left")]
 
 
 def _polygonize(scores: ScoreBand, info, threshold: float, ranked: Ranked, n_valid: int,
