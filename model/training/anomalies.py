@@ -159,14 +159,19 @@ def point_targets(image: np.ndarray, labels: np.ndarray, rng: np.random.Generato
 def hard_negatives(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
                    negatives: HardNegativeConfig) -> None:
     """What fools a detector, taught as background: straight (sharp or soft) edges,
-    corners of buildings and fields, long thin lines (roads, wires, field borders) and
-    large smooth bright or dark areas (clouds, haze, glint); lines and clouds are labelled
-    large normal."""
+    corners of buildings and fields, long thin lines (roads, wires, field borders),
+    large smooth bright or dark areas (clouds, haze, glint) and, if ``blob_p``, compact
+    smooth blobs several times a point target's size (cloud fragments, sunlit roofs);
+    lines, clouds and blobs are labelled large normal."""
     size = labels.shape[0]
     spread = crop_spread(image)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     for _ in range(count(rng, negatives.count)):
-        if negatives.corner_p and rng.random() < negatives.corner_p:
+        if negatives.blob_p and rng.random() < negatives.blob_p:
+            sigma = (log_uniform(rng, *negatives.blob_sigma), log_uniform(rng, *negatives.blob_sigma))
+            field = gaussian_spot(size, rng.uniform(0, size - 1, 2), sigma, rng.uniform(0, np.pi))
+            normal = field > negatives.blob_level
+        elif negatives.corner_p and rng.random() < negatives.corner_p:
             field, normal = _corner_field(yy, xx, rng, negatives), None
         else:
             angle = rng.uniform(0, np.pi)

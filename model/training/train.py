@@ -43,7 +43,8 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
                    jpeg_p=args.jpeg,
                    panels=replace(defaults.panels, field_p=args.panel_fields),
                    hard_negatives=replace(defaults.hard_negatives,
-                                          corner_p=args.corner_negatives))
+                                          corner_p=args.corner_negatives,
+                                          blob_p=args.blob_negatives))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -77,6 +78,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=SimulationConfig().hard_negatives.corner_p,
                         help="probability that a simulated hard negative is a corner "
                              "(two edges meeting) rather than an edge, line or cloud")
+    parser.add_argument("--blob-negatives", type=float,
+                        default=SimulationConfig().hard_negatives.blob_p,
+                        help="probability that a simulated hard negative is a compact smooth "
+                             "blob of 4-12 px sigma (cloud fragment, roof), taught as normal")
     parser.add_argument("--panel-arrays", type=float, default=SimulationConfig().panels_p,
                         help="probability that a visible or multispectral crop gets a "
                              "solar-panel-like array of dark rectangles as anomalies")
@@ -268,6 +273,7 @@ def train(args: argparse.Namespace) -> Path:
                          "ema": args.ema, "peak_weight": args.peak_weight,
                          "top_threshold": args.top_threshold,
                          "corner_negatives": args.corner_negatives,
+                         "blob_negatives": args.blob_negatives,
                          "panel_arrays": args.panel_arrays,
                          "panel_fields": args.panel_fields, "jpeg": args.jpeg,
                          "data": [str(p) for p in args.data]},
