@@ -136,6 +136,24 @@ def test_corner_negatives_are_convex_wedges_labelled_background():
         assert wedge[middle_y, middle_x].mean() > 0.97  # convex, up to rounding
 
 
+def test_blob_negatives_are_smooth_compact_blobs_labelled_large_normal():
+    rng = np.random.default_rng(5)
+    negatives = HardNegativeConfig(blob_p=1.0, count=(1, 1), tint=0.0)
+    for _ in range(10):
+        image = np.zeros((2, 64, 64), np.float32)
+        labels = np.zeros((64, 64), np.uint8)
+        hard_negatives(image, labels, rng, negatives)
+        strength = np.abs(image[0])
+        assert np.allclose(image[1], image[0])
+        assert set(np.unique(labels).tolist()) <= {BACKGROUND, LARGE_NORMAL}
+        normal = labels == LARGE_NORMAL
+        if normal.any():  # the normal label is a level set of the blob: its strongest part
+            assert strength[normal].min() > strength[~normal].max()
+        # sigma 4-12 px: far larger than a point target's core, compact within the crop
+        assert normal.sum() < 0.45 * labels.size
+        assert np.abs(np.diff(strength, axis=1)).max() < 0.3 * strength.max()  # smooth
+
+
 def test_repeated_objects_are_copies_of_one_shape_labelled_normal():
     rng = np.random.default_rng(11)
     config = RepeatedObjectConfig(copies=(6, 6), pixels=(20.0, 20.0), jitter=0.0,
