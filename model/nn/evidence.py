@@ -17,6 +17,8 @@ All channels are compressed by ``sign(x) * log(1 + |x|)`` like the reduced chann
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.nn import functional as F
 
@@ -53,37 +55,68 @@ def window_count(height: int, width: int, radius: int, like: torch.Tensor) -> to
     return (count(height)[:, None] * count(width)[None, :])[None, None]
 
 
-def _ring(x: torch.Tensor, sums: dict[int, torch.Tensor], inner: int, outer: int
-          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Means of the channels over the ring between two windows (inner < outer radius),
-    and where the ring holds any pixel (it is empty where the raster is smaller than
-    the inner window; the evidence there is 0)."""
-    height, width = x.shape[-2:]
-    count = window_count(height, width, outer, x) - window_count(height, width, inner, x)
-    return (sums[outer] - sums[inner]).contiguous() * count.clamp_min(1).reciprocal(), count > 0
+@functools.lru_cache(maxsize=32)  # a raster's tiles: up to 4 shapes, 7 windows or rings each
+def _window_weights(height: int, width: int, inner: int, outer: int, dtype: torch.dtype,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(1 / pixels in each window or ring, where the ring holds any pixel or None if
+    everywhere): a tile shape's factors, computed once. ``inner`` -1 is the window of
+    radius ``outer`` itself; a ring is empty where the raster is smaller than the inner
+    window. Normal tensors even under inference mode, so that autograd may use them."""
+    with torch.inference_mode(False):
+        like = torch.empty(0, dtype=dtype, device=device)
+        count = window_count(height, width, outer, like)
+        if inner >= 0:
+            count = count - window_count(height, width, inner, like)
+        present = count > 0
+        return count.clamp_min(1).reciprocal(), None if bool(present.all()) else present
+
+
+def _average(total: torch.Tensor, inner: int, outer: int
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``total`` (sums over the window of radius ``outer``, ``inner`` -1, or over the ring
+    between two windows, inner < outer radius) divided by the pixels there, and where the
+    ring holds any pixel (None if everywhere; the evidence elsewhere is 0)."""
+    height, width = total.shape[-2:]
+    weights, present = _window_weights(height, width, inner, outer, total.dtype, total.device)
+    return total.contiguous() * weights, present
+
+
+def _where(present: torch.Tensor | None, evidence: torch.Tensor) -> torch.Tensor:
+    return evidence if present is None else torch.where(present, evidence, 0.0)
+
+
+def _moments(x: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
+    """(N, C + len(pairs), H, W) in channels-last layout (as :func:`box_sum` reads it):
+    the channels of ``x``, then the product of each pair of them, each written in place
+    (not a stack of channels-first maps transposed at once: several times slower)."""
+    n, channels, height, width = x.shape
+    moments = x.new_empty((n, height, width, channels + len(pairs))).permute(0, 3, 1, 2)
+    moments[:, :channels] = x
+    for index, (i, j) in enumerate(pairs):
+        moments[:, channels + index] = x[:, i] * x[:, j]
+    return moments
 
 
 def _compress(x: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * torch.log1p(x.abs())
+    """``sign(x) * log(1 + |x|)``."""
+    return x.abs().log1p_().copysign_(x)
 
 
 def local_contrast(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, C * len(CONTRAST_SCALES), H, W): signed multi-scale local
     contrast of each channel (channel-major)."""
-    channels, (height, width) = x.shape[1], x.shape[-2:]
-    # channels-last once, not in every box sum
-    moments = torch.cat([x, x * x], dim=1).contiguous(memory_format=torch.channels_last)
+    channels = x.shape[1]
+    moments = _moments(x, [(c, c) for c in range(channels)])
     radii = {r for side in CONTRAST_SCALES for r in ((side - 1) // 2, side, 2 * side + 1)}
     sums = {r: box_sum(moments, r) for r in radii}
     outputs = []
     for side in CONTRAST_SCALES:
         centre_radius = (side - 1) // 2
-        centre = sums[centre_radius][:, :channels].contiguous() * \
-            window_count(height, width, centre_radius, x).reciprocal()
-        ring, present = _ring(x, sums, side, 2 * side + 1)
+        centre = _average(sums[centre_radius][:, :channels], -1, centre_radius)[0]
+        ring, present = _average(sums[2 * side + 1] - sums[side], side, 2 * side + 1)
         mean, variance = ring[:, :channels], (ring[:, channels:] - ring[:, :channels] ** 2)
         contrast = (centre - mean) / torch.sqrt(variance.clamp_min(0) + _STD_FLOOR ** 2)
-        outputs.append(torch.where(present, contrast, 0.0))
+        outputs.append(_where(present, contrast))
     return torch.stack(outputs, dim=2).flatten(1, 2)
 
 
@@ -91,12 +124,10 @@ def local_rx(x: torch.Tensor) -> torch.Tensor:
     """(N, K, H, W) -> (N, 1, H, W): dual-window local RX distance (square root) of the
     K channels, by a closed-form Cholesky factorisation per pixel."""
     k = x.shape[1]
-    x = x.contiguous()
     pairs = [(i, j) for i in range(k) for j in range(i + 1)]
-    products = torch.stack([x[:, i] * x[:, j] for i, j in pairs], dim=1)
-    moments = torch.cat([x, products], dim=1).contiguous(memory_format=torch.channels_last)
-    ring, present = _ring(x, {r: box_sum(moments, r) for r in (GUARD_RADIUS, OUTER_RADIUS)},
-                          GUARD_RADIUS, OUTER_RADIUS)
+    moments = _moments(x, pairs)
+    ring, present = _average(box_sum(moments, OUTER_RADIUS) - box_sum(moments, GUARD_RADIUS),
+                             GUARD_RADIUS, OUTER_RADIUS)
     mean = ring[:, :k]
     covariance = {pair: ring[:, k + index] - mean[:, pair[0]] * mean[:, pair[1]]
                   for index, pair in enumerate(pairs)}
@@ -116,7 +147,7 @@ def local_rx(x: torch.Tensor) -> torch.Tensor:
             value = value - lower[i, m] * solved[m]
         lower[i, i] = torch.sqrt(diagonal.clamp_min(RIDGE))
         solved.append(value / lower[i, i])
-    return torch.where(present, torch.sqrt(sum(v * v for v in solved))[:, None], 0.0)
+    return _where(present, torch.sqrt(sum(v * v for v in solved))[:, None])
 
 
 def evidence_channels(x: torch.Tensor, local_rx_components: int = LOCAL_RX_COMPONENTS
