@@ -168,8 +168,9 @@ def hard_negatives(image: np.ndarray, labels: np.ndarray, rng: np.random.Generat
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     for _ in range(count(rng, negatives.count)):
         if negatives.blob_p and rng.random() < negatives.blob_p:
-            sigma = (log_uniform(rng, *negatives.blob_sigma), log_uniform(rng, *negatives.blob_sigma))
-            field = gaussian_spot(size, rng.uniform(0, size - 1, 2), sigma, rng.uniform(0, np.pi))
+            sigma = [log_uniform(rng, *negatives.blob_sigma) for _ in range(2)]
+            field = gaussian_spot(size, rng.uniform(0, size - 1, 2), (sigma[0], sigma[1]),
+                                  rng.uniform(0, np.pi))
             normal = field > negatives.blob_level
         elif negatives.corner_p and rng.random() < negatives.corner_p:
             field, normal = _corner_field(yy, xx, rng, negatives), None

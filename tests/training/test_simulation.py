@@ -139,6 +139,7 @@ def test_corner_negatives_are_convex_wedges_labelled_background():
 def test_blob_negatives_are_smooth_compact_blobs_labelled_large_normal():
     rng = np.random.default_rng(5)
     negatives = HardNegativeConfig(blob_p=1.0, count=(1, 1), tint=0.0)
+    labelled = 0
     for _ in range(10):
         image = np.zeros((2, 64, 64), np.float32)
         labels = np.zeros((64, 64), np.uint8)
@@ -149,9 +150,11 @@ def test_blob_negatives_are_smooth_compact_blobs_labelled_large_normal():
         normal = labels == LARGE_NORMAL
         if normal.any():  # the normal label is a level set of the blob: its strongest part
             assert strength[normal].min() > strength[~normal].max()
+            labelled += 1
         # sigma 4-12 px: far larger than a point target's core, compact within the crop
         assert normal.sum() < 0.45 * labels.size
         assert np.abs(np.diff(strength, axis=1)).max() < 0.3 * strength.max()  # smooth
+    assert labelled >= 8  # only blobs centred near a corner may leave the crop unlabelled
 
 
 def test_repeated_objects_are_copies_of_one_shape_labelled_normal():
