@@ -69,7 +69,7 @@ def child(kind: str, src: str, dst: str, memory_mb: float | None, tile_size: int
     if kind == "detect":  # imported and warmed up before the clock starts, as in a QGIS
         # session that has run it once (thread pools, oneDNN kernels)
         from anomaly_detector.model.nn.detector import detect_raster
-        _warm_up(src, dst, detect_raster, scale)
+        warm_up(src, dst, detect_raster, scale)
     else:
         from anomaly_detector.model.classic.rx import rx_score_raster
     start = time.perf_counter()
@@ -82,7 +82,7 @@ def child(kind: str, src: str, dst: str, memory_mb: float | None, tile_size: int
     print("RESULT " + json.dumps({"seconds": seconds}))
 
 
-def _warm_up(src: str, dst: str, detect_raster, scale: int) -> None:
+def warm_up(src: str, dst: str, detect_raster, scale: int) -> None:
     """Score a 256 x 256 corner of ``src`` once, as a long-lived QGIS process already has."""
     corner, scores = f"{dst}.warm.tif", f"{dst}.warm_scores.tif"
     gdal.Translate(corner, src, srcWin=[0, 0, 256, 256])

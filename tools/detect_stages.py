@@ -2,11 +2,14 @@
 
     PYTHONPATH=build/pythonpath python tools/detect_stages.py RASTER [--rounds 2]
 
-Warms up on a 256 x 256 corner of RASTER (PyTorch, the weights, oneDNN kernels, as a
-QGIS session that has run the detector once), then scores the whole raster ``--rounds``
-times and prints, per round, the seconds of the whole call, of the band statistics pass,
-of the tile scoring, and the rest (for rasters of more than 5 bands mostly the reduction
-pass that reads every band again; otherwise opening, loading the weights, closing).
+Warms up on a 256 x 256 corner of RASTER as ``make bench`` does (PyTorch, the weights,
+oneDNN kernels, as a QGIS session that has run the detector once), then scores the whole
+raster ``--rounds`` times and prints, per round, the seconds of the whole call, of the
+band statistics pass, of the tile scoring, and the rest (for rasters of more than 5 bands
+mostly the reduction pass that reads every band again; otherwise opening, loading the
+weights, closing), and the network's seconds on the first tile against the median of the
+others (the first one shares the cores with the reader preparing the next two).
+With another checkout's package first on ``PYTHONPATH`` it times that code.
 """
 from __future__ import annotations
 
@@ -16,16 +19,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from osgeo import gdal
+import numpy as np
+from bench import warm_up
 
 import anomaly_detector.model.nn.detector as detector
 
 STAGES = ("detection_statistics", "score_raster")
 
 
-def timed(seconds: dict[str, float], name: str) -> None:
-    """Wrap ``detector.<name>`` so that its calls add their seconds to ``seconds[name]``."""
-    function = getattr(detector, name)
+def timed(owner, name: str, record) -> None:
+    """Wrap ``owner.<name>`` so that each call passes its seconds to ``record(name, s)``."""
+    function = getattr(owner, name)
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
@@ -33,8 +37,8 @@ def timed(seconds: dict[str, float], name: str) -> None:
         try:
             return function(*args, **kwargs)
         finally:
-            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
-    setattr(detector, name, wrapper)
+            record(name, time.perf_counter() - start)
+    setattr(owner, name, wrapper)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,21 +47,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
     seconds: dict[str, float] = {}
+    tiles: list[float] = []
     for name in STAGES:
-        timed(seconds, name)
+        timed(detector, name, lambda n, s: seconds.__setitem__(n, seconds.get(n, 0.0) + s))
+    timed(detector.TileScorer, "score_prepared", lambda _, s: tiles.append(s))
     with tempfile.TemporaryDirectory() as scratch:
-        corner, scores = f"{scratch}/corner.tif", f"{scratch}/scores.tif"
-        gdal.Translate(corner, str(args.raster), srcWin=[0, 0, 256, 256])
-        detector.detect_raster(corner, scores, device="cpu")
+        scores = f"{scratch}/scores.tif"
+        warm_up(str(args.raster), scores, detector.detect_raster, 1)
         for round_ in range(1, args.rounds + 1):
             seconds.clear()
+            tiles.clear()
             start = time.perf_counter()
             detector.detect_raster(str(args.raster), scores, device="cpu")
             total = time.perf_counter() - start
             rest = total - sum(seconds.values())
+            others = f"{np.median(tiles[1:]):.3f}" if len(tiles) > 1 else "-"
             print(f"round {round_}: whole {total:.2f} s, statistics "
                   f"{seconds['detection_statistics']:.2f} s, scoring "
-                  f"{seconds['score_raster']:.2f} s, rest {rest:.2f} s", flush=True)
+                  f"{seconds['score_raster']:.2f} s, rest {rest:.2f} s; network on "
+                  f"{len(tiles)} tile(s): first {tiles[0]:.3f} s, others' median {others} s",
+                  flush=True)
     return 0
 
 
