@@ -42,8 +42,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PYPATH = REPO / "build" / "pythonpath"
-if str(PYPATH) not in sys.path:
-    sys.path.insert(0, str(PYPATH))
+if str(PYPATH) not in sys.path:  # after PYTHONPATH: another checkout given there wins
+    sys.path.append(str(PYPATH))
 
 import numpy as np  # noqa: E402
 from bench_qgis import (CASES, launched, launcher_peak_rss_mb, qgis_process_rows,  # noqa: E402

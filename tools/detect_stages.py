@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in STAGES:
         timed(detector, name, lambda n, s: seconds.__setitem__(n, seconds.get(n, 0.0) + s))
     timed(detector.TileScorer, "score_prepared", lambda _, s: tiles.append(s))
+    print(f"package: {Path(detector.__file__).resolve().parents[2]}", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         scores = f"{scratch}/scores.tif"
         warm_up(str(args.raster), scores, detector.detect_raster, 1)
