@@ -43,11 +43,11 @@ def test_reader_errors_reach_the_caller_and_leave_no_file(tmp_path, monkeypatch)
     calls = []
     real = raster_io.read_window
 
-    def failing(ds, info, x, y, w, h):
+    def failing(ds, info, x, y, w, h, buffers=None):
         calls.append(1)
         if len(calls) > 2:
             raise RasterInputError("read failed")
-        return real(ds, info, x, y, w, h)
+        return real(ds, info, x, y, w, h, buffers)
 
     monkeypatch.setattr(raster_io, "read_window", failing)
     with pytest.raises(RasterInputError, match="read failed"):

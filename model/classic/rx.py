@@ -18,6 +18,7 @@ computes ``mu`` and ``C`` with :func:`band_statistics`, pass 2 scores tiles
 with :func:`score_raster` (RX is per-pixel, so no overlap is needed).
 """
 
+import math
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -45,6 +46,19 @@ def rx_whitening(precision: np.ndarray) -> np.ndarray:
 
 
 _CHUNK_PIXELS = 65536  # at most: a few bands' chunk stays in the core's cache
+
+RX_TILE_BYTES = 64 * 2 ** 20
+"""Float32 bands of one RX tile at most: tiles of many bands then come in their dozens,
+read into the same memory again (:class:`..raster.io.BufferPool`) rather than into new
+memory for each of a few very large tiles."""
+
+
+def rx_tile_side(tile_size: int, band_count: int) -> int:
+    """The side of RX tiles: ``tile_size``, or less (a multiple of 64) for so many bands
+    that a tile would exceed :data:`RX_TILE_BYTES`. RX is per pixel: no result depends
+    on it."""
+    side = math.isqrt(RX_TILE_BYTES // (4 * max(1, band_count))) // 64 * 64
+    return max(1, min(int(tile_size), max(64, side)))
 
 
 class _RxScorer(TileScorer):
@@ -102,7 +116,8 @@ def rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence[int]]
                 "raster for extreme or corrupt values, or choose other bands.") from error
         with single_threaded_blas():  # the reader thread decodes on the other core
             score_raster(path, dst_path, scorer, bands=bands,
-                         tile_size=tile_size, overlap=0, progress=sub_progress(progress, 0.5, 1.0),
+                         tile_size=rx_tile_side(tile_size, len(mean)), overlap=0,
+                         progress=sub_progress(progress, 0.5, 1.0),
                          is_cancelled=is_cancelled,
                          memory_mb=memory_mb)
     return mean, cov, n

@@ -21,8 +21,8 @@ import numpy as np
 from osgeo import gdal
 
 from ..linalg import single_threaded_blas
-from ..raster.io import (READERS, DatasetPerThread, RasterInfo, aligned_windows, open_dataset,
-                         read_ahead, read_window)
+from ..raster.io import (READERS, BufferPool, DatasetPerThread, RasterInfo, aligned_windows,
+                         open_dataset, read_ahead, read_window)
 from ..raster.memory import memory_budget
 from ..raster.progress import check_cancelled, report
 from ..raster.stats import pool_mean
@@ -90,16 +90,18 @@ def reduced_raster(src_path: str, bands: Sequence[int] | None, reduction: Spectr
         path, info.width, info.height, INPUT_CHANNELS, gdal.GDT_Float32,
         ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "INTERLEAVE=PIXEL"])
     datasets = DatasetPerThread(src_path)
+    buffers = BufferPool()
     try:
         def read(window: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
             check_cancelled(is_cancelled)
-            return read_window(datasets(), info, *window)
+            return read_window(datasets(), info, *window, buffers=buffers)
 
         with single_threaded_blas():
             for i, (window, (data, valid)) in enumerate(
                     zip(windows, read_ahead(windows, read, READERS))):
                 x, y, width, height = window
                 channels = reduction.apply(*pool_mean(data, valid, scale))
+                buffers.give(data)
                 del data
                 channels = _repeat(channels, scale, height, width)
                 channels[:, ~valid] = np.nan  # the pixel's own validity, as tiles read it

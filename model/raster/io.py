@@ -322,22 +322,65 @@ def aligned_windows(ds, pixels: int, multiple: int = 1) -> List[Tuple[int, int, 
             for y in range(0, height, rows) for x in range(0, width, columns)]
 
 
-def read_window(ds, info: RasterInfo, x: int, y: int, w: int, h: int):
+class BufferPool:
+    """Float32 arrays that a streaming pass hands back once it is done with a window, so
+    that the next windows are read into the same memory (thread-safe).
+
+    Windows of many bands take tens of megabytes. Allocated afresh in reader threads and
+    freed in another, each came as new pages from the system, and zeroing them took
+    about as long as decoding 200 compressed bands (``tools/read_speed.py``).
+    """
+
+    def __init__(self) -> None:
+        self._free: dict = {}
+        self._lent: set = set()
+        self._lock = threading.Lock()
+
+    def take(self, shape: Tuple[int, ...]) -> np.ndarray:
+        """A free array of ``shape`` (contents undefined), or a new one; free arrays of
+        other shapes are let go (windows of one shape follow each other, and memory
+        stays within that of the windows in use)."""
+        shape = tuple(shape)
+        with self._lock:
+            if any(key != shape for key in self._free):
+                self._free = {shape: self._free.get(shape, [])}
+            free = self._free.get(shape)
+            array = free.pop() if free else np.empty(shape, np.float32)
+            self._lent.add(id(array))
+        return array
+
+    def give(self, array: np.ndarray) -> None:
+        """Hand back ``array``, which nothing may use any more; an array that was not
+        taken from the pool (a window read otherwise) is left to the garbage collector."""
+        with self._lock:
+            if id(array) in self._lent:
+                self._lent.remove(id(array))
+                self._free.setdefault(array.shape, []).append(array)
+
+
+def read_window(ds, info: RasterInfo, x: int, y: int, w: int, h: int,
+                buffers: Optional[BufferPool] = None):
     """Read selected bands of a window; return ``(float32 (B,h,w), valid bool (h,w))``.
 
-    All bands are read in one request (one pass over pixel-interleaved blocks).
+    All bands are read in one request (one pass over pixel-interleaved blocks), into an
+    array of ``buffers`` when given (hand it back with :meth:`BufferPool.give`).
     """
     nb = len(info.bands)
     direct = all(t in EXACT_IN_FLOAT32 for t in info.dtypes)
     try:
-        arr = ds.ReadAsArray(x, y, w, h, band_list=list(info.bands),
-                             buf_type=gdal.GDT_Float32 if direct else None)
+        if direct and buffers is not None:
+            arr = ds.ReadAsArray(x, y, w, h, band_list=list(info.bands),
+                                 buf_obj=buffers.take((nb, h, w)))
+        else:
+            arr = ds.ReadAsArray(x, y, w, h, band_list=list(info.bands),
+                                 buf_type=gdal.GDT_Float32 if direct else None)
     except RuntimeError:
         arr = None
     if arr is None:
         raise RasterInputError(
             f"Could not read bands {info.bands} of '{info.path}'. The file may be damaged.")
-    arr = arr.reshape(nb, h, w)
+    if arr.shape != (nb, h, w):  # one band: (h, w)
+        arr = arr.reshape(nb, h, w)
     for i, name in enumerate(info.dtypes):
         if name == "Int8":  # GDAL 3.6 reads signed bytes as unsigned: restore the sign
             arr = arr.astype(np.float32, copy=False)
@@ -359,7 +402,8 @@ def read_window(ds, info: RasterInfo, x: int, y: int, w: int, h: int):
     return out, valid
 
 
-def read_tile_with_margin(ds, info: RasterInfo, x0: int, y0: int, w: int, h: int, overlap: int):
+def read_tile_with_margin(ds, info: RasterInfo, x0: int, y0: int, w: int, h: int, overlap: int,
+                          buffers: Optional[BufferPool] = None):
     """Read the window ``(x0, y0, w, h)`` grown by ``overlap`` on each side, clipped
     to the raster: at the raster's edges the tile simply ends, as the raster does.
 
@@ -374,4 +418,4 @@ def read_tile_with_margin(ds, info: RasterInfo, x0: int, y0: int, w: int, h: int
     ry0 = max(0, y0 - overlap)
     rx1 = min(info.width, x0 + w + overlap)
     ry1 = min(info.height, y0 + h + overlap)
-    return read_window(ds, info, rx0, ry0, rx1 - rx0, ry1 - ry0)
+    return read_window(ds, info, rx0, ry0, rx1 - rx0, ry1 - ry0, buffers)

@@ -16,7 +16,7 @@ from osgeo import gdal
 
 from ..defaults import TILE_SIZE
 from .files import check_output_folder
-from .io import open_dataset, read_tile_with_margin
+from .io import BufferPool, open_dataset, read_tile_with_margin
 from .output import NODATA, SCORE_BLOCK, WriteFailures, written_score_raster
 from .progress import CancelFn, ProgressFn, check_cancelled, report
 from .scorer import as_scorer
@@ -86,6 +86,7 @@ class _Reader(_Worker):
         super().__init__("anomaly-reader", depth)
         self.src_path, self.bands, self.jobs, self.overlap = src_path, bands, jobs, overlap
         self.prepare, self.failures = prepare, failures
+        self.buffers = BufferPool()
 
     def run(self) -> None:
         # GDAL's block cache may flush the output's blocks from this thread too
@@ -99,9 +100,10 @@ class _Reader(_Worker):
                 if self.stop.is_set():
                     return
                 (ry, th, _, _), (rx, tw, _, _) = job
-                tile, valid = read_tile_with_margin(ds, info, rx, ry, tw, th, self.overlap)
+                tile, valid = read_tile_with_margin(ds, info, rx, ry, tw, th, self.overlap,
+                                                    self.buffers)
                 core = _core(job, self.overlap)
-                if not self.put((job, self.prepare(tile, valid, core), valid)):
+                if not self.put((job, self.prepare(tile, valid, core), valid, tile)):
                     return
             ds = None
             self.put(_END)
@@ -191,9 +193,11 @@ def score_tiles(src_path: str, out_band, score_tile, plan: TilePlan, *,
     try:
         for group in _groups(reader, plan.batch):
             check_cancelled(is_cancelled)
-            scored = scorer.score_prepared([prepared for _, prepared, _ in group])
-            for (job, _, valid), scores in zip(group, scored):
+            scored = scorer.score_prepared([prepared for _, prepared, _, _ in group])
+            for (job, _, valid, tile), scores in zip(group, scored):
                 scores = np.asarray(scores, dtype=np.float32)
+                if not np.may_share_memory(scores, tile):  # the next tiles are read into it
+                    reader.buffers.give(tile)
                 if scores.shape != valid.shape:
                     raise ValueError(
                         f"score_tile returned shape {scores.shape}, expected {valid.shape}")

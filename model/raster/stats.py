@@ -7,8 +7,8 @@ import numpy as np
 from ..defaults import STATISTICS_BLOCK
 from ..linalg import CHUNK_VALUES, gram, single_threaded_blas
 from .errors import RasterInputError
-from .io import (READERS, DatasetPerThread, aligned_windows, open_dataset, read_ahead,
-                 read_window)
+from .io import (READERS, BufferPool, DatasetPerThread, aligned_windows, open_dataset,
+                 read_ahead, read_window)
 from .memory import memory_budget
 from .progress import CancelFn, ProgressFn, check_cancelled, report
 
@@ -151,14 +151,17 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *,
     moments = Moments(nb)
     datasets = DatasetPerThread(path)
 
-    def read(window: Window) -> Tuple[np.ndarray, np.ndarray]:
+    buffers = BufferPool()
+
+    def read(window: Window) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         check_cancelled(is_cancelled)
-        data, valid = pool_mean(*read_window(datasets(), info, *window), pool)
+        raw, valid = read_window(datasets(), info, *window, buffers=buffers)
+        data, valid = pool_mean(raw, valid, pool)
         if stride > 1:  # the raster's grid of every stride-th pooled pixel
             rows, columns = -(window[1] // pool) % stride, -(window[0] // pool) % stride
             data = data[:, rows::stride, columns::stride]
             valid = valid[rows::stride, columns::stride]
-        return data, valid
+        return raw, data, valid
 
     chunk = max(1024, CHUNK_VALUES // nb)
     read_count = 0
@@ -166,12 +169,13 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *,
         for group in groups:
             if quarters and moments.count >= STATISTICS_SAMPLE // 2:
                 break
-            for data, valid in read_ahead(group, read, READERS):
+            for raw, data, valid in read_ahead(group, read, READERS):
                 samples = data.reshape(nb, -1) if valid.all() else data[:, valid]  # (B, k)
                 del data
                 for start in range(0, samples.shape[1], chunk):
                     moments.add(samples[:, start:start + chunk].astype(np.float64))
                 del samples
+                buffers.give(raw)
                 read_count += 1
                 report(progress, min(1.0, read_count / len(groups[0])))
     finally:

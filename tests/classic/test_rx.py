@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from anomaly_detector.model.raster.output import NODATA
-from anomaly_detector.model.classic.rx import rx_score_raster
+from anomaly_detector.model.classic.rx import RX_TILE_BYTES, rx_score_raster, rx_tile_side
 from conftest import read_raster, write_raster
 from scenes import numpy_rx, rx_scene
 
@@ -51,3 +51,11 @@ def test_rx_tiled_equals_single_block(tmp_path, shape, tile):
     t, s = read_raster(tiled)[0], read_raster(single)[0]
     assert t.shape == shape[1:]
     assert np.abs(t - s).max() < 1e-4
+
+
+def test_rx_tiles_of_many_bands_stay_within_their_byte_bound():
+    assert rx_tile_side(1024, 3) == 1024  # few bands: the tile size asked for
+    assert rx_tile_side(1024, 200) == 256  # 200 x 256 x 256 float32 = 50 MiB
+    assert 4 * 200 * 320 ** 2 > RX_TILE_BYTES  # the next multiple of 64 would not fit
+    assert rx_tile_side(1024, 100000) == 64  # never below 64
+    assert rx_tile_side(100, 200) == 100

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from anomaly_detector.model.raster.errors import ParameterError, RasterInputError
-from anomaly_detector.model.raster.io import (DatasetPerThread, aligned_windows, open_dataset,
-                                              open_raster_checked, parse_bands, read_ahead,
-                                              read_window)
+from anomaly_detector.model.raster.io import (BufferPool, DatasetPerThread, aligned_windows,
+                                              open_dataset, open_raster_checked, parse_bands,
+                                              read_ahead, read_window)
 from conftest import write_raster
 
 
@@ -109,3 +109,38 @@ def test_read_ahead_keeps_the_order_with_several_readers(tmp_path):
     assert len(blocks) == 8
     for (x, y, w, h), block in zip(rows, blocks):
         np.testing.assert_array_equal(block, image[:, y:y + h])
+
+
+def test_windows_are_read_into_the_memory_handed_back(tmp_path):
+    image = np.arange(3 * 32 * 24, dtype=np.int16).reshape(3, 32, 24)
+    path = write_raster(tmp_path / "a.tif", image)
+    one_band = write_raster(tmp_path / "b.tif", image[0])
+    ds, info = open_dataset(path)
+    buffers = BufferPool()
+    first, valid = read_window(ds, info, 0, 0, 24, 16, buffers)
+    np.testing.assert_array_equal(first, image[:, :16])
+    assert first.dtype == np.float32 and valid.all()
+    buffers.give(first)
+    second, _ = read_window(ds, info, 0, 16, 24, 16, buffers)
+    assert second is first  # the same memory, now holding the second window
+    np.testing.assert_array_equal(second, image[:, 16:])
+    assert read_window(ds, info, 0, 0, 24, 16, buffers)[0] is not second  # still lent
+    ds, info = open_dataset(one_band)
+    single, _ = read_window(ds, info, 0, 0, 24, 16, buffers)
+    np.testing.assert_array_equal(single, image[:1, :16])
+    buffers.give(single)
+    assert read_window(ds, info, 0, 16, 24, 16, buffers)[0] is single
+
+
+def test_buffer_pool_keeps_only_its_own_arrays_of_the_shape_in_demand():
+    buffers = BufferPool()
+    taken = buffers.take((2, 4, 4))
+    buffers.give(np.zeros((2, 4, 4), np.float32))  # not from the pool: not kept
+    assert buffers.take((2, 4, 4)) is not taken
+    buffers.give(taken)
+    assert buffers.take((2, 4, 4)) is taken
+    buffers.give(taken)
+    other = buffers.take((2, 8, 8))  # another shape: the free arrays of the first go
+    buffers.give(other)
+    assert buffers.take((2, 4, 4)) is not taken
+    assert buffers.take((2, 8, 8)) is not other

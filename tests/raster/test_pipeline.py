@@ -170,3 +170,10 @@ def test_every_kind_of_scorer_writes_the_same_scores(tmp_path, scorer):
         assert score_tile.calls == {"prepare": 12, "score_prepared": 12}
     if isinstance(score_tile, _BatchScorer):  # equal-shaped tiles batched
         assert max(score_tile.batches) > 1
+
+
+def test_a_tile_is_not_read_into_again_while_its_scores_are_written(tmp_path):
+    a = np.random.default_rng(5).normal(size=(2, 64, 64)).astype(np.float32)
+    p = write_raster(tmp_path / "a.tif", a)
+    score_raster(p, str(tmp_path / "s.tif"), lambda tile, valid: tile[1], tile_size=8)
+    np.testing.assert_array_equal(read_raster(tmp_path / "s.tif")[0], a[1])
