@@ -29,16 +29,24 @@ class Moments:
 
     def add(self, samples: np.ndarray) -> None:
         """Merge the columns of float64 ``samples`` ``(dims, k)`` (centred in place)."""
-        k = samples.shape[1]
-        if not k:
+        if not samples.shape[1]:
             return
-        block_mean = samples.mean(axis=1)
-        samples -= block_mean[:, None]
-        delta = block_mean - self.mean
-        total = self.count + k
-        self.mean = self.mean + delta * (k / total)
-        self.m2 = self.m2 + gram(samples) + \
-            np.outer(delta, delta) * (self.count * k / total)
+        block = Moments(samples.shape[0])
+        block.count = samples.shape[1]
+        block.mean = samples.mean(axis=1)
+        samples -= block.mean[:, None]
+        block.m2 = gram(samples)
+        self.merge(block)
+
+    def merge(self, other: "Moments") -> None:
+        """Merge the moments of other samples (Chan et al.'s pairwise update)."""
+        if not other.count:
+            return
+        delta = other.mean - self.mean
+        total = self.count + other.count
+        self.mean = self.mean + delta * (other.count / total)
+        self.m2 = self.m2 + other.m2 + \
+            np.outer(delta, delta) * (self.count * other.count / total)
         self.count = total
 
     def covariance(self, ddof: int = 1) -> np.ndarray:
@@ -48,8 +56,8 @@ class Moments:
 
 def statistics_pixels(band_count: int, memory_mb: Optional[float] = None) -> int:
     """Pixels per window of a statistics pass: half the memory setting at 16 bytes per
-    pixel and band (the window merged and those read ahead, as float32, and the copy of
-    its valid pixels); nothing else of the run is in memory yet."""
+    pixel and band (the windows of the :data:`.io.READERS` threads, as float32, and the
+    copies of their valid pixels); nothing else of the run is in memory yet."""
     return int(memory_budget(memory_mb) // 2 // (16 * max(1, band_count) + 1))
 
 
@@ -126,9 +134,10 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *,
 
     The raster is read in windows of at most ``block_size`` squared pixels (fewer for
     many bands, see :func:`statistics_pixels`) made of whole blocks of the file where
-    they fit (see :func:`.io.aligned_windows`), decoded ahead by :data:`.io.READERS`
-    threads, and merged with Chan et al.'s pairwise update in float64, so the result
-    equals ``np.mean`` / ``np.cov`` (ddof=1) of all valid pixels up to rounding.
+    they fit (see :func:`.io.aligned_windows`); :data:`.io.READERS` threads decode
+    windows and take their moments, which are merged in the windows' order with Chan
+    et al.'s pairwise update in float64, so the result equals ``np.mean`` / ``np.cov``
+    (ddof=1) of all valid pixels up to rounding.
 
     With ``quarters`` and ``stride`` > 1, about a quarter of the raster is decoded
     instead: windows of about 1/64 of the raster (at least one block of the file) are
@@ -152,8 +161,9 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *,
     datasets = DatasetPerThread(path)
 
     buffers = BufferPool()
+    chunk = max(1024, CHUNK_VALUES // nb)
 
-    def read(window: Window) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def window_moments(window: Window) -> Moments:
         check_cancelled(is_cancelled)
         raw, valid = read_window(datasets(), info, *window, buffers=buffers)
         data, valid = pool_mean(raw, valid, pool)
@@ -161,21 +171,22 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *,
             rows, columns = -(window[1] // pool) % stride, -(window[0] // pool) % stride
             data = data[:, rows::stride, columns::stride]
             valid = valid[rows::stride, columns::stride]
-        return raw, data, valid
+        samples = data.reshape(nb, -1) if valid.all() else data[:, valid]  # (B, k)
+        del data
+        result = Moments(nb)
+        for start in range(0, samples.shape[1], chunk):
+            result.add(samples[:, start:start + chunk].astype(np.float64))
+        del samples
+        buffers.give(raw)
+        return result
 
-    chunk = max(1024, CHUNK_VALUES // nb)
     read_count = 0
     try:
         for group in groups:
             if quarters and moments.count >= STATISTICS_SAMPLE // 2:
                 break
-            for raw, data, valid in read_ahead(group, read, READERS):
-                samples = data.reshape(nb, -1) if valid.all() else data[:, valid]  # (B, k)
-                del data
-                for start in range(0, samples.shape[1], chunk):
-                    moments.add(samples[:, start:start + chunk].astype(np.float64))
-                del samples
-                buffers.give(raw)
+            for window_result in read_ahead(group, window_moments, READERS):
+                moments.merge(window_result)
                 read_count += 1
                 report(progress, min(1.0, read_count / len(groups[0])))
     finally:

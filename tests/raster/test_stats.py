@@ -131,3 +131,19 @@ def test_moments_merged_block_by_block_equal_numpy():
     np.testing.assert_allclose(moments.covariance(), np.cov(samples), rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(moments.covariance(ddof=0), np.cov(samples, ddof=0), rtol=1e-9,
                                atol=1e-10)
+
+
+def test_moments_of_parts_merge_into_those_of_the_whole():
+    rng = np.random.default_rng(7)
+    samples = rng.normal(size=(4, 900)) * [[1.0], [5.0], [1e-2], [3.0]] + [[2.0], [1e5], [0], [-7]]
+    parts = []
+    for start, stop in ((0, 300), (300, 301), (301, 301), (301, 900)):
+        part = Moments(4)
+        part.add(samples[:, start:stop].copy())
+        parts.append(part)
+    whole = Moments(4)
+    for part in parts:
+        whole.merge(part)
+    assert whole.count == 900
+    np.testing.assert_allclose(whole.mean, samples.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(whole.covariance(), np.cov(samples), rtol=1e-9, atol=1e-10)
