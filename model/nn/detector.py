@@ -268,16 +268,15 @@ def detection_statistics(src_path: str, bands: Sequence[int] | None = None, scal
     """Band mean and covariance that normalise ``src_path`` for the detector.
 
     Of the raster averaged over ``scale`` x ``scale`` blocks; exact over all valid
-    pixels up to 4 x :data:`.raster.stats.STATISTICS_SAMPLE` pixels, estimated beyond from
-    a regular grid of pixels in a quarter of the raster's blocks, spread over it (see
-    :func:`.raster.stats.band_statistics`; the estimate barely moves, while the cost of
-    decoding hundreds of bands and of their covariance drops with the sample).
+    pixels up to 4 x :data:`.raster.stats.STATISTICS_SAMPLE` pixels, estimated from a regular
+    grid of at least that many beyond (the estimate barely moves, the cost of the
+    covariance of hundreds of bands drops with the grid).
     """
     info = open_raster_checked(src_path, bands)
     stride = statistics_stride(-(-info.width // scale), -(-info.height // scale))
     mean, covariance, _ = band_statistics(
         src_path, bands, progress=progress, is_cancelled=is_cancelled, memory_mb=memory_mb,
-        pool=scale, stride=stride, quarters=True)
+        pool=scale, stride=stride)
     return mean, covariance
 
 

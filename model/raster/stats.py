@@ -1,6 +1,6 @@
 """Band statistics in one streaming pass, and the moments accumulator behind them."""
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -104,30 +104,12 @@ def statistics_stride(width: int, height: int, minimum: int = STATISTICS_SAMPLE)
     return max(1, math.isqrt(max(0, width * height) // max(1, minimum)))
 
 
-def window_quarters(windows: List[Window]) -> List[List[Window]]:
-    """The windows of a row-major grid (:func:`.io.aligned_windows`) in four interleaved
-    quarters, each spread over the whole raster: every other row of windows, and in it
-    every other window, the columns alternating from one such row to the next (a single
-    row or column of windows: every fourth window). Empty quarters are left out."""
-    columns = {x: i for i, x in enumerate(sorted({w[0] for w in windows}))}
-    rows = {y: i for i, y in enumerate(sorted({w[1] for w in windows}))}
-    quarters: List[List[Window]] = [[], [], [], []]
-    for window in windows:
-        ix, iy = columns[window[0]], rows[window[1]]
-        if len(columns) == 1 or len(rows) == 1:
-            quarter = (ix + iy) % 4
-        else:
-            quarter = 2 * (iy % 2) + (ix + iy // 2) % 2
-        quarters[quarter].append(window)
-    return [quarter for quarter in quarters if quarter]
-
-
 @single_threaded_blas()
 def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *,
                     block_size: int = STATISTICS_BLOCK, progress: ProgressFn = None,
                     is_cancelled: CancelFn = None,
-                    memory_mb: Optional[float] = None, pool: int = 1, stride: int = 1,
-                    quarters: bool = False) -> Tuple[np.ndarray, np.ndarray, int]:
+                    memory_mb: Optional[float] = None, pool: int = 1, stride: int = 1
+                    ) -> Tuple[np.ndarray, np.ndarray, int]:
     """Exact streaming mean ``(B,)`` and covariance ``(B, B)`` over valid pixels
     (of the raster averaged over ``pool`` x ``pool`` blocks, see :func:`pool_mean`;
     with ``stride`` > 1, of every ``stride``-th of those pixels in each direction).
@@ -138,25 +120,12 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *,
     windows and take their moments, which are merged in the windows' order with Chan
     et al.'s pairwise update in float64, so the result equals ``np.mean`` / ``np.cov``
     (ddof=1) of all valid pixels up to rounding.
-
-    With ``quarters`` and ``stride`` > 1, about a quarter of the raster is decoded
-    instead: windows of about 1/64 of the raster (at least one block of the file) are
-    read quarter by quarter (:func:`window_quarters`), every ``stride // 2``-th pixel of
-    them, until at least ``STATISTICS_SAMPLE // 2`` valid pixels are merged (about as
-    many as the grid of ``stride`` has).
     Returns ``(mean, cov, n_valid)``.
     """
     ds, info = open_dataset(path, bands)
     nb = len(info.bands)
-    pixels = min(block_size ** 2, statistics_pixels(nb, memory_mb))
-    quarters = quarters and stride > 1
-    if quarters:
-        block_x, block_y = ds.GetRasterBand(1).GetBlockSize()
-        pixels = min(pixels, max(info.width * info.height // 64, block_x * block_y))
-        stride //= 2
-    windows = aligned_windows(ds, pixels, pool)
+    windows = aligned_windows(ds, min(block_size ** 2, statistics_pixels(nb, memory_mb)), pool)
     ds = None
-    groups = window_quarters(windows) if quarters else [windows]
     moments = Moments(nb)
     datasets = DatasetPerThread(path)
 
@@ -180,15 +149,10 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *,
         buffers.give(raw)
         return result
 
-    read_count = 0
     try:
-        for group in groups:
-            if quarters and moments.count >= STATISTICS_SAMPLE // 2:
-                break
-            for window_result in read_ahead(group, window_moments, READERS):
-                moments.merge(window_result)
-                read_count += 1
-                report(progress, min(1.0, read_count / len(groups[0])))
+        for i, window_result in enumerate(read_ahead(windows, window_moments, READERS)):
+            moments.merge(window_result)
+            report(progress, (i + 1) / len(windows))
     finally:
         datasets.close()
     if moments.count == 0:

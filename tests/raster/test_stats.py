@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from anomaly_detector.model.raster.errors import RasterInputError
-from anomaly_detector.model.raster import stats
 from anomaly_detector.model.raster.stats import (Moments, band_statistics, pool_mean,
-                                                 statistics_stride, window_quarters)
+                                                 statistics_stride)
 from conftest import write_raster
 
 
@@ -74,44 +73,6 @@ def test_band_statistics_on_a_regular_grid_of_pixels(tmp_path):
     assert n == grid.shape[1] == 15 * 13
     np.testing.assert_allclose(mean, grid.mean(axis=1), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(cov, np.cov(grid), rtol=1e-5, atol=1e-7)
-
-
-def test_window_quarters_spread_over_the_raster():
-    grid = [(x, y, 16, 16) for y in range(0, 64, 16) for x in range(0, 64, 16)]
-    quarters = window_quarters(grid)
-    assert sorted(sum(quarters, [])) == sorted(grid) and [len(q) for q in quarters] == [4] * 4
-    assert [(x // 16, y // 16) for x, y, _, _ in quarters[0]] == [(0, 0), (2, 0), (1, 2), (3, 2)]
-    for quarter in quarters:  # each quarter has windows in half the rows and every column
-        assert len({y for _, y, _, _ in quarter}) == 2 and len({x for x, _, _, _ in quarter}) == 4
-    strips = [(0, y, 64, 8) for y in range(0, 80, 8)]
-    assert [w[1] for w in window_quarters(strips)[0]] == [0, 32, 64]
-    assert window_quarters(grid[:2]) == [[grid[0]], [grid[1]]]
-
-
-def test_band_statistics_from_quarters_of_the_blocks(tmp_path, monkeypatch):
-    a = np.random.default_rng(6).normal(size=(3, 64, 64)).astype(np.float32)
-    a[:, :16, :16] = -9999.0  # an invalid block in the first quarter
-    p = write_raster(tmp_path / "a.tif", a, nodata=-9999.0,
-                     options=("TILED=YES", "BLOCKXSIZE=16", "BLOCKYSIZE=16"))
-    valid = a[0] != -9999.0
-    # fewer valid pixels than wanted: every quarter is read, every (stride // 2)-th pixel
-    mean, cov, n = band_statistics(p, stride=2, quarters=True)
-    assert n == valid.sum()
-    np.testing.assert_allclose(cov, np.cov(a[:, valid]), rtol=1e-5, atol=1e-7)
-    # enough valid pixels in the first quarter (blocks (0,0), (2,0), (1,2), (3,2)): only it
-    monkeypatch.setattr(stats, "STATISTICS_SAMPLE", 2 * 3 * 256)
-    first = np.zeros((64, 64), bool)
-    for bx, by in ((0, 0), (2, 0), (1, 2), (3, 2)):
-        first[16 * by:16 * by + 16, 16 * bx:16 * bx + 16] = True
-    mean, cov, n = band_statistics(p, stride=2, quarters=True)
-    assert n == (first & valid).sum() == 3 * 256
-    np.testing.assert_allclose(mean, a[:, first & valid].mean(axis=1), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(cov, np.cov(a[:, first & valid]), rtol=1e-5, atol=1e-7)
-    monkeypatch.setattr(stats, "STATISTICS_SAMPLE", 2 * 3 * 64)
-    mean, cov, n = band_statistics(p, stride=4, quarters=True)  # the grid of every 2nd pixel
-    grid = (first & valid)[::2, ::2]
-    assert n == grid.sum() == 3 * 64
-    np.testing.assert_allclose(mean, a[:, ::2, ::2][:, grid].mean(axis=1), rtol=1e-5, atol=1e-6)
 
 
 def test_band_statistics_all_nodata(tmp_path):
