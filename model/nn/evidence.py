@@ -76,6 +76,8 @@ def _average(total: torch.Tensor, inner: int, outer: int
     """``total`` (sums over the window of radius ``outer``, ``inner`` -1, or over the ring
     between two windows, inner < outer radius) divided by the pixels there, and where the
     ring holds any pixel (None if everywhere; the evidence elsewhere is 0)."""
+    if inner < 0 and outer == 0:  # a window of one pixel: the pixels themselves
+        return total, None
     height, width = total.shape[-2:]
     weights, present = _window_weights(height, width, inner, outer, total.dtype, total.device)
     return total.contiguous() * weights, present

@@ -368,12 +368,9 @@ def read_window(ds, info: RasterInfo, x: int, y: int, w: int, h: int,
     nb = len(info.bands)
     direct = all(t in EXACT_IN_FLOAT32 for t in info.dtypes)
     try:
-        if direct and buffers is not None:
-            arr = ds.ReadAsArray(x, y, w, h, band_list=list(info.bands),
-                                 buf_obj=buffers.take((nb, h, w)))
-        else:
-            arr = ds.ReadAsArray(x, y, w, h, band_list=list(info.bands),
-                                 buf_type=gdal.GDT_Float32 if direct else None)
+        into = buffers.take((nb, h, w)) if direct and buffers is not None else None
+        arr = ds.ReadAsArray(x, y, w, h, band_list=list(info.bands), buf_obj=into,
+                             buf_type=gdal.GDT_Float32 if direct and into is None else None)
     except RuntimeError:
         arr = None
     if arr is None:
