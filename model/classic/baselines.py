@@ -24,6 +24,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..linalg import single_threaded_blas
+
 GUARD_WINDOW, OUTER_WINDOW = 7, 21   # local RX window sides
 COMPONENTS, RIDGE = 10, 1e-3         # local RX: whitened components kept, ridge (whitened units)
 CONTRAST_SCALES = (1, 3, 5, 9, 15)   # local contrast centre box sides
@@ -181,20 +183,21 @@ def ring_rx(whitened: np.ndarray, inner: int, outer: int, ridge: float = RIDGE,
     moments = moments.reshape(height * width, -1)
     flat = whitened.reshape(height * width, count)
     out = np.empty(height * width)
-    for start in range(0, height * width, chunk):
-        stop = min(start + chunk, height * width)
-        mean = moments[start:stop, :count]
-        covariance = np.empty((stop - start, count, count))
-        covariance[:, pairs[:, 0], pairs[:, 1]] = moments[start:stop, count:]
-        covariance[:, pairs[:, 1], pairs[:, 0]] = moments[start:stop, count:]
-        covariance -= mean[:, :, None] * mean[:, None, :]
-        covariance += np.eye(count) * ridge
-        deviation = flat[start:stop] - mean
-        try:
-            solved = np.linalg.solve(covariance, deviation[:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError:
-            solved = np.einsum("nij,nj->ni", np.linalg.pinv(covariance), deviation)
-        out[start:stop] = np.einsum("ni,ni->n", deviation, solved)
+    with single_threaded_blas():  # tiny solves: OpenBLAS threads cost ~25x their work
+        for start in range(0, height * width, chunk):
+            stop = min(start + chunk, height * width)
+            mean = moments[start:stop, :count]
+            covariance = np.empty((stop - start, count, count))
+            covariance[:, pairs[:, 0], pairs[:, 1]] = moments[start:stop, count:]
+            covariance[:, pairs[:, 1], pairs[:, 0]] = moments[start:stop, count:]
+            covariance -= mean[:, :, None] * mean[:, None, :]
+            covariance += np.eye(count) * ridge
+            deviation = flat[start:stop] - mean
+            try:
+                solved = np.linalg.solve(covariance, deviation[:, :, None])[:, :, 0]
+            except np.linalg.LinAlgError:
+                solved = np.einsum("nij,nj->ni", np.linalg.pinv(covariance), deviation)
+            out[start:stop] = np.einsum("ni,ni->n", deviation, solved)
     return out.reshape(height, width)
 
 

@@ -71,6 +71,22 @@ def test_constant_raster_scores_zero(tmp_path):
         assert not read_scores(tmp_path / "out.tif")[0].any()
 
 
+def test_local_rx_solves_with_openblas_on_one_thread(monkeypatch):
+    # a pixel's 10 x 10 system is tiny: OpenBLAS's threads made them ~25x slower
+    from anomaly_detector.model.linalg import _openblas_libraries
+    libraries = _openblas_libraries()
+    if not libraries or max(lib.openblas_get_num_threads() for lib in libraries) < 2:
+        pytest.skip("no multi-threaded OpenBLAS in this process")
+    threads, solve = [], np.linalg.solve
+
+    def counting_solve(*args):
+        threads.append(max(lib.openblas_get_num_threads() for lib in libraries))
+        return solve(*args)
+    monkeypatch.setattr(np.linalg, "solve", counting_solve)
+    baselines.local_rx(np.random.default_rng(5).normal(0, 1, (12, 30, 30)))
+    assert threads and set(threads) == {1}
+
+
 def test_rx_root_mean_square_is_the_square_root_of_the_band_count(tmp_path):
     # the scale that anomaly:rx's help gives: sqrt(rank (n - 1) / n)
     image = np.random.default_rng(4).normal(0, 1, (6, 40, 30))
