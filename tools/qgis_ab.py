@@ -1,0 +1,62 @@
+"""Whole ``qgis_process`` runs of one algorithm on one raster, two checkouts interleaved.
+
+    python tools/qgis_ab.py RASTER CHECKOUT [CHECKOUT ...] [--algorithm local_rx]
+        [--rounds 3] [--param NAME=VALUE ...]
+
+Runs ``qgis_process.bin --json run anomaly:<algorithm> --INPUT=RASTER --OUTPUT=...`` with
+each checkout's plugin in turn (a private QGIS profile each, as ``make bench`` does), round
+after round, so that other load on the machine affects them alike; prints each run's wall
+seconds of the whole process and its peak RSS, and whether the checkouts' score rasters of
+the last round are equal bit for bit.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from bench_qgis import QGIS_PROCESS, qgis_environment, run_measured
+from osgeo import gdal
+
+
+def plugin_path(checkout: Path, scratch: Path, index: int) -> Path:
+    """A plugin folder whose ``anomaly_detector`` is ``checkout``."""
+    folder = scratch / f"plugins-{index}"
+    folder.mkdir()
+    (folder / "anomaly_detector").symlink_to(checkout.resolve())
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("raster", type=Path)
+    parser.add_argument("checkouts", type=Path, nargs="+")
+    parser.add_argument("--algorithm", default="local_rx")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--param", action="append", default=[],
+                        help="another parameter, NAME=VALUE (repeatable)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        runs = []
+        for index, checkout in enumerate(args.checkouts):
+            env = qgis_environment(scratch / f"profile-{index}",
+                                   plugin_path(checkout, scratch, index))
+            runs.append((checkout, env, scratch / f"scores-{index}.tif"))
+        for round_ in range(1, args.rounds + 1):
+            for checkout, env, scores in runs:
+                command = [QGIS_PROCESS, "--json", "run", f"anomaly:{args.algorithm}",
+                           f"--INPUT={args.raster}", f"--OUTPUT={scores}",
+                           *(f"--{param}" for param in args.param)]
+                run = run_measured(command, env, scratch / "log.json")
+                print(f"round {round_}: {checkout}: {run['seconds']:.2f} s, peak RSS "
+                      f"{run['peak_rss_mb']:.0f} MB", flush=True)
+        maps = [gdal.Open(str(scores)).ReadAsArray() for _, _, scores in runs]
+        same = all(np.array_equal(maps[0], other, equal_nan=True) for other in maps[1:])
+        print(f"score rasters of the last round equal bit for bit: {same}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
