@@ -42,16 +42,27 @@ def fill_nonfinite(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def box_sum(array: np.ndarray, radius: int) -> np.ndarray:
-    """Sum over the ``(2 radius + 1)``-square window around each pixel, clipped at the border."""
+def _integral(array: np.ndarray) -> np.ndarray:
+    """``(H + 1, W + 1)`` float64 sums of ``array`` above and left of each corner."""
     height, width = array.shape
     integral = np.zeros((height + 1, width + 1))
     np.cumsum(np.cumsum(array, axis=0, dtype=np.float64), axis=1, out=integral[1:, 1:])
+    return integral
+
+
+def _box(integral: np.ndarray, radius: int) -> np.ndarray:
+    """The window sums of :func:`box_sum` from the array's :func:`_integral`."""
+    height, width = integral.shape[0] - 1, integral.shape[1] - 1
     rows, cols = np.arange(height), np.arange(width)
     top = integral[np.clip(rows - radius, 0, height)]
     bottom = integral[np.clip(rows + radius + 1, 0, height)]
     left, right = np.clip(cols - radius, 0, width), np.clip(cols + radius + 1, 0, width)
     return bottom[:, right] - top[:, right] - bottom[:, left] + top[:, left]
+
+
+def box_sum(array: np.ndarray, radius: int) -> np.ndarray:
+    """Sum over the ``(2 radius + 1)``-square window around each pixel, clipped at the border."""
+    return _box(_integral(array), radius)
 
 
 def box_count(height: int, width: int, radius: int) -> np.ndarray:
@@ -64,8 +75,9 @@ def box_count(height: int, width: int, radius: int) -> np.ndarray:
 
 def ring_sum(array: np.ndarray, inner: int, outer: int) -> np.ndarray:
     """Sum over the box of radius ``outer`` minus the box of radius ``inner`` (none if < 0)."""
-    total = box_sum(array, outer)
-    return total - box_sum(array, inner) if inner >= 0 else total
+    integral = _integral(array)
+    total = _box(integral, outer)
+    return total - _box(integral, inner) if inner >= 0 else total
 
 
 def ring_count(height: int, width: int, inner: int, outer: int) -> np.ndarray:
@@ -174,13 +186,13 @@ def ring_rx(whitened: np.ndarray, inner: int, outer: int, ridge: float = RIDGE,
         mean, variance = ring_stats(whitened[:, :, 0], inner, outer, pixels)
         return (whitened[:, :, 0] - mean) ** 2 / (variance + ridge)
     pairs = np.array([(i, j) for i in range(count) for j in range(i, count)])
-    moments = np.empty((height, width, count + len(pairs)))
+    moments = np.empty((count + len(pairs), height, width))  # one contiguous map each
     for c in range(count):
-        moments[:, :, c] = ring_sum(whitened[:, :, c], inner, outer) / pixels
+        np.divide(ring_sum(whitened[:, :, c], inner, outer), pixels, out=moments[c])
     for p, (i, j) in enumerate(pairs):
         product = whitened[:, :, i] * whitened[:, :, j]
-        moments[:, :, count + p] = ring_sum(product, inner, outer) / pixels
-    moments = moments.reshape(height * width, -1)
+        np.divide(ring_sum(product, inner, outer), pixels, out=moments[count + p])
+    moments = moments.reshape(len(moments), -1).T  # (pixels, moments), a view
     flat = whitened.reshape(height * width, count)
     out = np.empty(height * width)
     with single_threaded_blas():  # tiny solves: OpenBLAS threads cost ~25x their work
