@@ -88,15 +88,6 @@ def ring_count(height: int, width: int, inner: int, outer: int) -> np.ndarray:
     return np.maximum(count, 1.0)
 
 
-def box_pixels(shape: tuple[int, int], radius: int, valid: np.ndarray | None = None
-               ) -> np.ndarray:
-    """Pixels in each window of :func:`box_sum` (valid ones only when ``valid`` is given,
-    then at least 1)."""
-    if valid is None:
-        return box_count(*shape, radius)
-    return np.maximum(box_sum(valid.astype(np.float64), radius), 1.0)
-
-
 def ring_pixels(shape: tuple[int, int], inner: int, outer: int,
                 valid: np.ndarray | None = None) -> np.ndarray:
     """Pixels in each ring of :func:`ring_sum` (valid ones only when ``valid`` is given),
@@ -226,12 +217,26 @@ def grey_contrast(grey: np.ndarray, scales: tuple[int, ...], eps: float,
                   valid: np.ndarray | None = None) -> np.ndarray:
     """Maximum over the centre box sides ``scales`` of ``|centre mean - ring mean| /
     (ring std + eps)`` of a standardised ``(H, W)`` image (0 where ``valid`` is False)."""
+    height, width = grey.shape
+    sums, squares = _integral(grey), _integral(grey * grey)  # shared by every window
+    inside = None if valid is None else _integral(valid.astype(np.float64))
+
+    def window(integral: np.ndarray, inner: int, outer: int) -> np.ndarray:
+        total = _box(integral, outer)
+        return total - _box(integral, inner) if inner >= 0 else total
+
+    def pixels(inner: int, outer: int) -> np.ndarray:  # as ring_pixels, also for windows
+        if inside is not None:
+            return np.maximum(window(inside, inner, outer), 1.0)
+        return ring_count(height, width, inner, outer) if inner >= 0 else \
+            box_count(height, width, outer)
+
     best = np.zeros(grey.shape)
     for side in scales:
-        radius = (side - 1) // 2
-        centre = box_sum(grey, radius) / box_pixels(grey.shape, radius, valid)
-        mean, variance = ring_stats(grey, side, 2 * side + 1,
-                                    ring_pixels(grey.shape, side, 2 * side + 1, valid))
+        centre = window(sums, -1, (side - 1) // 2) / pixels(-1, (side - 1) // 2)
+        count = pixels(side, 2 * side + 1)
+        mean = window(sums, side, 2 * side + 1) / count
+        variance = np.maximum(window(squares, side, 2 * side + 1) / count - mean * mean, 0.0)
         np.maximum(best, np.abs(centre - mean) / (np.sqrt(variance) + eps), out=best)
     return best
 
