@@ -1,4 +1,4 @@
-"""Whole ``qgis_process`` runs of one algorithm on one raster, two checkouts interleaved.
+"""Whole ``qgis_process`` runs of one algorithm on one raster, checkouts interleaved.
 
     python tools/qgis_ab.py RASTER CHECKOUT [CHECKOUT ...] [--algorithm local_rx]
         [--rounds 3] [--param NAME=VALUE ...]

@@ -186,7 +186,7 @@ def ring_rx(whitened: np.ndarray, inner: int, outer: int, ridge: float = RIDGE,
     moments = moments.reshape(len(moments), -1).T  # (pixels, moments), a view
     flat = whitened.reshape(height * width, count)
     out = np.empty(height * width)
-    with single_threaded_blas():  # tiny solves: OpenBLAS threads cost ~25x their work
+    with single_threaded_blas():  # tiny solves: OpenBLAS threads cost several times the work
         for start in range(0, height * width, chunk):
             stop = min(start + chunk, height * width)
             mean = moments[start:stop, :count]

@@ -72,7 +72,7 @@ def test_constant_raster_scores_zero(tmp_path):
 
 
 def test_local_rx_solves_with_openblas_on_one_thread(monkeypatch):
-    # a pixel's 10 x 10 system is tiny: OpenBLAS's threads made them ~25x slower
+    # a pixel's 10 x 10 system is tiny: OpenBLAS's threads made the solves several times slower
     from anomaly_detector.model.linalg import _openblas_libraries
     libraries = _openblas_libraries()
     if not libraries or max(lib.openblas_get_num_threads() for lib in libraries) < 2:
