@@ -73,11 +73,15 @@ def box_count(height: int, width: int, radius: int) -> np.ndarray:
     return np.outer(extent(height), extent(width)).astype(np.float64)
 
 
-def ring_sum(array: np.ndarray, inner: int, outer: int) -> np.ndarray:
-    """Sum over the box of radius ``outer`` minus the box of radius ``inner`` (none if < 0)."""
-    integral = _integral(array)
+def _ring(integral: np.ndarray, inner: int, outer: int) -> np.ndarray:
+    """The sums of :func:`ring_sum` from the array's :func:`_integral`."""
     total = _box(integral, outer)
     return total - _box(integral, inner) if inner >= 0 else total
+
+
+def ring_sum(array: np.ndarray, inner: int, outer: int) -> np.ndarray:
+    """Sum over the box of radius ``outer`` minus the box of radius ``inner`` (none if < 0)."""
+    return _ring(_integral(array), inner, outer)
 
 
 def ring_count(height: int, width: int, inner: int, outer: int) -> np.ndarray:
@@ -217,26 +221,20 @@ def grey_contrast(grey: np.ndarray, scales: tuple[int, ...], eps: float,
                   valid: np.ndarray | None = None) -> np.ndarray:
     """Maximum over the centre box sides ``scales`` of ``|centre mean - ring mean| /
     (ring std + eps)`` of a standardised ``(H, W)`` image (0 where ``valid`` is False)."""
-    height, width = grey.shape
     sums, squares = _integral(grey), _integral(grey * grey)  # shared by every window
     inside = None if valid is None else _integral(valid.astype(np.float64))
 
-    def window(integral: np.ndarray, inner: int, outer: int) -> np.ndarray:
-        total = _box(integral, outer)
-        return total - _box(integral, inner) if inner >= 0 else total
-
-    def pixels(inner: int, outer: int) -> np.ndarray:  # as ring_pixels, also for windows
-        if inside is not None:
-            return np.maximum(window(inside, inner, outer), 1.0)
-        return ring_count(height, width, inner, outer) if inner >= 0 else \
-            box_count(height, width, outer)
+    def pixels(inner: int, outer: int) -> np.ndarray:  # ring_pixels, the mask summed once
+        if inside is None:
+            return ring_count(*grey.shape, inner, outer)
+        return np.maximum(_ring(inside, inner, outer), 1.0)
 
     best = np.zeros(grey.shape)
     for side in scales:
-        centre = window(sums, -1, (side - 1) // 2) / pixels(-1, (side - 1) // 2)
+        centre = _ring(sums, -1, (side - 1) // 2) / pixels(-1, (side - 1) // 2)
         count = pixels(side, 2 * side + 1)
-        mean = window(sums, side, 2 * side + 1) / count
-        variance = np.maximum(window(squares, side, 2 * side + 1) / count - mean * mean, 0.0)
+        mean = _ring(sums, side, 2 * side + 1) / count
+        variance = np.maximum(_ring(squares, side, 2 * side + 1) / count - mean * mean, 0.0)
         np.maximum(best, np.abs(centre - mean) / (np.sqrt(variance) + eps), out=best)
     return best
 
