@@ -9,6 +9,9 @@ Seeded and resumable: a checkpoint (network, its average, losses, optimisers, ra
 state) is written every ``--checkpoint-every`` steps next to ``--out``; ``--resume``
 continues from it bit for bit. Loss and a periodic validation AUC go to the log file;
 a terminal also gets a progress bar with loss and ETA. Uses a GPU when present.
+``--workers N`` simulates the batches in N processes beside the training step: faster
+with spare cores, a different data stream (each worker draws from its own seed; after a
+resume, from seeds that also depend on the step resumed at).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -105,8 +109,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "validated and saved (0 = save the raw weights)")
     parser.add_argument("--seed", type=int, default=20241)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes that simulate batches beside the training step (0 = "
+                             "simulate in the training process, the stream of the shipped runs)")
     parser.add_argument("--log", type=Path, default=None, help="log file (default: <out>.log)")
     return parser.parse_args(argv)
+
+
+class _SimulatedBatches(torch.utils.data.IterableDataset):
+    """Endless batches from one simulator; each loader worker draws from its own seed."""
+
+    def __init__(self, simulator: AnomalySimulator, seed: tuple[int, ...], batch: int) -> None:
+        self.simulator, self.seed, self.batch = simulator, seed, batch
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        worker = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([*self.seed, worker.id if worker else 0])
+        while True:
+            yield make_batch(self.simulator, rng, self.batch)
+
+
+def simulated_batches(simulator: AnomalySimulator, rng: np.random.Generator,
+                      args: argparse.Namespace, start_step: int
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Training batches: drawn from ``rng`` in this process, or by ``args.workers`` processes
+    (taking turns) seeded from ``args.seed`` and ``start_step``."""
+    if not args.workers:
+        while True:
+            features, labels = make_batch(simulator, rng, args.batch)
+            yield torch.from_numpy(features), torch.from_numpy(labels)
+    dataset = _SimulatedBatches(simulator, (args.seed, start_step), args.batch)
+    yield from torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=args.workers,
+                                           prefetch_factor=4, persistent_workers=True)
 
 
 def update_average(average: torch.nn.Module, model: torch.nn.Module, decay: float,
@@ -235,6 +269,7 @@ def train(args: argparse.Namespace) -> Path:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # float32 as on CPUs
     rng = np.random.default_rng(args.seed)
     checkpoint_path = args.out.with_suffix(".checkpoint.pt")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -252,11 +287,11 @@ def train(args: argparse.Namespace) -> Path:
                   f"{torch.get_num_threads()}; args {vars(args)}\n")
         bar = ProgressBar(args.steps, step)
         started, running = time.time(), None
+        batches = simulated_batches(simulator, rng, args, step)
         while step < args.steps:
-            features, labels = make_batch(simulator, rng, args.batch)
+            features, labels = next(batches)
             lr = learning_rate(step, max(args.schedule_steps, args.steps), args.lr)
-            losses = trainer.step(torch.from_numpy(features).to(device),
-                                  torch.from_numpy(labels).to(device), lr, step, args)
+            losses = trainer.step(features.to(device), labels.to(device), lr, step, args)
             step += 1
             loss = losses["loss"].item()
             running = loss if running is None else 0.98 * running + 0.02 * loss
@@ -276,6 +311,7 @@ def train(args: argparse.Namespace) -> Path:
                          "blob_negatives": args.blob_negatives,
                          "panel_arrays": args.panel_arrays,
                          "panel_fields": args.panel_fields, "jpeg": args.jpeg,
+                         "workers": args.workers,
                          "data": [str(p) for p in args.data]},
             "parameters": parameter_count(trainer.model)})
         log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")
