@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=96)
-    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--width", type=int, default=10)
     parser.add_argument("--evidence", action=argparse.BooleanOptionalAction, default=True,
                         help="add the classic evidence channels (local contrast, local RX) "
                              "to the network's input")
@@ -242,7 +242,7 @@ class Trainer:
         for name in self.CHECKPOINTED:
             getattr(self, name).load_state_dict(state[name])
         rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it with the rest
         return int(state["step"])
 
 

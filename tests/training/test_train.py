@@ -1,5 +1,7 @@
 """Training is seeded (same command, same weights) and resumable from its checkpoint."""
 
+import json
+
 import numpy as np
 import torch
 
@@ -68,3 +70,20 @@ def test_command_line_sets_the_simulation_it_names():
     assert config.panels.field_p == 0.5 and config.jpeg_p == 0.3
     defaults = simulation_config(parse_args([]))
     assert defaults == SimulationConfig()
+
+
+def test_worker_processes_give_a_seeded_stream_of_their_own(tmp_path):
+    (tmp_path / "bg" / "multispectral").mkdir(parents=True)
+    (tmp_path / "bg" / "sar").mkdir()
+    data = _backgrounds(tmp_path / "bg")
+    in_process = _train(data, tmp_path / "zero" / "w.pt", 4)
+    first = _train(data, tmp_path / "one" / "w.pt", 4, "--workers", "2")
+    second = _train(data, tmp_path / "two" / "w.pt", 4, "--workers", "2")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert any(not torch.equal(first[k], in_process[k]) for k in first)
+    card = json.loads((tmp_path / "one" / "w.json").read_text())
+    assert card["training"]["workers"] == 2
+    resumed = _train(data, tmp_path / "one" / "w.pt", 6, "--workers", "2",
+                     "--resume", str(tmp_path / "one" / "w.checkpoint.pt"))
+    assert any(not torch.equal(first[k], resumed[k]) for k in first)
+    assert "step 6 loss" in (tmp_path / "one" / "w.log").read_text()
