@@ -269,7 +269,8 @@ def train(args: argparse.Namespace) -> Path:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # float32 as on CPUs
+    if device == "cuda":  # float32 as on CPUs, not TF32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     rng = np.random.default_rng(args.seed)
     checkpoint_path = args.out.with_suffix(".checkpoint.pt")
     args.out.parent.mkdir(parents=True, exist_ok=True)
