@@ -1,13 +1,14 @@
 """Whole ``qgis_process`` runs of one algorithm on one raster, checkouts interleaved.
 
     python tools/qgis_ab.py RASTER CHECKOUT [CHECKOUT ...] [--algorithm local_rx]
-        [--rounds 3] [--param NAME=VALUE ...]
+        [--rounds 3] [--param NAME=VALUE ...] [--output OUTPUT]
 
 Runs ``qgis_process.bin --json run anomaly:<algorithm> --INPUT=RASTER --OUTPUT=...`` with
 each checkout's plugin in turn (a private QGIS profile each, as ``make bench`` does), round
 after round, so that other load on the machine affects them alike; prints each run's wall
 seconds of the whole process and its peak RSS, and whether the checkouts' score rasters of
-the last round are equal bit for bit.
+the last round are equal bit for bit (``--output``: the score raster's parameter, e.g.
+``OUTPUT_SCORE`` for ``detect``, whose polygons then go to a GeoPackage beside it).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--param", action="append", default=[],
                         help="another parameter, NAME=VALUE (repeatable)")
+    parser.add_argument("--output", default="OUTPUT", help="the score raster's parameter")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
@@ -47,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(1, args.rounds + 1):
             for checkout, env, scores in runs:
                 command = [QGIS_PROCESS, "--json", "run", f"anomaly:{args.algorithm}",
-                           f"--INPUT={args.raster}", f"--OUTPUT={scores}",
+                           f"--INPUT={args.raster}", f"--{args.output}={scores}",
                            *(f"--{param}" for param in args.param)]
+                if args.algorithm == "detect":
+                    command.append(f"--OUTPUT_POLYGONS={scores.with_suffix('.gpkg')}")
                 run = run_measured(command, env, scratch / "log.json")
                 print(f"round {round_}: {checkout}: {run['seconds']:.2f} s, peak RSS "
                       f"{run['peak_rss_mb']:.0f} MB", flush=True)
