@@ -1,6 +1,6 @@
 """Where ``detect_raster`` spends its time on one raster: statistics, reduction, scoring.
 
-    PYTHONPATH=build/pythonpath python tools/detect_stages.py RASTER [--rounds 2]
+    PYTHONPATH=build/pythonpath python tools/detect_stages.py RASTER [--rounds 2] [--tile-size 512]
 
 Warms up on a 256 x 256 corner of RASTER as ``make bench`` does (PyTorch, the weights,
 oneDNN kernels, as a QGIS session that has run the detector once), then scores the whole
@@ -8,13 +8,16 @@ raster ``--rounds`` times and prints, per round, the seconds of the whole call, 
 band statistics pass, of the tile scoring, and the rest (for rasters of more than 5 bands
 mostly the reduction pass that reads every band again; otherwise opening, loading the
 weights, closing), and the network's seconds on the first tile against the median of the
-others (the first one shares the cores with the reader preparing the next two).
+others (the first one shares the cores with the reader preparing the next two). Then the
+peak RSS of the process (warm-up included). ``--tile-size`` asks for other tiles (the
+memory setting may cap them).
 With another checkout's package first on ``PYTHONPATH`` it times that code.
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +26,7 @@ import numpy as np
 from bench import warm_up
 
 import anomaly_detector.model.nn.detector as detector
+from anomaly_detector.model.defaults import TILE_SIZE
 
 STAGES = ("detection_statistics", "score_raster")
 
@@ -45,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("raster", type=Path)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--tile-size", type=int, default=TILE_SIZE)
     args = parser.parse_args(argv)
     seconds: dict[str, float] = {}
     tiles: list[float] = []
@@ -59,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             seconds.clear()
             tiles.clear()
             start = time.perf_counter()
-            detector.detect_raster(str(args.raster), scores, device="cpu")
+            detector.detect_raster(str(args.raster), scores, device="cpu",
+                                   tile_size=args.tile_size)
             total = time.perf_counter() - start
             rest = total - sum(seconds.values())
             others = f"{np.median(tiles[1:]):.3f}" if len(tiles) > 1 else "-"
@@ -68,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{seconds['score_raster']:.2f} s, rest {rest:.2f} s; network on "
                   f"{len(tiles)} tile(s): first {tiles[0]:.3f} s, others' median {others} s",
                   flush=True)
+    print(f"tile size {args.tile_size}; peak RSS of this process "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     return 0
 
 
