@@ -93,8 +93,8 @@ def command(algorithm: str, src: Path, out: Path) -> list:
                 "--workers", str(BATCH_WORKERS)]
     outputs = {"detect": [f"--OUTPUT_SCORE={out}_score.tif",
                           f"--OUTPUT_POLYGONS={out}_anomalies.gpkg"],
-               "rx": [f"--OUTPUT={out}_score.tif"],
-               "polygonize": [f"--OUTPUT={out}_anomalies.gpkg"]}[algorithm]
+               "polygonize": [f"--OUTPUT={out}_anomalies.gpkg"]
+               }.get(algorithm, [f"--OUTPUT={out}_score.tif"])  # rx, local_rx, local_contrast
     return [QGIS_PROCESS, "--json", "run", f"anomaly:{algorithm}", f"--INPUT={src}", *outputs]
 
 

@@ -35,10 +35,23 @@ def run_matrix(paths: list[Path], column: str, keys: list[tuple[str, str]]) -> n
     return np.array(rows)
 
 
+def modality_means(per_scene: np.ndarray, modalities: np.ndarray) -> np.ndarray:
+    """Means of each modality's scenes over the last axis (NaN scenes left out), in the
+    order of ``np.unique(modalities)``."""
+    return np.stack([np.nanmean(per_scene[..., modalities == m], axis=-1)
+                     for m in np.unique(modalities)], axis=-1)
+
+
 def macro_mean(per_scene: np.ndarray, modalities: np.ndarray) -> np.ndarray:
-    """Mean of modality means over the last axis (NaN scenes left out)."""
-    return np.mean([np.nanmean(per_scene[..., modalities == m], axis=-1)
-                    for m in np.unique(modalities)], axis=0)
+    """Mean of modality means over the last axis."""
+    return modality_means(per_scene, modalities).mean(axis=-1)
+
+
+def describe(per_scene: np.ndarray, modalities: np.ndarray, sign: str = "") -> str:
+    """'<modality> <mean> ... | mean of modalities <mean>' of one row of scene figures."""
+    means = modality_means(per_scene, modalities)
+    return " ".join(f"{m} {v:{sign}.3f}" for m, v in zip(np.unique(modalities), means)) + \
+        f" | mean of modalities {means.mean():{sign}.3f}"
 
 
 def two_level_interval(candidate: np.ndarray, reference: np.ndarray, modalities: np.ndarray,
@@ -75,20 +88,15 @@ def main(argv: list[str] | None = None) -> int:
                 "reference": run_matrix(args.reference, column, keys)}
         print(f"{metric}:")
         for name, arm in arms.items():
-            scene_means = np.nanmean(arm, axis=0)
-            means = " ".join(f"{m} {np.nanmean(scene_means[modalities == m]):.3f}"
-                             for m in np.unique(modalities))
             runs = " ".join(f"{value:.3f}" for value in macro_mean(arm, modalities))
-            print(f"  {name:9s} ({len(arm)} runs) {means} | mean of modalities "
-                  f"{macro_mean(scene_means, modalities):.3f}; per run {runs}")
+            print(f"  {name:9s} ({len(arm)} runs) "
+                  f"{describe(np.nanmean(arm, axis=0), modalities)}; per run {runs}")
         difference = np.nanmean(arms["candidate"], axis=0) - np.nanmean(arms["reference"], axis=0)
         low, high = two_level_interval(arms["candidate"], arms["reference"], modalities,
                                        args.resamples)
         verdict = "better" if low > 0 else "worse" if high < 0 else "not resolved"
-        per_modality = " ".join(f"{m} {np.nanmean(difference[modalities == m]):+.3f}"
-                                for m in np.unique(modalities))
-        print(f"  candidate - reference: {per_modality} | mean of modalities "
-              f"{macro_mean(difference, modalities):+.3f} [{low:+.3f}, {high:+.3f}] {verdict}")
+        print(f"  candidate - reference: {describe(difference, modalities, '+')} "
+              f"[{low:+.3f}, {high:+.3f}] {verdict}")
     return 0
 
 

@@ -1,14 +1,14 @@
 """Whole ``qgis_process`` runs of one algorithm on one raster, checkouts interleaved.
 
     python tools/qgis_ab.py RASTER CHECKOUT [CHECKOUT ...] [--algorithm local_rx]
-        [--rounds 3] [--param NAME=VALUE ...] [--output OUTPUT]
+        [--rounds 3] [--param NAME=VALUE ...]
 
-Runs ``qgis_process.bin --json run anomaly:<algorithm> --INPUT=RASTER --OUTPUT=...`` with
+Runs ``qgis_process.bin --json run anomaly:<algorithm> --INPUT=RASTER`` with the outputs
+of ``make bench`` (``bench_qgis.command``: a score raster, and polygons for ``detect``) and
 each checkout's plugin in turn (a private QGIS profile each, as ``make bench`` does), round
 after round, so that other load on the machine affects them alike; prints each run's wall
 seconds of the whole process and its peak RSS, and whether the checkouts' score rasters of
-the last round are equal bit for bit (``--output``: the score raster's parameter, e.g.
-``OUTPUT_SCORE`` for ``detect``, whose polygons then go to a GeoPackage beside it).
+the last round are equal bit for bit.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_qgis import QGIS_PROCESS, qgis_environment, run_measured
+from bench_qgis import command, qgis_environment, run_measured
 from osgeo import gdal
 
 
@@ -37,7 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--param", action="append", default=[],
                         help="another parameter, NAME=VALUE (repeatable)")
-    parser.add_argument("--output", default="OUTPUT", help="the score raster's parameter")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
@@ -45,18 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         for index, checkout in enumerate(args.checkouts):
             env = qgis_environment(scratch / f"profile-{index}",
                                    plugin_path(checkout, scratch, index))
-            runs.append((checkout, env, scratch / f"scores-{index}.tif"))
+            runs.append((checkout, env, scratch / f"run-{index}"))
         for round_ in range(1, args.rounds + 1):
-            for checkout, env, scores in runs:
-                command = [QGIS_PROCESS, "--json", "run", f"anomaly:{args.algorithm}",
-                           f"--INPUT={args.raster}", f"--{args.output}={scores}",
-                           *(f"--{param}" for param in args.param)]
-                if args.algorithm == "detect":
-                    command.append(f"--OUTPUT_POLYGONS={scores.with_suffix('.gpkg')}")
-                run = run_measured(command, env, scratch / "log.json")
+            for checkout, env, out in runs:
+                run = run_measured([*command(args.algorithm, args.raster, out),
+                                    *(f"--{param}" for param in args.param)],
+                                   env, scratch / "log.json")
                 print(f"round {round_}: {checkout}: {run['seconds']:.2f} s, peak RSS "
                       f"{run['peak_rss_mb']:.0f} MB", flush=True)
-        maps = [gdal.Open(str(scores)).ReadAsArray() for _, _, scores in runs]
+        maps = [gdal.Open(f"{out}_score.tif").ReadAsArray() for _, _, out in runs]
         same = all(np.array_equal(maps[0], other, equal_nan=True) for other in maps[1:])
         print(f"score rasters of the last round equal bit for bit: {same}")
     return 0

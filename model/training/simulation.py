@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -48,23 +49,45 @@ class BackgroundImage:
     pixels: np.ndarray  # (B, H, W) float32, finite
 
 
-def load_backgrounds(roots: list[Path]) -> list[BackgroundImage]:
-    """Read every ``<root>/<modality>/*.tif`` into memory (the background bank)."""
+def background_arrays(root: Path) -> Iterator[tuple[str, str, np.ndarray]]:
+    """(modality, name, pixels as stored) of every ``<root>/<modality>/*.tif``, or of
+    every array of a bank file ``root`` (``.npz``, written by :func:`save_bank`)."""
+    root = Path(root)
+    if root.suffix == ".npz":
+        with np.load(root, allow_pickle=False) as bank:
+            for key in bank.files:
+                modality, name = key.split("/", 1)
+                yield modality, name, bank[key]
+        return
     from osgeo import gdal
     gdal.UseExceptions()
+    for path in sorted(root.glob("*/*.tif")):
+        dataset = gdal.Open(str(path))
+        yield path.parent.name, path.stem, dataset.ReadAsArray()
+        dataset = None
+
+
+def save_bank(roots: list[Path], path: Path) -> None:
+    """Write the background images of ``roots`` as stored into one compressed ``.npz``:
+    the same bank for :func:`load_backgrounds` on a machine without GDAL."""
+    np.savez_compressed(path, **{f"{modality}/{name}": array for root in roots
+                                 for modality, name, array in background_arrays(root)})
+
+
+def load_backgrounds(roots: list[Path]) -> list[BackgroundImage]:
+    """Read every ``<root>/<modality>/*.tif`` (or bank file) into memory (the background
+    bank): float32, non-finite values replaced by the band's median."""
     images = []
     for root in roots:
-        for path in sorted(Path(root).glob("*/*.tif")):
-            dataset = gdal.Open(str(path))
-            array = dataset.ReadAsArray().astype(np.float32)
-            dataset = None
+        for modality, name, array in background_arrays(root):
+            array = array.astype(np.float32)
             if array.ndim == 2:
                 array = array[None]
             for band in array:
                 bad = ~np.isfinite(band)
                 if bad.any():
                     band[bad] = np.median(band[~bad]) if (~bad).any() else 0.0
-            images.append(BackgroundImage(path.parent.name, path.stem, array))
+            images.append(BackgroundImage(modality, name, array))
     if not images:
         raise FileNotFoundError(f"no background images under {roots}")
     return images

@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train the cross-modality deviation detector.")
     parser.add_argument("--data", type=Path, nargs="+",
                         default=[SHARED_DATA / "train", SHARED_DATA / "train_extra"],
-                        help="background image folders (<dir>/<modality>/*.tif)")
+                        help="background image folders (<dir>/<modality>/*.tif) or bank files "
+                             "(.npz, written by tools/background_bank.py)")
     parser.add_argument("--steps", type=int, default=6000, help="steps to run")
     parser.add_argument("--schedule-steps", type=int, default=6000,
                         help="length of the learning-rate schedule (at least --steps)")
@@ -123,8 +124,7 @@ class _SimulatedBatches(torch.utils.data.IterableDataset):
         self.simulator, self.seed, self.batch = simulator, seed, batch
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        worker = torch.utils.data.get_worker_info()
-        rng = np.random.default_rng([*self.seed, worker.id if worker else 0])
+        rng = np.random.default_rng([*self.seed, torch.utils.data.get_worker_info().id])
         while True:
             yield make_batch(self.simulator, rng, self.batch)
 

@@ -10,7 +10,7 @@ from anomaly_detector.model.training.anomalies import hard_negatives, panel_arra
 from anomaly_detector.model.training.radiometry import jpeg_artefacts, jpeg_quantisation
 from anomaly_detector.model.training.shapes import random_shape
 from anomaly_detector.model.training.simulation import (AnomalySimulator, BackgroundImage,
-                                                        load_backgrounds, make_batch)
+                                                        load_backgrounds, make_batch, save_bank)
 from anomaly_detector.model.training.simulation_config import (ANOMALY, BACKGROUND, IGNORE,
                                                                LARGE_NORMAL, HardNegativeConfig,
                                                                PanelConfig, RadiometryConfig,
@@ -67,6 +67,18 @@ def test_background_bank_is_read_with_non_finite_pixels_filled(bank, tmp_path):
     assert all(np.isfinite(b.pixels).all() and b.pixels.dtype == np.float32 for b in bank)
     with pytest.raises(FileNotFoundError, match="no background images"):
         load_backgrounds([tmp_path])
+
+
+def test_bank_file_holds_the_same_images_as_the_folders(tmp_path):
+    root = tmp_path / "backgrounds"
+    for name, pixels in _backgrounds().items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        write_raster(root / f"{name}.tif", pixels.astype(np.float32))
+    save_bank([root], tmp_path / "bank.npz")
+    from_folders, from_file = load_backgrounds([root]), load_backgrounds([tmp_path / "bank.npz"])
+    assert [(b.modality, b.name) for b in from_file] == [(b.modality, b.name) for b in from_folders]
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(from_file, from_folders))
+    assert all(np.isfinite(b.pixels).all() for b in from_file)  # the NaN filled as from GDAL
 
 
 def test_seeded_samples_are_pinned(bank):
