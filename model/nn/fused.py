@@ -166,8 +166,13 @@ class FusedScorer:
         if not self.evidence:
             return _crop(x, area)
         evidence = windowed_evidence(x, area, self.local_rx_components)
-        inputs = torch.cat([x[:, :, area[0]:area[1], area[2]:area[3]], evidence], dim=1)
-        return inputs.contiguous(memory_format=torch.channels_last)
+        channels = x.shape[1]
+        inputs = torch.empty((x.shape[0], channels + evidence.shape[1], *evidence.shape[-2:]),
+                             dtype=x.dtype, device=x.device,
+                             memory_format=torch.channels_last)  # one copy, not a cat's two
+        inputs[:, :channels] = x[:, :, area[0]:area[1], area[2]:area[3]]
+        inputs[:, channels:] = evidence
+        return inputs
 
     def _scores(self, x: torch.Tensor, window: Window) -> torch.Tensor:
         conv = self._conv
