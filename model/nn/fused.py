@@ -9,7 +9,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..defaults import PRECISIONS
-from .network import CONV_RECEPTIVE_RADIUS, EVIDENCE_RADIUS, DeviationNet
+from .evidence import windowed_evidence
+from .network import CONV_RECEPTIVE_RADIUS, DeviationNet
 
 Window = tuple[int, int, int, int]  # rows [y0, y1), columns [x0, x1)
 
@@ -118,7 +119,7 @@ class FusedScorer:
         self.middle = [_Conv.of(model.middle[i], dtype) for i in (0, 2)]
         self.coarse = [_Conv.of(model.coarse[i], dtype) for i in (0, 2, 4)]
         self.head = _Conv.of(model.head, torch.float32)
-        self.with_evidence_channels = model.with_evidence_channels
+        self.evidence, self.local_rx_components = model.evidence, model.local_rx_components
         width = model.fine[0].out_channels
         inputs = model.fine[0].in_channels
         # merge_middle sees cat([up(coarse), middle]); merge_fine cat([up(middle), fine, x])
@@ -150,17 +151,28 @@ class FusedScorer:
         height, width = x.shape[-2:]
         if window is None:
             window = (0, height, 0, width)
-        # the convolutions are exact on the window when they run on ``area``, the evidence
-        # channels on ``area`` when they are computed from ``reach``
+        # the convolutions are exact on the window when they run on ``area``
         area = _grow(window, CONV_RECEPTIVE_RADIUS, height, width)
-        reach = _grow(area, EVIDENCE_RADIUS, height, width)
-        x = self.with_evidence_channels(_crop(x, reach))
-        scores = self._scores(_crop(x, _shift(area, reach)).to(self.dtype), _shift(window, area))
+        scores = self._scores(self._inputs(x, area).to(self.dtype), _shift(window, area))
         if scores.shape[-2:] == (height, width):
             return scores
         out = scores.new_full((x.shape[0], height, width), float("nan"))
         out[:, window[0]:window[1], window[2]:window[3]] = scores
         return out
+
+    def _inputs(self, x: torch.Tensor, area: Window) -> torch.Tensor:
+        """The network's input channels on ``area``: the reduced channels and, when the model
+        has them, the evidence channels computed there alone (from the pixels around it)."""
+        if not self.evidence:
+            return _crop(x, area)
+        evidence = windowed_evidence(x, area, self.local_rx_components)
+        channels = x.shape[1]
+        inputs = torch.empty((x.shape[0], channels + evidence.shape[1], *evidence.shape[-2:]),
+                             dtype=x.dtype, device=x.device,
+                             memory_format=torch.channels_last)  # one copy, not a cat's two
+        inputs[:, :channels] = x[:, :, area[0]:area[1], area[2]:area[3]]
+        inputs[:, channels:] = evidence
+        return inputs
 
     def _scores(self, x: torch.Tensor, window: Window) -> torch.Tensor:
         conv = self._conv

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from anomaly_detector.model.nn.evidence import (CONTRAST_SCALES, EVIDENCE_CHANNELS, GUARD_RADIUS,
-                                                OUTER_RADIUS, RIDGE, evidence_channels,
-                                                local_contrast, local_rx)
+                                                OUTER_RADIUS, RIDGE, box_sum, doubling_box_sums,
+                                                evidence_channels, local_contrast, local_rx,
+                                                windowed_evidence)
 from anomaly_detector.model.nn.features import INPUT_CHANNELS
 
 
@@ -69,3 +70,39 @@ def test_evidence_is_zero_where_a_ring_is_empty_and_finite_everywhere(size):
     assert torch.isfinite(channels).all()
     if size == 1:
         assert not channels.any()
+
+
+def test_doubling_box_sums_equal_the_separable_box_sums_at_borders_and_inside():
+    values = torch.from_numpy(np.random.default_rng(4).normal(3, 2, (1, 4, 41, 37))
+                              .astype(np.float32))
+    padded = torch.nn.functional.pad(values, (15, 15, 15, 15))
+    sums = doubling_box_sums(padded, 15)
+    assert sorted(sums) == [1, 3, 7, 15]
+    for radius, got in sums.items():
+        np.testing.assert_allclose(got.numpy(), box_sum(values, radius).numpy(),
+                                   rtol=1e-5, atol=1e-4)
+
+
+WINDOWS = [(0, 60, 0, 52), (20, 44, 16, 40), (0, 12, 40, 52), (48, 60, 0, 8), (30, 31, 25, 26)]
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("components", [1, 3])
+def test_windowed_evidence_equals_the_evidence_of_the_whole_map_on_its_window(window,
+                                                                               components):
+    values = torch.from_numpy(np.random.default_rng(5).normal(0, 1.5, (1, INPUT_CHANNELS, 60, 52))
+                              .astype(np.float32))
+    y0, y1, x0, x1 = window
+    expected = evidence_channels(values, components)[..., y0:y1, x0:x1]
+    got = windowed_evidence(values, window, components)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_windowed_evidence_depends_only_on_the_pixels_around_each_pixel():
+    # the tiles of a raster agree exactly where they overlap, whatever the tile
+    values = torch.randn(1, INPUT_CHANNELS, 90, 80)
+    whole = windowed_evidence(values, (0, 90, 0, 80))
+    tile = windowed_evidence(values[:, :, 10:70, 5:80], (17, 43, 20, 75))
+    assert torch.equal(tile, whole[..., 27:53, 25:80])
+    assert windowed_evidence(torch.randn(1, INPUT_CHANNELS, 6, 5), (0, 6, 0, 5)).isfinite().all()

@@ -63,10 +63,13 @@ def test_many_band_scores_equal_one_pass_of_the_network_over_the_whole_image(tmp
 def test_many_band_scores_at_coarser_scales_equal_one_pass_over_the_whole_image(tmp_path,
                                                                               scale):
     image, valid, path = _scene_with_nodata(tmp_path, bands=13)
-    detect_raster(path, str(tmp_path / "out.tif"), tile_size=32, scale=scale)  # 2+ tiles
+    # float32: the streamed and the direct statistics differ in the last bit of a few
+    # reduced pixels, which bfloat16 convolutions may round apart by a few 1e-4
+    detect_raster(path, str(tmp_path / "out.tif"), tile_size=32, scale=scale,
+                  precision="float32")  # 2+ tiles
     scores = read_raster(tmp_path / "out.tif")[0]
     np.testing.assert_array_equal(scores == NODATA, ~valid)
     pooled, pooled_valid = pool_mean(np.where(valid, image, 0), valid, scale)
     reduction = fit_from_array(pooled, pooled_valid)
-    direct = TileScorer(load_detector(), reduction, scale=scale)(image, valid)
+    direct = TileScorer(load_detector(), reduction, scale=scale, precision="float32")(image, valid)
     np.testing.assert_allclose(scores[valid], direct[valid], atol=1e-5)
