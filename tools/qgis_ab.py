@@ -7,8 +7,9 @@ Runs ``qgis_process.bin --json run anomaly:<algorithm> --INPUT=RASTER`` with the
 of ``make bench`` (``bench_qgis.command``: a score raster, and polygons for ``detect``) and
 each checkout's plugin in turn (a private QGIS profile each, as ``make bench`` does), round
 after round, so that other load on the machine affects them alike; prints each run's wall
-seconds of the whole process and its peak RSS, and whether the checkouts' score rasters of
-the last round are equal bit for bit.
+seconds of the whole process, its peak RSS and the algorithm's own "Scored ... in" line
+(``anomaly:detect``), and whether the checkouts' score rasters of the last round are equal
+bit for bit.
 """
 from __future__ import annotations
 
@@ -50,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
                 run = run_measured([*command(args.algorithm, args.raster, out),
                                     *(f"--{param}" for param in args.param)],
                                    env, scratch / "log.json")
+                timed = [line for line in run["log"] if line.startswith("Scored ")]
                 print(f"round {round_}: {checkout}: {run['seconds']:.2f} s, peak RSS "
-                      f"{run['peak_rss_mb']:.0f} MB", flush=True)
+                      f"{run['peak_rss_mb']:.0f} MB{''.join(f'; {line}' for line in timed)}",
+                      flush=True)
         maps = [gdal.Open(f"{out}_score.tif").ReadAsArray() for _, _, out in runs]
         same = all(np.array_equal(maps[0], other, equal_nan=True) for other in maps[1:])
         print(f"score rasters of the last round equal bit for bit: {same}")
