@@ -14,6 +14,9 @@ is the raster's edge or lies beyond the tile margin, so tiling stays exact):
 
 The network then learns when to trust which evidence, and can at worst copy the best.
 All channels are compressed by ``sign(x) * log(1 + |x|)`` like the reduced channels.
+:func:`evidence_channels` is the definition (training and the module's forward pass);
+:func:`windowed_evidence` computes the same channels on part of a tile, faster, for the
+fused inference path of :mod:`.fused`.
 """
 from __future__ import annotations
 
