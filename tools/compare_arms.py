@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from compare_evaluations import read_rows
+from compare_evaluations import read_rows, verdict
 
 METRICS = ("auc", "rprec")
 
@@ -94,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         difference = np.nanmean(arms["candidate"], axis=0) - np.nanmean(arms["reference"], axis=0)
         low, high = two_level_interval(arms["candidate"], arms["reference"], modalities,
                                        args.resamples)
-        verdict = "better" if low > 0 else "worse" if high < 0 else "not resolved"
         print(f"  candidate - reference: {describe(difference, modalities, '+')} "
-              f"[{low:+.3f}, {high:+.3f}] {verdict}")
+              f"[{low:+.3f}, {high:+.3f}] {verdict(low, high)}")
     return 0
 
 

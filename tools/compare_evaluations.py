@@ -38,6 +38,11 @@ def paired_differences(candidate: dict, reference: dict, column: str) -> dict[st
     return {modality: np.array(values) for modality, values in groups.items()}
 
 
+def verdict(low: float, high: float) -> str:
+    """What a 90 % interval of candidate minus reference says."""
+    return "better" if low > 0 else "worse" if high < 0 else "not resolved"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("candidate", type=Path)
@@ -51,9 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         _, (low, high) = bootstrap_intervals(groups, args.resamples)
         means = " ".join(f"{modality} {np.nanmean(values):+.3f}" for modality, values in groups.items())
         macro = np.mean([np.nanmean(values) for values in groups.values()])
-        verdict = "better" if low > 0 else "worse" if high < 0 else "not resolved"
         print(f"{metric:7s} {means} | mean of modalities {macro:+.3f} [{low:+.3f}, {high:+.3f}] "
-              f"{verdict}")
+              f"{verdict(low, high)}")
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from bench import warm_up
 
 import anomaly_detector.model.nn.detector as detector
 from anomaly_detector.model.defaults import TILE_SIZE
+from anomaly_detector.model.raster.memory import peak_rss_mb
 
 STAGES = ("detection_statistics", "score_raster")
 
@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{seconds['score_raster']:.2f} s, rest {rest:.2f} s; network on "
                   f"{len(tiles)} tile(s): first {tiles[0]:.3f} s, others' median {others} s",
                   flush=True)
-    print(f"tile size {args.tile_size}; peak RSS of this process "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"tile size {args.tile_size}; peak RSS of this process {peak_rss_mb():.0f} MB")
     return 0
 
 

@@ -272,12 +272,15 @@ def windowed_evidence(x: torch.Tensor, window: tuple[int, int, int, int],
     y0, y1, x0, x1 = window
     frame = (*x.shape[-2:], window)
     top = 2 * max(CONTRAST_SCALES) + 1
-    sources = _around(x[:, list(CONTRAST_SOURCES)], window, top)
+    padded = _around(x, window, top)  # every window's pixels, read once
+    sources = padded[:, list(CONTRAST_SOURCES)]
     channels = sources.shape[1]
+    # channels-first, not _moments' channels-last (made for the convolutions of box_sum):
+    # the doubling's shifted additions then run along contiguous rows
     moments = torch.cat([sources, sources * sources], dim=1)
     contrast = _contrast({0: _inset(moments, top), **doubling_box_sums(moments, top)},
                          channels, frame)
-    components = _around(x[:, :local_rx_components], window, OUTER_RADIUS)
+    components = _inset(padded[:, :local_rx_components], top - OUTER_RADIUS)
     rx = _local_rx(x[:, :local_rx_components, y0:y1, x0:x1],
                    _ring_sums(_moments(components, _local_rx_pairs(local_rx_components))),
                    frame)
