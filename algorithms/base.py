@@ -146,14 +146,16 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
             self.style_output(polygons_path, "polygons", layer_name(input_name, POLYGONS_SUFFIX))
 
     def polygons_and_provenance(self, parameters, feedback, score_path, polygons_path,
-                                threshold, facts, description, progress, is_cancelled):
-        """The ranked polygons of a finished score raster (when ``polygons_path`` is given),
+                                threshold, facts, description, progress, is_cancelled,
+                                stream=None):
+        """The ranked polygons of a finished score raster (when ``polygons_path`` is given;
+        ``stream``: the :func:`.params.threshold_stream` that saw its scores written),
         then how the run was made (``facts`` and the polygons' threshold and counts)
         written into both files. Returns ``(polygons or None, provenance items)``."""
         polygons = None
         if polygons_path:
             polygons = polygonize_scores(score_path, polygons_path, is_cancelled=is_cancelled,
-                                         progress=progress, **threshold)
+                                         progress=progress, stream=stream, **threshold)
             feedback.pushInfo(polygon_summary(polygons))
             facts = {"valid_pixels": polygons.n_valid, **facts,
                      "threshold": polygons.threshold, "flagged_pixels": polygons.n_flagged,

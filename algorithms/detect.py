@@ -16,7 +16,7 @@ from .area import AREA_HELP, add_area_parameters, read_area
 from .base import CITATION, AnomalyAlgorithm
 from .params import (OUTPUT_POINTS, POINTS_HELP, THRESHOLD_HELP, add_points_output,
                      add_polygon_outputs, add_threshold_parameters, points_path, polygon_outputs,
-                     read_threshold_parameters, write_points)
+                     read_threshold_parameters, threshold_stream, write_points)
 from .styles import SCORE_SUFFIX
 
 DEVICES = ["auto", "cpu", "cuda"]
@@ -188,6 +188,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
                 parameters, context, feedback, progress, cancelled):
         """Score ``src`` into ``partial`` and write its polygons and provenance; returns the
         detection and polygon results and the provenance items."""
+        stream = threshold_stream(threshold, src) if polygons_path else None
         try:
             result = detector.detect_raster(
                 src, partial, bands=bands,
@@ -197,8 +198,9 @@ class DetectAlgorithm(AnomalyAlgorithm):
                 device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
                 precision=PRECISION_OPTIONS[
                     self.parameterAsEnum(parameters, self.PRECISION, context)][0],
-                progress=sub_progress(progress, 0.0, 0.9),
-                is_cancelled=cancelled, window=area.window, mask_path=area.mask_path)
+                progress=sub_progress(progress, 0.0, 0.9), is_cancelled=cancelled,
+                window=area.window, mask_path=area.mask_path,
+                observe=stream.add if stream else None)
         except (detector.WeightsError, ValueError) as error:
             if isinstance(error, AnomalyError):
                 raise
@@ -213,5 +215,5 @@ class DetectAlgorithm(AnomalyAlgorithm):
             {"device": result.device, "precision": result.precision,
              "weights_sha256": result.weights_sha256},
             f"Anomaly score ({self.id()}, weights {result.weights_sha256[:12]})",
-            sub_progress(progress, 0.9, 1.0), cancelled)
+            sub_progress(progress, 0.9, 1.0), cancelled, stream)
         return result, polygons, items

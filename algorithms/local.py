@@ -15,7 +15,7 @@ from ..model.raster.output import atomic_output
 from ..model.raster.progress import sub_progress
 from .base import AnomalyAlgorithm
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
-                     polygon_outputs, read_threshold_parameters)
+                     polygon_outputs, read_threshold_parameters, threshold_stream)
 
 POLYGONS_HELP = (
     "Optional ranked anomaly polygons of the score (GeoPackage by default; none unless "
@@ -59,10 +59,11 @@ class LocalScoreAlgorithm(AnomalyAlgorithm):
         """A sentence saying what to change in the window parameters, or None."""
         raise NotImplementedError
 
-    def score(self, src, dst, bands, parameters, context, progress, cancelled
+    def score(self, src, dst, bands, parameters, context, progress, cancelled, observe
               ) -> Tuple[int, dict]:
-        """Write the score raster ``dst``; return the valid pixels and other facts worth
-        recording (named as outputs, e.g. ``{"COMPONENTS": 10}``)."""
+        """Write the score raster ``dst`` (each block written passed to ``observe``, if
+        given); return the valid pixels and other facts worth recording (named as outputs,
+        e.g. ``{"COMPONENTS": 10}``)."""
         raise NotImplementedError
 
     @staticmethod
@@ -89,16 +90,18 @@ class LocalScoreAlgorithm(AnomalyAlgorithm):
         threshold = read_threshold_parameters(self, parameters, context)
         progress, cancelled = self.callbacks(feedback)
         share = 0.9 if polygons_path else 1.0
+        stream = threshold_stream(threshold, src) if polygons_path else None
         # the score replaces a previous one only when complete, with its polygons and metadata
         with atomic_output(score_path) as partial:
             valid, extra = self.score(src, partial, bands, parameters, context,
-                                      sub_progress(progress, 0.0, share), cancelled)
+                                      sub_progress(progress, 0.0, share), cancelled,
+                                      stream.add if stream else None)
             feedback.pushInfo(f"Scored {valid} valid pixels" + "".join(
                 f", {name} {value}" for name, value in extra.items()) + ".")
             polygons, _ = self.polygons_and_provenance(
                 parameters, feedback, partial, polygons_path, threshold,
                 {"valid_pixels": valid, **extra}, f"{self.SCORE_NAME} ({self.id()})",
-                sub_progress(progress, share, 1.0), cancelled)
+                sub_progress(progress, share, 1.0), cancelled, stream)
         outputs = {self.OUTPUT: score_path, "VALID_PIXELS": valid, **extra}
         if polygons is not None:
             outputs.update(polygon_outputs(polygons))
@@ -180,11 +183,11 @@ class LocalRxAlgorithm(LocalScoreAlgorithm):
         return window_problem(self.raw(parameters, self.GUARD_WINDOW, DEFAULT_GUARD),
                               self.raw(parameters, self.OUTER_WINDOW, DEFAULT_OUTER))
 
-    def score(self, src, dst, bands, parameters, context, progress, cancelled):
+    def score(self, src, dst, bands, parameters, context, progress, cancelled, observe):
         result = local_rx_score_raster(
             src, dst, bands, guard=self.parameterAsInt(parameters, self.GUARD_WINDOW, context),
             outer=self.parameterAsInt(parameters, self.OUTER_WINDOW, context),
-            progress=progress, is_cancelled=cancelled)
+            progress=progress, is_cancelled=cancelled, observe=observe)
         return result.valid_pixels, {self.COMPONENTS: result.components}
 
 
@@ -246,9 +249,10 @@ class LocalContrastAlgorithm(LocalScoreAlgorithm):
             return str(error)
         return None
 
-    def score(self, src, dst, bands, parameters, context, progress, cancelled):
+    def score(self, src, dst, bands, parameters, context, progress, cancelled, observe):
         scales = parse_scales(self.parameterAsString(parameters, self.SCALES, context) or
                               CONTRAST_SCALES)
         result = local_contrast_score_raster(src, dst, bands, scales=scales,
-                                             progress=progress, is_cancelled=cancelled)
+                                             progress=progress, is_cancelled=cancelled,
+                                             observe=observe)
         return result.valid_pixels, {}

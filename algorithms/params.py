@@ -5,7 +5,10 @@ import math
 from qgis.core import (QgsProcessing, QgsProcessingOutputNumber, QgsProcessingParameterEnum,
                        QgsProcessingParameterNumber, QgsProcessingParameterVectorDestination)
 
+from osgeo import gdal
+
 from ..model import defaults
+from ..model.vector.threshold import ScoreStream
 from ..model.vector.points import write_peak_points
 from .provenance import record_in_vector
 
@@ -108,6 +111,16 @@ def read_threshold_parameters(alg, parameters, context):
         "min_area": alg.parameterAsInt(parameters, MIN_AREA, context),
         "top_n": max(0, alg.parameterAsInt(parameters, TOP_N, context)),
     }
+
+
+def threshold_stream(threshold: dict, raster: str) -> ScoreStream:
+    """A stream that gathers the polygons' ``threshold`` (from
+    :func:`read_threshold_parameters`) from the scores of ``raster`` (or of a window of it)
+    while they are written: pass its ``add`` as the scoring's ``observe`` and the stream to
+    :meth:`.base.AnomalyAlgorithm.polygons_and_provenance`."""
+    dataset = gdal.Open(raster)
+    return ScoreStream(threshold["method"], threshold["threshold"],
+                       dataset.RasterXSize * dataset.RasterYSize)
 
 
 # Numbers returned by both algorithms that write polygons (for the modeler and scripts)

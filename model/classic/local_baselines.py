@@ -24,7 +24,7 @@ from .baselines import (COMPONENTS, CONTRAST_EPS, CONTRAST_SCALES, GUARD_WINDOW,
 from ..defaults import TILE_SIZE
 from ..linalg import CHUNK_VALUES, matmul
 from ..raster.errors import ParameterError
-from ..raster.pipeline import score_raster
+from ..raster.pipeline import Observer, score_raster
 from ..raster.progress import CancelFn, ProgressFn, sub_progress
 from ..raster.scorer import TileScorer, zero_scorer
 from ..raster.stats import band_statistics, no_variation
@@ -136,16 +136,17 @@ class LocalContrastScorer(TileScorer):
 
 def _two_passes(src_path: str, dst_path: str, bands: Optional[Sequence[int]],
                 make_scorer: Callable, margin: int, tile_size: int, progress: ProgressFn,
-                is_cancelled: CancelFn, memory_mb: Optional[float]) -> LocalScoreResult:
+                is_cancelled: CancelFn, memory_mb: Optional[float],
+                observe: Optional[Observer]) -> LocalScoreResult:
     """Band statistics, then ``make_scorer(mean, cov, n) -> (score_tile, components)``
-    scores the raster into ``dst_path``."""
+    scores the raster into ``dst_path`` (each written block passed to ``observe``)."""
     mean, cov, n = band_statistics(src_path, bands, progress=sub_progress(progress, 0.0, 0.2),
                                    is_cancelled=is_cancelled, memory_mb=memory_mb)
     scorer, components = (zero_scorer, 0) if no_variation(mean, cov) else \
         make_scorer(mean, cov, n)
     score_raster(src_path, dst_path, scorer, bands=bands, tile_size=tile_size, overlap=margin,
                  progress=sub_progress(progress, 0.2, 1.0), is_cancelled=is_cancelled,
-                 memory_mb=memory_mb)
+                 memory_mb=memory_mb, observe=observe)
     return LocalScoreResult(n, components)
 
 
@@ -153,10 +154,11 @@ def local_rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence
                           *, guard: int = GUARD_WINDOW, outer: int = OUTER_WINDOW,
                           components: int = COMPONENTS, ridge: float = RIDGE,
                           tile_size: int = TILE_SIZE, progress: ProgressFn = None,
-                          is_cancelled: CancelFn = None, memory_mb: Optional[float] = None
-                          ) -> LocalScoreResult:
+                          is_cancelled: CancelFn = None, memory_mb: Optional[float] = None,
+                          observe: Optional[Observer] = None) -> LocalScoreResult:
     """Write the dual-window local RX score of ``src_path`` (float32 GeoTIFF, the squared
-    distance of :func:`~.baselines.local_rx`) to ``dst_path``."""
+    distance of :func:`~.baselines.local_rx`) to ``dst_path`` (see ``score_raster`` for
+    ``observe``)."""
     problem = window_problem(guard, outer)
     if problem:
         raise ParameterError(problem)
@@ -167,7 +169,7 @@ def local_rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence
             return zero_scorer, 0
         return LocalRxScorer(mean, *basis, guard, outer, ridge), basis[0].shape[1]
     return _two_passes(src_path, dst_path, bands, make_scorer, outer // 2, tile_size,
-                       progress, is_cancelled, memory_mb)
+                       progress, is_cancelled, memory_mb, observe)
 
 
 def local_contrast_score_raster(src_path: str, dst_path: str,
@@ -175,9 +177,11 @@ def local_contrast_score_raster(src_path: str, dst_path: str,
                                 scales: Sequence[int] = CONTRAST_SCALES,
                                 eps: float = CONTRAST_EPS, tile_size: int = TILE_SIZE,
                                 progress: ProgressFn = None, is_cancelled: CancelFn = None,
-                                memory_mb: Optional[float] = None) -> LocalScoreResult:
+                                memory_mb: Optional[float] = None,
+                                observe: Optional[Observer] = None) -> LocalScoreResult:
     """Write the multi-scale local contrast of ``src_path`` (float32 GeoTIFF, as
-    :func:`~.baselines.local_contrast`) to ``dst_path``."""
+    :func:`~.baselines.local_contrast`) to ``dst_path`` (see ``score_raster`` for
+    ``observe``)."""
     scales = parse_scales(scales)
 
     def make_scorer(mean, cov, n):
@@ -186,4 +190,4 @@ def local_contrast_score_raster(src_path: str, dst_path: str,
         deviation = math.sqrt(variance) if variance > 0 else 1.0
         return LocalContrastScorer(float(mean.mean()), deviation, scales, eps), None
     return _two_passes(src_path, dst_path, bands, make_scorer, contrast_margin(scales),
-                       tile_size, progress, is_cancelled, memory_mb)
+                       tile_size, progress, is_cancelled, memory_mb, observe)

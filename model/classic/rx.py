@@ -27,7 +27,7 @@ from ..defaults import RX_TILE_SIZE, STATISTICS_BLOCK
 from ..linalg import CHUNK_VALUES, WhiteningKernel, single_threaded_blas
 from ..raster.area import Window, area_source
 from ..raster.errors import RasterInputError
-from ..raster.pipeline import score_raster
+from ..raster.pipeline import Observer, score_raster
 from ..raster.progress import CancelFn, ProgressFn, sub_progress
 from ..raster.scorer import TileScorer, zero_scorer
 from ..raster.stats import band_statistics, no_variation
@@ -96,12 +96,14 @@ def rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence[int]]
                     tile_size: int = RX_TILE_SIZE, block_size: int = STATISTICS_BLOCK,
                     progress: ProgressFn = None, is_cancelled: CancelFn = None,
                     memory_mb: Optional[float] = None, window: Optional[Window] = None,
-                    mask_path: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, int]:
+                    mask_path: Optional[str] = None, observe: Optional[Observer] = None
+                    ) -> Tuple[np.ndarray, np.ndarray, int]:
     """Write the global RX score of ``src_path`` to ``dst_path`` (float32 GeoTIFF).
 
     ``memory_mb`` is the engine's memory setting (see ``raster.memory.memory_budget``).
     With an area of interest (``window``, ``mask_path``: see ``raster.area.area_source``) the
     output covers the window and the statistics come from the pixels inside the area.
+    ``observe`` sees each block of scores as written (see ``raster.pipeline.score_raster``).
     Returns ``(mean, cov, n_valid)`` of the statistics pass.
     """
     with area_source(src_path, bands=bands, window=window, mask_path=mask_path) as path:
@@ -118,6 +120,5 @@ def rx_score_raster(src_path: str, dst_path: str, bands: Optional[Sequence[int]]
             score_raster(path, dst_path, scorer, bands=bands,
                          tile_size=rx_tile_side(tile_size, len(mean)), overlap=0,
                          progress=sub_progress(progress, 0.5, 1.0),
-                         is_cancelled=is_cancelled,
-                         memory_mb=memory_mb)
+                         is_cancelled=is_cancelled, memory_mb=memory_mb, observe=observe)
     return mean, cov, n

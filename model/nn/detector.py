@@ -20,7 +20,7 @@ from ..defaults import OVERLAP, TILE_SIZE
 from ..raster.area import Window, area_source
 from ..raster.errors import RasterInputError
 from ..raster.io import open_raster_checked
-from ..raster.pipeline import score_raster
+from ..raster.pipeline import Observer, score_raster
 from ..raster.progress import sub_progress
 from ..raster.scorer import TileScorer as RasterTileScorer, zero_scorer
 from ..raster.stats import band_statistics, no_variation, pool_mean, statistics_stride
@@ -297,7 +297,8 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
                   progress: Callable[[float], None] | None = None,
                   is_cancelled: Callable[[], bool] | None = None,
                   memory_mb: float | None = None, window: Window | None = None,
-                  mask_path: str | None = None, precision: str = "auto") -> DetectionResult:
+                  mask_path: str | None = None, precision: str = "auto",
+                  observe: Observer | None = None) -> DetectionResult:
     """Write the deviation score map of ``src_path`` to ``dst_path`` (float32 GeoTIFF).
 
     ``memory_mb`` is the engine's memory setting (default: ``$ANOMALY_DETECTOR_MEMORY_MB``
@@ -309,7 +310,8 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
     ``mask_path``: see ``raster.area.area_source``), whose pixels alone give the statistics.
     ``precision`` is the convolutions' arithmetic on the CPU (see
     :func:`.fused.convolution_dtype`; 'float32' gives the same scores on every machine up
-    to float rounding).
+    to float rounding). ``observe`` sees each block of scores as written (see
+    ``raster.pipeline.score_raster``).
     """
     start = time.perf_counter()
     device = resolve_device(device)
@@ -326,7 +328,7 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
         scorer = raster_scorer(model, mean, covariance, device, scale, precision)
         margin = tile_margin(overlap, scale)
         tiling = dict(tile_size=tile_size, overlap=margin, align=tile_align(scale),
-                      is_cancelled=is_cancelled, memory_mb=memory_mb)
+                      is_cancelled=is_cancelled, memory_mb=memory_mb, observe=observe)
         try:
             if isinstance(scorer, TileScorer) and \
                     reduces_first(open_raster_checked(path, bands), memory_mb):

@@ -9,7 +9,7 @@ setting (:mod:`.memory`), never by the raster.
 import queue
 import threading
 from contextlib import contextmanager
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
@@ -34,6 +34,11 @@ def _nothing():
 
 
 _END = object()
+
+Observer = Callable[[np.ndarray], None]
+"""Called by the writer thread with each block of scores as written (:data:`NODATA` where
+invalid), e.g. ``vector.threshold.ScoreStream.add``, which then spares a pass over the
+written raster."""
 
 
 class _Worker(threading.Thread):
@@ -116,11 +121,12 @@ class _Writer(_Worker):
     """Crops each scored tile to its core, masks it and writes it."""
 
     def __init__(self, band, overlap, row_offset, depth,
-                 failures: Optional[WriteFailures] = None) -> None:
+                 failures: Optional[WriteFailures] = None, observe: Optional[Observer] = None
+                 ) -> None:
         super().__init__("anomaly-writer", depth)
         self.band, self.overlap, self.row_offset = band, overlap, row_offset
         self.width = band.XSize
-        self.failures = failures
+        self.failures, self.observe = failures, observe
 
     def run(self) -> None:
         with self.failures.watch() if self.failures else _nothing():
@@ -137,8 +143,10 @@ class _Writer(_Worker):
                 y0, y1, x0, x1 = _core(job, self.overlap)
                 core, cvalid = scores[y0:y1, x0:x1], valid[y0:y1, x0:x1]
                 core = np.where(cvalid & np.isfinite(core), core, np.float32(NODATA))
-                self.band.WriteArray(core.astype(np.float32, copy=False), wx0,
-                                     wy0 - self.row_offset)
+                core = core.astype(np.float32, copy=False)
+                self.band.WriteArray(core, wx0, wy0 - self.row_offset)
+                if self.observe is not None:
+                    self.observe(core)
                 if wx1 == self.width and (wy1 - self.row_offset) % SCORE_BLOCK == 0:
                     # a finished band of whole blocks: compress it now, overlapping the
                     # scoring of the next tiles (and keeping the block cache small)
@@ -173,20 +181,20 @@ def _groups(reader: _Reader, batch: int):
 def score_tiles(src_path: str, out_band, score_tile, plan: TilePlan, *,
                 bands: Optional[Sequence[int]] = None, row_range: Optional[Tuple[int, int]] = None,
                 row_offset: int = 0, progress: ProgressFn = None,
-                is_cancelled: CancelFn = None, failures: Optional[WriteFailures] = None
-                ) -> None:
+                is_cancelled: CancelFn = None, failures: Optional[WriteFailures] = None,
+                observe: Optional[Observer] = None) -> None:
     """Score the tiles of ``plan`` (tile rows ``row_range``) into ``out_band``.
 
     Three threads overlap the work: a reader prefetches tiles with margins (and
     prepares them, see :class:`~.scorer.TileScorer`), this thread scores them
     (``plan.batch`` equal-shaped tiles per call), a writer crops, masks and writes
-    the cores (at raster row minus ``row_offset``).
+    the cores (at raster row minus ``row_offset``) and passes them to ``observe``.
     """
     scorer = as_scorer(score_tile)
     start, stop = row_range or (0, len(plan.rows))
     jobs = [(r, c) for r in plan.rows[start:stop] for c in plan.cols]
     reader = _Reader(src_path, bands, jobs, plan.overlap, plan.prefetch, scorer.prepare, failures)
-    writer = _Writer(out_band, plan.overlap, row_offset, plan.batch + 1, failures)
+    writer = _Writer(out_band, plan.overlap, row_offset, plan.batch + 1, failures, observe)
     reader.start()
     writer.start()
     done = 0
@@ -222,7 +230,7 @@ def score_raster(src_path: str, dst_path: str, score_tile, *,
                  is_cancelled: CancelFn = None,
                  memory_mb: Optional[float] = None, batch_size: Optional[int] = None,
                  plan: Optional[TilePlan] = None, row_range: Optional[Tuple[int, int]] = None,
-                 read_path: Optional[str] = None) -> None:
+                 read_path: Optional[str] = None, observe: Optional[Observer] = None) -> None:
     """Score ``src_path`` tile by tile and write a float32 score GeoTIFF.
 
     ``score_tile`` (a :class:`~.scorer.TileScorer` or a function ``(tile, valid)``)
@@ -276,7 +284,7 @@ def score_raster(src_path: str, dst_path: str, score_tile, *,
     with written_score_raster(dst_path, info, height=height, row_offset=row_offset) as target:
         score_tiles(read_path, target.band, score_tile, plan, bands=bands, row_range=row_range,
                     row_offset=row_offset, progress=progress, is_cancelled=is_cancelled,
-                    failures=target.failures)
+                    failures=target.failures, observe=observe)
 
 
 def assemble_strips(strips: Sequence[Tuple[str, int]], dst_path: str, reference: str, *,

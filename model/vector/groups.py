@@ -74,12 +74,30 @@ class Ranked(NamedTuple):
 # --------------------------------------------------------------------------
 # vectorised pieces
 
-def _runs(flagged: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(row, start, end)`` of the horizontal runs of True (end exclusive), raster order."""
-    edges = np.diff(np.ascontiguousarray(flagged).view(np.int8), axis=1,
-                    prepend=np.int8(0), append=np.int8(0))
-    rows, starts = np.nonzero(edges == 1)
-    return rows.astype(np.int64), starts.astype(np.int64), np.nonzero(edges == -1)[1]
+class FlaggedStrip(NamedTuple):
+    """The flagged pixels of a strip of whole rows: what grouping needs of it."""
+
+    y0: int             # its first row in the raster
+    height: int         # its rows
+    index: np.ndarray   # flat positions of its flagged pixels in the strip, raster order
+    values: np.ndarray  # their scores
+
+    @classmethod
+    def of(cls, y0: int, values: np.ndarray, flagged: np.ndarray) -> "FlaggedStrip":
+        """The strip of rows from ``y0`` on with scores ``values`` and bool ``flagged``."""
+        index = np.flatnonzero(flagged)
+        return cls(int(y0), flagged.shape[0], index, np.asarray(values).reshape(-1)[index])
+
+
+def _runs(index: np.ndarray, width: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(row, start, end)`` of the horizontal runs of flagged pixels at the sorted flat
+    positions ``index`` of a raster ``width`` pixels wide (end exclusive), raster order."""
+    if not index.size:
+        return _NO_INT, _NO_INT, _NO_INT
+    rows, columns = np.divmod(index.astype(np.int64, copy=False), width)
+    first = np.flatnonzero(np.r_[True, (index[1:] != index[:-1] + 1) | (columns[1:] == 0)])
+    last = np.r_[first[1:], index.size] - 1
+    return rows[first], columns[first], columns[last] + 1
 
 
 def _touching(row: np.ndarray, start: np.ndarray, end: np.ndarray, width: int):
@@ -153,13 +171,13 @@ class _Components:
         self.run_start = self.run_end = self.run_group = _NO_INT  # open runs of the row above
         self.absorbed = self.absorbed_into = _NO_INT  # names merged into an open group (index)
 
-    def add(self, y0: int, values: np.ndarray, flagged: np.ndarray):
-        """Join the strip of rows from ``y0`` on. Returns the name of each run's group, the
-        runs' lengths (raster order), the groups it closed and ``(names, group names)`` of
-        the names those had absorbed."""
-        rows, starts, ends = _runs(flagged)
+    def add(self, strip: FlaggedStrip):
+        """Join the next strip. Returns the name of each run's group, the runs' lengths
+        (raster order), the groups it closed and ``(names, group names)`` of the names
+        those had absorbed."""
+        rows, starts, ends = _runs(strip.index, self.width)
         lengths = ends - starts
-        runs = _run_groups(values[flagged], lengths, (y0 + rows) * self.width + starts)
+        runs = _run_groups(strip.values, lengths, (strip.y0 + rows) * self.width + starts)
         n_open = len(self.open.ids)
         above = np.full(len(self.run_start), -1)
         i, j = _touching(np.r_[above, rows], np.r_[self.run_start, starts],
@@ -170,7 +188,7 @@ class _Components:
         roots, component = np.unique(_join(n_open + len(rows), node[i], node[j]),
                                      return_inverse=True)
         merged = _merge(Groups.concat([self.open, runs]), roots, component)
-        last = rows == flagged.shape[0] - 1
+        last = rows == strip.height - 1
         stays = np.zeros(len(roots), bool)
         stays[component[n_open:][last]] = True
         renamed = np.flatnonzero(merged.ids[component[:n_open]] != self.open.ids)
@@ -205,7 +223,11 @@ class GroupScan:
 
     def add(self, y0: int, values: np.ndarray, flagged: np.ndarray) -> None:
         """Feed the strip of rows from ``y0`` on (``values``: scores, ``flagged``: bool)."""
-        self._keep(*self._components.add(y0, values, flagged)[2:])
+        self.add_strip(FlaggedStrip.of(y0, values, flagged))
+
+    def add_strip(self, strip: FlaggedStrip) -> None:
+        """Feed the next strip."""
+        self._keep(*self._components.add(strip)[2:])
 
     def _keep(self, closed: Groups, absorbed) -> None:
         closed = closed.take(closed.pixels >= self.min_area)
@@ -250,10 +272,16 @@ class GroupLabels:
 
     def add(self, y0: int, values: np.ndarray, flagged: np.ndarray) -> np.ndarray:
         """An int32 array of the strip's shape: ranks of kept groups, 0 elsewhere."""
-        names, lengths, _, _ = self._components.add(y0, values, flagged)
-        labels = np.zeros(flagged.shape, np.int32)
-        if len(self._names) and len(names):
-            at = np.minimum(np.searchsorted(self._names, names), len(self._names) - 1)
-            rank = np.where(self._names[at] == names, self._ranks[at], 0)
-            labels[flagged] = np.repeat(rank, lengths)
-        return labels
+        labels = np.zeros(flagged.size, np.int32)
+        strip = FlaggedStrip.of(y0, values, flagged)
+        labels[strip.index] = self.ranks(strip)
+        return labels.reshape(flagged.shape)
+
+    def ranks(self, strip: FlaggedStrip) -> np.ndarray:
+        """The rank of each flagged pixel's group in the next strip (0: not kept)."""
+        names, lengths, _, _ = self._components.add(strip)
+        if not (len(self._names) and len(names)):
+            return np.zeros(strip.index.size, np.int32)
+        at = np.minimum(np.searchsorted(self._names, names), len(self._names) - 1)
+        rank = np.where(self._names[at] == names, self._ranks[at], 0)
+        return np.repeat(rank, lengths).astype(np.int32, copy=False)

@@ -21,6 +21,7 @@ import numpy as np
 from ..defaults import THRESHOLD, THRESHOLD_METHOD
 from ..raster.errors import ParameterError, RasterInputError
 from ..raster.io import EXACT_IN_FLOAT32, iter_windows, open_dataset
+from ..raster.output import NODATA
 from ..raster.progress import CancelFn, ProgressFn, check_cancelled, report
 from ..raster.stats import Moments
 
@@ -58,6 +59,14 @@ def at_least(values: np.ndarray, threshold: float) -> np.ndarray:
     return values >= threshold
 
 
+def valid_scores(values: np.ndarray, nodata: Optional[float]) -> np.ndarray:
+    """Where ``values`` read from a score raster are valid: finite and not ``nodata``."""
+    valid = np.isfinite(values)
+    if nodata is not None and not math.isnan(nodata):
+        valid &= values != nodata
+    return valid
+
+
 def score_windows(scores: ScoreBand, progress: ProgressFn = None, is_cancelled: CancelFn = None,
                   block: int = BLOCK, rows: Optional[int] = None):
     """``(window, scores, valid)`` of square blocks, or of strips of ``rows`` whole rows."""
@@ -67,10 +76,7 @@ def score_windows(scores: ScoreBand, progress: ProgressFn = None, is_cancelled: 
     for i, (x, y, w, h) in enumerate(windows):
         check_cancelled(is_cancelled)
         values = scores.band.ReadAsArray(x, y, w, h).astype(scores.dtype, copy=False)
-        valid = np.isfinite(values)
-        if scores.nodata is not None and not math.isnan(scores.nodata):
-            valid &= values != scores.nodata
-        yield (x, y, w, h), values, valid
+        yield (x, y, w, h), values, valid_scores(values, scores.nodata)
         report(progress, (i + 1) / len(windows))
 
 
@@ -108,25 +114,65 @@ class ScoreSummary(NamedTuple):
     std: float
 
 
-def _summarise(scores: ScoreBand, path: str, progress: ProgressFn, is_cancelled: CancelFn,
-               highest: Optional[_HighestValues] = None) -> ScoreSummary:
-    """One pass over ``scores`` (``highest``, if given, also collects the highest)."""
-    moments = Moments(1)
-    lo, hi = math.inf, -math.inf
-    for _, values, valid in score_windows(scores, progress, is_cancelled):
-        x = values[valid]
+class ScoreStream:
+    """The valid scores of a score raster seen block by block: their count, range and
+    moments and, for a ``top_fraction`` threshold, the highest of them.
+
+    Fed by a pass over the raster (:func:`threshold_and_summary`), or by the scoring
+    pipeline with each block it writes (``observe`` of ``raster.pipeline.score_raster``):
+    then :meth:`threshold` gives the polygons' threshold without reading the raster again.
+    """
+
+    def __init__(self, method: str = THRESHOLD_METHOD, value: float = THRESHOLD,
+                 pixels: int = 0, nodata: Optional[float] = NODATA) -> None:
+        """A stream for the ``method`` / ``value`` threshold of a raster of ``pixels``
+        pixels whose invalid ones hold ``nodata``."""
+        _check_method(method, value)
+        self.method, self.value, self.nodata = method, value, nodata
+        self.moments = Moments(1)
+        self.low, self.high = math.inf, -math.inf
+        most = max(1, int(math.ceil(float(value) * pixels)))  # k, were every pixel valid
+        self.highest = _HighestValues(most) if method == "top_fraction" and \
+            most <= _EXACT_LIMIT else None
+
+    def add(self, values: np.ndarray, valid: Optional[np.ndarray] = None) -> None:
+        """Take the ``valid`` scores of a block (default: those not ``nodata``, finite)."""
+        x = values[valid_scores(values, self.nodata) if valid is None else valid]
         if x.size == 0:
-            continue
-        lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
-        if highest is not None:
-            highest.add(x)
-        moments.add(x[None, :].astype(np.float64))
-    if moments.count == 0:
-        raise RasterInputError(
-            f"The score raster '{path}' contains no valid pixels (all nodata or non-finite). "
-            "Check the input of the scoring step.")
-    std = math.sqrt(float(moments.covariance(ddof=0)[0, 0]))
-    return ScoreSummary(moments.count, lo, hi, float(moments.mean[0]), std)
+            return
+        self.low, self.high = min(self.low, float(x.min())), max(self.high, float(x.max()))
+        if self.highest is not None:
+            self.highest.add(x)
+        self.moments.add(x[None, :].astype(np.float64))
+
+    def summary(self, path: str) -> ScoreSummary:
+        """The :class:`ScoreSummary` of the scores taken (of the raster ``path``)."""
+        if self.moments.count == 0:
+            raise RasterInputError(
+                f"The score raster '{path}' contains no valid pixels (all nodata or "
+                "non-finite). Check the input of the scoring step.")
+        std = math.sqrt(float(self.moments.covariance(ddof=0)[0, 0]))
+        return ScoreSummary(self.moments.count, self.low, self.high,
+                            float(self.moments.mean[0]), std)
+
+    def threshold(self, path: str, scores: Optional[ScoreBand] = None,
+                  is_cancelled: CancelFn = None) -> Optional[float]:
+        """The threshold of :func:`compute_threshold` on the scores taken; for a top
+        fraction of more than :data:`_EXACT_LIMIT` pixels it needs passes over
+        ``scores`` (None without them)."""
+        if self.method == "fixed":
+            return float(self.value)
+        summary = self.summary(path)
+        if summary.high <= summary.low:  # no variation, no anomaly: above every score
+            return math.nextafter(summary.high, math.inf)
+        if self.method == "automatic":
+            return summary.mean + AUTO_K * summary.std
+        k = max(1, int(math.ceil(float(self.value) * summary.n_valid)))
+        if self.highest is not None:
+            return self.highest.kth(k)
+        if scores is None:
+            return None
+        return _kth_highest(scores, k, summary.low, summary.high, is_cancelled)
 
 
 def _kth_highest(scores: ScoreBand, k: int, lo: float, hi: float, is_cancelled) -> float:
@@ -186,21 +232,10 @@ def threshold_and_summary(path: str, method: str = THRESHOLD_METHOD,
     than :data:`_EXACT_LIMIT` pixels are flagged)."""
     _check_method(method, value)
     scores, info = open_scores(path, band)
-    highest = None
-    if method == "top_fraction":
-        most = max(1, int(math.ceil(float(value) * info.width * info.height)))  # k, all valid
-        highest = _HighestValues(most) if most <= _EXACT_LIMIT else None
-    summary = _summarise(scores, path, progress, is_cancelled, highest)
-    if method == "fixed":
-        return float(value), summary
-    if summary.high <= summary.low:  # no variation, no anomaly: above every score
-        return math.nextafter(summary.high, math.inf), summary
-    if method == "automatic":
-        return summary.mean + AUTO_K * summary.std, summary
-    k = max(1, int(math.ceil(float(value) * summary.n_valid)))
-    if highest is not None:
-        return highest.kth(k), summary
-    return _kth_highest(scores, k, summary.low, summary.high, is_cancelled), summary
+    stream = ScoreStream(method, value, info.width * info.height, scores.nodata)
+    for _, values, valid in score_windows(scores, progress, is_cancelled):
+        stream.add(values, valid)
+    return stream.threshold(path, scores, is_cancelled), stream.summary(path)
 
 
 def _check_method(method: str, value) -> None:

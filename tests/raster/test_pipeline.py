@@ -77,6 +77,20 @@ def test_score_raster_output_grid_and_nodata(tmp_path):
     np.testing.assert_array_equal(arr[~invalid], (a[0] * 2.0)[~invalid])
 
 
+def test_observe_sees_every_score_block_as_written(tmp_path):
+    a = np.random.default_rng(1).random((2, 70, 90)).astype(np.float32)
+    a[:, 5:9, 60:80] = np.nan  # invalid: written, and seen, as nodata
+    out = tmp_path / "s.tif"
+    seen = []
+    score_raster(write_raster(tmp_path / "a.tif", a), str(out), lambda t, v: t[0] - t[1],
+                 tile_size=32, overlap=2, observe=lambda block: seen.append(block.copy()))
+    written = read_raster(out)[0]
+    assert sum(block.size for block in seen) == written.size
+    np.testing.assert_array_equal(np.sort(np.concatenate([b.ravel() for b in seen])),
+                                  np.sort(written.ravel()))
+    assert all(block.dtype == np.float32 for block in seen)
+
+
 def test_score_raster_progress_cancel_and_cleanup(tmp_path):
     p = write_raster(tmp_path / "a.tif", np.ones((1, 40, 40), np.float32))
     out = tmp_path / "s.tif"

@@ -11,7 +11,7 @@ from scipy import ndimage
 from anomaly_detector.model.vector.groups import strip_rows
 from anomaly_detector.model.vector.output import count_polygons
 from anomaly_detector.model.vector.polygons import polygonize_scores
-from anomaly_detector.model.vector import threshold
+from anomaly_detector.model.vector import polygons, threshold
 from anomaly_detector.model.vector.threshold import compute_threshold
 from conftest import write_raster
 from scenes import GT, ND, ORDER, check_features, read_features, synthetic_scores
@@ -73,6 +73,41 @@ def test_top_fraction_threshold_is_exact_quantile(tmp_path, monkeypatch, exact_l
     valid = a[a != ND].astype(np.float64)
     assert compute_threshold(src, "automatic") == pytest.approx(
         float(valid.mean() + 3 * valid.std()), rel=1e-6)
+
+
+@pytest.mark.parametrize("method, value, exact_limit", [
+    ("top_fraction", 0.005, 2_000_000), ("top_fraction", 0.1, 10), ("automatic", 0.0, 10),
+    ("fixed", 3.0, 10)])
+def test_a_stream_fed_while_writing_gives_the_threshold_of_the_raster(
+        tmp_path, monkeypatch, method, value, exact_limit):
+    """The scoring pipeline feeds the blocks it writes to a ScoreStream: its threshold
+    is the one a pass over the written raster finds (beyond _EXACT_LIMIT with the
+    histogram passes it still needs), and its polygons are the same."""
+    monkeypatch.setattr(threshold, "_EXACT_LIMIT", exact_limit)
+    rng = np.random.default_rng(8)
+    a = rng.gamma(2.0, size=(150, 130)).astype(np.float32)
+    a[:5] = np.round(a[:5], 1)  # ties
+    a[40:50, 20:40] = ND
+    src = write_raster(tmp_path / "s.tif", a, nodata=ND)
+    stream = threshold.ScoreStream(method, value, a.size, nodata=ND)
+    for y in range(0, 150, 64):  # blocks in another order than the passes read them
+        for x in (64, 0):
+            stream.add(a[y:y + 64, x:x + 64 if x == 0 else None])
+    expected = compute_threshold(src, method, value)
+    if method == "automatic":  # the moments are summed in another order
+        assert stream.threshold(src, threshold.open_scores(src, 1)[0]) == pytest.approx(
+            expected, rel=1e-12)
+        return
+    assert stream.threshold(src, threshold.open_scores(src, 1)[0]) == expected
+    fed = polygonize_scores(src, str(tmp_path / "fed.gpkg"), method=method, threshold=value,
+                            stream=stream)
+    read = polygonize_scores(src, str(tmp_path / "read.gpkg"), method=method, threshold=value)
+    assert (fed.threshold, fed.count, fed.n_flagged) == (read.threshold, read.count,
+                                                           read.n_flagged)
+    assert _features(tmp_path / "fed.gpkg") == _features(tmp_path / "read.gpkg")
+    with pytest.raises(ValueError, match="not for"):
+        polygonize_scores(src, str(tmp_path / "x.gpkg"), method="fixed", threshold=1.5,
+                          stream=stream)
 
 
 def test_shapefile_output_follows_extension(tmp_path):
@@ -212,6 +247,20 @@ def test_top_n_writes_the_first_ranks_of_all_groups_and_counts_them_all(tmp_path
         assert attrs["area"] == pytest.approx(100.0 * len(pixels))
     # then the noise groups, from the highest noise pixel down
     assert [attrs["score_max"] for attrs, _ in first[5:]] == np.sort(a[a < 1])[:-4:-1].tolist()
+
+
+def test_flagged_pixels_kept_or_read_again_give_the_same_polygons(tmp_path, monkeypatch):
+    width = 1000  # strips of 1048 rows: they do not end on the label raster's blocks
+    src, _, _ = _noise_with_targets(tmp_path, 3 * strip_rows(width) + 17, width)
+    kept = polygonize_scores(src, str(tmp_path / "kept.gpkg"), method="fixed",
+                             threshold=0.99, top_n=300)
+    monkeypatch.setattr(polygons, "REPLAY_PIXELS", 0)
+    again = polygonize_scores(src, str(tmp_path / "again.gpkg"), method="fixed",
+                              threshold=0.99, top_n=300)
+    assert (kept.count, kept.groups, kept.n_flagged) == (again.count, again.groups,
+                                                         again.n_flagged)
+    assert kept.count == 300
+    assert _features(tmp_path / "kept.gpkg") == _features(tmp_path / "again.gpkg")
 
 
 def test_memory_does_not_grow_with_the_number_of_groups(tmp_path):
