@@ -8,6 +8,7 @@ the raster mean and written as nodata by the engine.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
@@ -105,13 +106,18 @@ def keep_freed_memory() -> None:
         pass
 
 
-def release_memory() -> None:
-    """Return freed heap memory to the system (glibc ``malloc_trim``; no-op elsewhere)."""
+def _trim_heap() -> None:
     try:
         import ctypes
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def release_memory() -> None:
+    """Return freed heap memory to the system (glibc ``malloc_trim``; no-op elsewhere), in
+    a thread of its own: the run's results are complete, and the caller goes on meanwhile."""
+    threading.Thread(target=_trim_heap, name="anomaly-release-memory", daemon=True).start()
 
 
 class PreparedTile(NamedTuple):

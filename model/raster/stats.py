@@ -124,7 +124,9 @@ def band_statistics(path: str, bands: Optional[Sequence[int]] = None, *,
     """
     ds, info = open_dataset(path, bands)
     nb = len(info.bands)
-    windows = aligned_windows(ds, min(block_size ** 2, statistics_pixels(nb, memory_mb)), pool)
+    pixels = min(block_size ** 2, statistics_pixels(nb, memory_mb),
+                 -(-ds.RasterXSize * ds.RasterYSize // READERS))  # work for every reader
+    windows = aligned_windows(ds, pixels, pool)
     ds = None
     moments = Moments(nb)
     datasets = DatasetPerThread(path)
