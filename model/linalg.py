@@ -197,9 +197,11 @@ class WhiteningKernel(NamedTuple):
         (a non-finite value counts as its band's mean)."""
         centred = pixels.astype(self.mean.dtype)
         centred -= self.mean[:, None]
-        bad = ~np.isfinite(centred)
-        if bad.any():
-            centred[bad] = 0.0
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: NaN, as wanted
+            # one pass: any non-finite value makes its pixel's sum non-finite
+            finite = np.isfinite(centred.sum(axis=0)).all()
+        if not finite:
+            centred[~np.isfinite(centred)] = 0.0
         if not self.strong_rows.size:
             weak = matmul(self.matrix, centred)
             weak -= self.offset

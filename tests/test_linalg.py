@@ -60,7 +60,9 @@ def test_whitening_kernel_stays_close_to_float64_in_each_arithmetic():
     rng = np.random.default_rng(2)
     mean = rng.normal(1000, 50, 6)
     pixels = (mean[:, None] + rng.normal(0, 5, (6, 2000))).astype(np.float32)
-    pixels[2, 7] = np.nan  # counts as the band's mean
+    pixels[2, 7] = np.nan  # counts as the band's mean, as do infinities (even opposite
+    pixels[[1, 4], 9] = np.inf, -np.inf  # ones in one pixel) and a lone one
+    pixels[5, 11] = -np.inf
     cases = (([1, 2, 3, 4, 5, 6], np.float32, 0),  # gains within the float32 ratio
              ([1, 1, 1, 1, 1, 1e-4], np.float32, 1),  # one strong component removed first
              ([1, 1, 1, 1, 1e-4, 1e-4], np.float64, 0))  # too many strong ones

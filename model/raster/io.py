@@ -248,6 +248,7 @@ def iter_windows(width: int, height: int, block: int) -> Iterator[Tuple[int, int
 
 # GDAL types whose every value is exactly a float32: read straight into float32.
 EXACT_IN_FLOAT32 = {"Byte", "Int8", "UInt16", "Int16", "Float32"}
+INTEGER_TYPES = {"Byte", "Int8", "UInt16", "Int16", "UInt32", "Int32", "UInt64", "Int64"}
 
 
 Item, Block = TypeVar("Item"), TypeVar("Block")
@@ -385,7 +386,7 @@ def read_window(ds, info: RasterInfo, x: int, y: int, w: int, h: int,
     valid = np.ones((h, w), dtype=bool)
     for i, nd in enumerate(info.nodata):
         band = arr[i]
-        if band.dtype.kind in "fc":
+        if info.dtypes[i] not in INTEGER_TYPES:  # integers read as floats are finite
             valid &= np.isfinite(band)
         if nd is not None and not math.isnan(nd):
             valid &= band != nd
