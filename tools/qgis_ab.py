@@ -8,8 +8,8 @@ of ``make bench`` (``bench_qgis.command``: a score raster, and polygons for ``de
 each checkout's plugin in turn (a private QGIS profile each, as ``make bench`` does), round
 after round, so that other load on the machine affects them alike; prints each run's wall
 seconds of the whole process, its peak RSS and the algorithm's own "Scored ... in" line
-(``anomaly:detect``), and whether the checkouts' score rasters of the last round are equal
-bit for bit.
+(``anomaly:detect``), and whether the checkouts' outputs of the last round are equal: score
+rasters bit for bit, polygons attribute for attribute and vertex for vertex.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_qgis import command, qgis_environment, run_measured
-from osgeo import gdal
+from osgeo import gdal, ogr
 
 
 def plugin_path(checkout: Path, scratch: Path, index: int) -> Path:
@@ -55,10 +55,24 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {round_}: {checkout}: {run['seconds']:.2f} s, peak RSS "
                       f"{run['peak_rss_mb']:.0f} MB{''.join(f'; {line}' for line in timed)}",
                       flush=True)
-        maps = [gdal.Open(f"{out}_score.tif").ReadAsArray() for _, _, out in runs]
-        same = all(np.array_equal(maps[0], other, equal_nan=True) for other in maps[1:])
-        print(f"score rasters of the last round equal bit for bit: {same}")
+        outs = [out for _, _, out in runs]
+        if Path(f"{outs[0]}_score.tif").exists():
+            maps = [gdal.Open(f"{out}_score.tif").ReadAsArray() for out in outs]
+            same = all(np.array_equal(maps[0], other, equal_nan=True) for other in maps[1:])
+            print(f"score rasters of the last round equal bit for bit: {same}")
+        if Path(f"{outs[0]}_anomalies.gpkg").exists():
+            polygons = [features(f"{out}_anomalies.gpkg") for out in outs]
+            same = all(other == polygons[0] for other in polygons[1:])
+            print(f"polygons of the last round equal (attributes and geometries): {same}")
     return 0
+
+
+def features(path: str) -> list:
+    """``(attributes, WKT geometry)`` of each feature of a vector file, in order."""
+    dataset = ogr.Open(path)
+    rows = [(f.items(), f.GetGeometryRef().ExportToWkt()) for f in dataset.GetLayer(0)]
+    dataset = None
+    return rows
 
 
 if __name__ == "__main__":

@@ -131,9 +131,10 @@ class ScoreStream:
         self.method, self.value, self.nodata = method, value, nodata
         self.moments = Moments(1)
         self.low, self.high = math.inf, -math.inf
-        most = max(1, int(math.ceil(float(value) * pixels)))  # k, were every pixel valid
-        self.highest = _HighestValues(most) if method == "top_fraction" and \
-            most <= _EXACT_LIMIT else None
+        self.highest = None
+        if method == "top_fraction":
+            most = max(1, int(math.ceil(float(value) * pixels)))  # k, were every pixel valid
+            self.highest = _HighestValues(most) if most <= _EXACT_LIMIT else None
 
     def add(self, values: np.ndarray, valid: Optional[np.ndarray] = None) -> None:
         """Take the ``valid`` scores of a block (default: those not ``nodata``, finite)."""
