@@ -85,10 +85,10 @@ class DetectAlgorithm(AnomalyAlgorithm):
         "surroundings: small objects, unusual materials, hot spots; large homogeneous "
         "regions are background. Scores are relative to the scene: compare ranks, not "
         "absolute values, between scenes. The device used (cpu or cuda) is written to the "
-        "log; on a 2-core CPU a 3-band 2000 x 2000 pixel raster takes about 2 to 3 "
-        "seconds (1.8 megapixels per second with bfloat16 arithmetic, 1.5 in float32; "
-        "make bench). Complex bands (SAR) "
-        "are scored on their magnitude. Cancelling leaves no output file.")
+        "log; on a 2-core CPU a 3-band 2000 x 2000 pixel raster takes about 2 seconds "
+        "(2.2 to 2.7 megapixels per second with bfloat16 arithmetic, the first with "
+        "polygons; make bench). Complex bands (SAR) are scored on their magnitude. "
+        "Cancelling leaves no output file.")
     REFERENCE = (
         CITATION + " This plugin ships a compact network trained after that method; see "
         "weights/MODEL.md for its model card.")
