@@ -107,8 +107,8 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = THRESHOLD_M
 
 
 REPLAY_PIXELS = 1 << 22
-"""Flagged pixels up to which the grouping pass keeps them (12 bytes each) for the labelling
-pass, which otherwise reads the score raster again."""
+"""Flagged pixels up to which the grouping pass keeps them (12 bytes each with float32
+scores) for the labelling pass, which otherwise reads the score raster again."""
 
 
 def _flagged_strips(scores: ScoreBand, threshold: float, progress, is_cancelled):
