@@ -156,11 +156,10 @@ class ScoreStream:
         return ScoreSummary(self.moments.count, self.low, self.high,
                             float(self.moments.mean[0]), std)
 
-    def threshold(self, path: str, scores: Optional[ScoreBand] = None,
-                  is_cancelled: CancelFn = None) -> Optional[float]:
-        """The threshold of :func:`compute_threshold` on the scores taken; for a top
-        fraction of more than :data:`_EXACT_LIMIT` pixels it needs passes over
-        ``scores`` (None without them)."""
+    def threshold(self, path: str, scores: ScoreBand, is_cancelled: CancelFn = None) -> float:
+        """The threshold of :func:`compute_threshold` on the scores taken (those of the
+        raster ``path``, open as ``scores``: a top fraction of more than
+        :data:`_EXACT_LIMIT` pixels is refined by passes over it)."""
         if self.method == "fixed":
             return float(self.value)
         summary = self.summary(path)
@@ -171,8 +170,6 @@ class ScoreStream:
         k = max(1, int(math.ceil(float(self.value) * summary.n_valid)))
         if self.highest is not None:
             return self.highest.kth(k)
-        if scores is None:
-            return None
         return _kth_highest(scores, k, summary.low, summary.high, is_cancelled)
 
 
