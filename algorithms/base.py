@@ -134,12 +134,13 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
         self._styles.append((destination, kind, name, kwargs))
 
     def style_score_and_polygons(self, parameters, context, score_path, score_suffix,
-                                 polygons_path=None, is_cancelled=None):
+                                 polygons_path=None, is_cancelled=None, stretch=None):
         """Name and style a score raster ('<input> - <score_suffix>', stretched to its
-        scores, under the polygons) and its polygons ('<input> - anomalies', if any)."""
+        scores, under the polygons; ``stretch``: the :func:`.styles.stretch_stream` that
+        saw them written) and its polygons ('<input> - anomalies', if any)."""
         input_name = self.input_name(parameters, "INPUT", context)
         if self.may_load(context, score_path):
-            low, high = score_stretch(score_path, is_cancelled=is_cancelled)
+            low, high = score_stretch(score_path, is_cancelled=is_cancelled, stream=stretch)
             self.style_output(score_path, "score", layer_name(input_name, score_suffix),
                               low=low, high=high, below=layer_name(input_name, POLYGONS_SUFFIX))
         if polygons_path:

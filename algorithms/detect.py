@@ -16,8 +16,8 @@ from .area import AREA_HELP, add_area_parameters, read_area
 from .base import CITATION, AnomalyAlgorithm
 from .params import (OUTPUT_POINTS, POINTS_HELP, THRESHOLD_HELP, add_points_output,
                      add_polygon_outputs, add_threshold_parameters, points_path, polygon_outputs,
-                     read_threshold_parameters, threshold_stream, write_points)
-from .styles import SCORE_SUFFIX
+                     observer, read_threshold_parameters, threshold_stream, write_points)
+from .styles import SCORE_SUFFIX, stretch_stream
 
 DEVICES = ["auto", "cpu", "cuda"]
 # arithmetic of each PRECISION option (model.defaults.PRECISIONS)
@@ -174,20 +174,22 @@ class DetectAlgorithm(AnomalyAlgorithm):
         progress, cancelled = self.callbacks(feedback)
         # the score map replaces a previous one only with its polygons: a failed run
         # (cancel, full disk) leaves both as they were
+        stretch = stretch_stream(src) if self.may_load(context, score_path) else None
         with atomic_output(score_path) as partial:
             result, polygons, items = self._detect(detector, src, partial, polygons_path, bands,
                                                    threshold, area, parameters, context,
-                                                   feedback, progress, cancelled)
+                                                   feedback, progress, cancelled, stretch)
         self.style_score_and_polygons(parameters, context, score_path, SCORE_SUFFIX,
-                                      polygons_path, cancelled)
+                                      polygons_path, cancelled, stretch)
         return {self.OUTPUT_SCORE: score_path, self.OUTPUT_POLYGONS: polygons_path,
                 **polygon_outputs(polygons), self.DEVICE_USED: result.device,
                 **write_points(points, polygons_path, items, cancelled)}
 
     def _detect(self, detector, src, partial, polygons_path, bands, threshold, area,
-                parameters, context, feedback, progress, cancelled):
-        """Score ``src`` into ``partial`` and write its polygons and provenance; returns the
-        detection and polygon results and the provenance items."""
+                parameters, context, feedback, progress, cancelled, stretch):
+        """Score ``src`` into ``partial`` (its blocks also to the ``stretch`` stream, if any)
+        and write its polygons and provenance; returns the detection and polygon results
+        and the provenance items."""
         stream = threshold_stream(threshold, src) if polygons_path else None
         try:
             result = detector.detect_raster(
@@ -200,7 +202,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
                     self.parameterAsEnum(parameters, self.PRECISION, context)][0],
                 progress=sub_progress(progress, 0.0, 0.9), is_cancelled=cancelled,
                 window=area.window, mask_path=area.mask_path,
-                observe=stream.add if stream else None)
+                observe=observer(stream, stretch))
         except (detector.WeightsError, ValueError) as error:
             if isinstance(error, AnomalyError):
                 raise

@@ -15,7 +15,8 @@ from ..model.raster.output import atomic_output
 from ..model.raster.progress import sub_progress
 from .base import AnomalyAlgorithm
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
-                     polygon_outputs, read_threshold_parameters, threshold_stream)
+                     observer, polygon_outputs, read_threshold_parameters, threshold_stream)
+from .styles import stretch_stream
 
 POLYGONS_HELP = (
     "Optional ranked anomaly polygons of the score (GeoPackage by default; none unless "
@@ -91,11 +92,12 @@ class LocalScoreAlgorithm(AnomalyAlgorithm):
         progress, cancelled = self.callbacks(feedback)
         share = 0.9 if polygons_path else 1.0
         stream = threshold_stream(threshold, src) if polygons_path else None
+        stretch = stretch_stream(src) if self.may_load(context, score_path) else None
         # the score replaces a previous one only when complete, with its polygons and metadata
         with atomic_output(score_path) as partial:
             valid, extra = self.score(src, partial, bands, parameters, context,
                                       sub_progress(progress, 0.0, share), cancelled,
-                                      stream.add if stream else None)
+                                      observer(stream, stretch))
             feedback.pushInfo(f"Scored {valid} valid pixels" + "".join(
                 f", {name} {value}" for name, value in extra.items()) + ".")
             polygons, _ = self.polygons_and_provenance(
@@ -107,7 +109,7 @@ class LocalScoreAlgorithm(AnomalyAlgorithm):
             outputs.update(polygon_outputs(polygons))
             outputs[self.OUTPUT_POLYGONS] = polygons_path
         self.style_score_and_polygons(parameters, context, score_path, self.SCORE_NAME,
-                                      polygons_path, cancelled)
+                                      polygons_path, cancelled, stretch)
         return outputs
 
 

@@ -5,8 +5,9 @@ from qgis.core import QgsProcessingParameterRasterDestination
 from ..model.classic.rx import rx_score_raster
 from .area import AREA_HELP, add_area_parameters, read_area
 from .base import AnomalyAlgorithm
+from .params import observer
 from .provenance import provenance, record_in_raster
-from .styles import layer_name, score_stretch
+from .styles import layer_name, score_stretch, stretch_stream
 
 
 class RxAlgorithm(AnomalyAlgorithm):
@@ -66,14 +67,15 @@ class RxAlgorithm(AnomalyAlgorithm):
         self.check_outputs([(self.OUTPUT, dst)])
         area = read_area(self, parameters, context, feedback, src)
         progress, cancelled = self.callbacks(feedback)
+        stretch = stretch_stream(src) if self.may_load(context, dst) else None
         mean, cov, n = rx_score_raster(src, dst, bands, progress=progress,
                                        is_cancelled=cancelled, window=area.window,
-                                       mask_path=area.mask_path)
+                                       mask_path=area.mask_path, observe=observer(stretch))
         feedback.pushInfo(f"RX statistics from {n} valid pixels over {len(mean)} band(s).")
         record_in_raster(dst, provenance(self.id(), parameters, valid_pixels=n),
                          f"RX score ({self.id()})")
         if self.may_load(context, dst):
-            low, high = score_stretch(dst, is_cancelled=cancelled)
+            low, high = score_stretch(dst, is_cancelled=cancelled, stream=stretch)
             self.style_output(dst, "score",
                               layer_name(self.input_name(parameters, self.INPUT, context),
                                          "RX score"), low=low, high=high)

@@ -23,7 +23,8 @@ from qgis.core import (QgsColorRampShader, QgsFillSymbol, QgsPalLayerSettings,
                        QgsVectorLayerSimpleLabeling)
 from qgis.PyQt.QtGui import QColor
 
-from ..model.vector.threshold import threshold_and_summary
+from ..model.vector.threshold import ScoreStream, open_scores, threshold_and_summary
+from .params import raster_pixels
 
 SCORE_SUFFIX = "anomaly score"
 POLYGONS_SUFFIX = "anomalies"
@@ -53,11 +54,24 @@ def layer_name(input_name, suffix):
     return f"{input_name} - {suffix}" if input_name else suffix
 
 
-def score_stretch(path, percentile=STRETCH_PERCENTILE, is_cancelled=None):
-    """``(low, high)``: the given percentile of the valid scores and their maximum."""
+def stretch_stream(raster):
+    """A stream that gathers :func:`score_stretch`'s figures from the scores of ``raster``
+    (or of a window of it) while they are written (see :func:`.params.observer`)."""
+    return ScoreStream("top_fraction", 1.0 - STRETCH_PERCENTILE / 100.0, raster_pixels(raster))
+
+
+def score_stretch(path, is_cancelled=None, stream=None):
+    """``(low, high)``: the :data:`STRETCH_PERCENTILE` of the valid scores and their
+    maximum, from a pass over ``path`` or from the :func:`stretch_stream` that saw them
+    written."""
     try:
-        low, summary = threshold_and_summary(path, "top_fraction", 1.0 - percentile / 100.0,
-                                             is_cancelled=is_cancelled)
+        if stream is None:
+            low, summary = threshold_and_summary(
+                path, "top_fraction", 1.0 - STRETCH_PERCENTILE / 100.0,
+                is_cancelled=is_cancelled)
+        else:
+            low = stream.threshold(path, open_scores(path, 1)[0], is_cancelled)
+            summary = stream.summary(path)
         high = summary.high
     except ValueError:  # no valid score: any ramp will do
         return 0.0, 1.0

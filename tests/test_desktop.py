@@ -226,6 +226,7 @@ def _loaded(project, before):
 def test_outputs_are_named_and_styled_when_loaded(tmp_path, provider):
     import processing
     from qgis.core import QgsProject, QgsRasterLayer
+    from anomaly_detector.algorithms.styles import score_stretch
     from conftest import write_raster
     rng = np.random.default_rng(0)
     image = rng.normal(100, 5, (3, 40, 36)).astype(np.float32)
@@ -249,6 +250,9 @@ def test_outputs_are_named_and_styled_when_loaded(tmp_path, provider):
         items = renderer.shader().rasterShaderFunction().colorRampItemList()
         assert items[0].color.alpha() == 0 and items[-1].color.alpha() == 255
         assert items[0].value < items[-1].value
+        # gathered while the scores were written: what a pass over the file finds
+        assert (items[0].value, items[-1].value) == pytest.approx(
+            score_stretch(score.source()), rel=1e-12)
         assert polygons.labelsEnabled() and polygons.labeling().settings().fieldName == "rank"
         assert polygons.renderer().symbol().symbolLayer(0).brushStyle() == 0  # no fill
         order = [n.name() for n in project.layerTreeRoot().findLayers()]
@@ -261,6 +265,9 @@ def test_outputs_are_named_and_styled_when_loaded(tmp_path, provider):
         # the input path is the project's layer "field scene": its name is used
         assert [l.name() for l in rx_layer] == ["field scene - RX score"]
         assert rx_layer[0].renderer().type() == "singlebandpseudocolor"
+        items = rx_layer[0].renderer().shader().rasterShaderFunction().colorRampItemList()
+        assert (items[0].value, items[-1].value) == pytest.approx(
+            score_stretch(str(tmp_path / "rx.tif")), rel=1e-12)
         before = set(project.mapLayers())
         processing.runAndLoadResults("anomaly:polygonize", {
             "INPUT": rx_layer[0], "OUTPUT": str(tmp_path / "p.gpkg"), "TOP_N": 3})
