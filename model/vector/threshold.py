@@ -81,23 +81,28 @@ def score_windows(scores: ScoreBand, progress: ProgressFn = None, is_cancelled: 
 
 
 class _HighestValues:
-    """The ``count`` highest values of a stream, in O(count) memory."""
+    """The ``count`` highest values of a stream, in O(count) memory: the values at or above
+    the current floor are held in parts, cut back to the ``count`` highest (raising the
+    floor) once there are twice as many; each value is copied a bounded number of times."""
 
     def __init__(self, count: int) -> None:
-        self.count, self.values, self.floor = count, np.empty(0), -math.inf
+        self.count, self.parts, self.size, self.floor = count, [], 0, -math.inf
 
     def add(self, x: np.ndarray) -> None:
-        x = x[x >= self.floor]
+        x = x[x >= self.floor]  # a copy
         if x.size:
-            self.values = np.concatenate([self.values, x])
-            if self.values.size >= 2 * self.count:
+            self.parts.append(x)
+            self.size += x.size
+            if self.size >= 2 * self.count:
                 self.trim()
 
     def trim(self) -> np.ndarray:
-        if self.values.size > self.count:
-            self.values = np.partition(self.values, self.values.size - self.count)[-self.count:]
-            self.floor = float(self.values[0])
-        return self.values
+        values = np.concatenate(self.parts) if len(self.parts) != 1 else self.parts[0]
+        if values.size > self.count:
+            values = np.partition(values, values.size - self.count)[-self.count:]
+            self.floor = float(values[0])
+        self.parts, self.size = [values], values.size
+        return values
 
     def kth(self, k: int) -> float:
         """The k-th highest value (k <= count and <= the values added)."""
