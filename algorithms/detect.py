@@ -12,11 +12,12 @@ from ..model import defaults
 from ..model.raster.errors import AnomalyError
 from ..model.raster.output import atomic_output
 from ..model.raster.progress import sub_progress
+from ..model.vector.threshold import observer
 from .area import AREA_HELP, add_area_parameters, read_area
 from .base import CITATION, AnomalyAlgorithm
 from .params import (OUTPUT_POINTS, POINTS_HELP, THRESHOLD_HELP, add_points_output,
                      add_polygon_outputs, add_threshold_parameters, points_path, polygon_outputs,
-                     observer, read_threshold_parameters, threshold_stream, write_points)
+                     read_threshold_parameters, threshold_stream, write_points)
 from .styles import SCORE_SUFFIX, stretch_stream
 
 DEVICES = ["auto", "cpu", "cuda"]

@@ -13,9 +13,10 @@ from ..model.classic.local_baselines import (CONTRAST_SCALES, GUARD_WINDOW as DE
                                              parse_scales, window_problem)
 from ..model.raster.output import atomic_output
 from ..model.raster.progress import sub_progress
+from ..model.vector.threshold import observer
 from .base import AnomalyAlgorithm
 from .params import (THRESHOLD_HELP, add_polygon_outputs, add_threshold_parameters,
-                     observer, polygon_outputs, read_threshold_parameters, threshold_stream)
+                     polygon_outputs, read_threshold_parameters, threshold_stream)
 from .styles import stretch_stream
 
 POLYGONS_HELP = (

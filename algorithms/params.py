@@ -1,9 +1,6 @@
 """Threshold / polygon parameters shared by anomaly:polygonize and anomaly:detect."""
 
 import math
-from typing import Callable, Optional
-
-import numpy as np
 
 from qgis.core import (QgsProcessing, QgsProcessingOutputNumber, QgsProcessingParameterEnum,
                        QgsProcessingParameterNumber, QgsProcessingParameterVectorDestination)
@@ -125,22 +122,9 @@ def raster_pixels(raster: str) -> int:
 def threshold_stream(threshold: dict, raster: str) -> ScoreStream:
     """A stream that gathers the polygons' ``threshold`` (from
     :func:`read_threshold_parameters`) from the scores of ``raster`` (or of a window of it)
-    while they are written: pass it to :func:`observer` for the scoring's ``observe`` and
-    to :meth:`.base.AnomalyAlgorithm.polygons_and_provenance`."""
+    while they are written: pass it to ``model.vector.threshold.observer`` for the
+    scoring's ``observe`` and to :meth:`.base.AnomalyAlgorithm.polygons_and_provenance`."""
     return ScoreStream(threshold["method"], threshold["threshold"], raster_pixels(raster))
-
-
-def observer(*streams: Optional[ScoreStream]) -> Optional[Callable[[np.ndarray], None]]:
-    """The scoring's ``observe``: each block of scores written goes to every stream given
-    (None: no stream)."""
-    streams = [stream for stream in streams if stream is not None]
-    if not streams:
-        return None
-
-    def observe(block: np.ndarray) -> None:
-        for stream in streams:
-            stream.add(block)
-    return observe
 
 
 # Numbers returned by both algorithms that write polygons (for the modeler and scripts)

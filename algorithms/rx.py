@@ -3,9 +3,9 @@
 from qgis.core import QgsProcessingParameterRasterDestination
 
 from ..model.classic.rx import rx_score_raster
+from ..model.vector.threshold import observer
 from .area import AREA_HELP, add_area_parameters, read_area
 from .base import AnomalyAlgorithm
-from .params import observer
 from .provenance import provenance, record_in_raster
 from .styles import layer_name, score_stretch, stretch_stream
 
@@ -74,7 +74,7 @@ class RxAlgorithm(AnomalyAlgorithm):
         feedback.pushInfo(f"RX statistics from {n} valid pixels over {len(mean)} band(s).")
         record_in_raster(dst, provenance(self.id(), parameters, valid_pixels=n),
                          f"RX score ({self.id()})")
-        if self.may_load(context, dst):
+        if stretch is not None:  # QGIS will load it
             low, high = score_stretch(dst, is_cancelled=cancelled, stream=stretch)
             self.style_output(dst, "score",
                               layer_name(self.input_name(parameters, self.INPUT, context),

@@ -56,7 +56,7 @@ def layer_name(input_name, suffix):
 
 def stretch_stream(raster):
     """A stream that gathers :func:`score_stretch`'s figures from the scores of ``raster``
-    (or of a window of it) while they are written (see :func:`.params.observer`)."""
+    (or of a window of it) while they are written (see ``model.vector.threshold.observer``)."""
     return ScoreStream("top_fraction", 1.0 - STRETCH_PERCENTILE / 100.0, raster_pixels(raster))
 
 

@@ -37,7 +37,7 @@ _END = object()
 
 Observer = Callable[[np.ndarray], None]
 """Called by the writer thread with each block of scores as written (:data:`NODATA` where
-invalid), e.g. ``vector.threshold.ScoreStream.add``, which then spares a pass over the
+invalid), e.g. ``vector.threshold.observer``'s, whose streams then spare a pass over the
 written raster."""
 
 

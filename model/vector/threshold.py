@@ -14,7 +14,7 @@ Methods (pixels with ``score >= threshold`` are anomalous):
 """
 
 import math
-from typing import NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -115,51 +115,49 @@ class ScoreSummary(NamedTuple):
     n_valid: int
     low: float
     high: float
-    mean: float
-    std: float
 
 
 class ScoreStream:
-    """The valid scores of a score raster seen block by block: their count, range and
-    moments and, for a ``top_fraction`` threshold, the highest of them.
+    """The valid scores of a score raster seen block by block: their count and range, and
+    what the threshold ``method`` needs of them (the highest for a top fraction, the
+    moments for ``automatic``).
 
     Fed by a pass over the raster (:func:`threshold_and_summary`), or by the scoring
-    pipeline with each block it writes (``observe`` of ``raster.pipeline.score_raster``):
-    then :meth:`threshold` gives the polygons' threshold without reading the raster again.
+    pipeline with each block it writes (:func:`observer`): then :meth:`threshold` gives
+    the threshold without reading the raster again.
     """
 
     def __init__(self, method: str = THRESHOLD_METHOD, value: float = THRESHOLD,
-                 pixels: int = 0, nodata: Optional[float] = NODATA) -> None:
-        """A stream for the ``method`` / ``value`` threshold of a raster of ``pixels``
-        pixels whose invalid ones hold ``nodata``."""
+                 pixels: int = 0) -> None:
+        """A stream for the ``method`` / ``value`` threshold of a raster of ``pixels``."""
         _check_method(method, value)
-        self.method, self.value, self.nodata = method, value, nodata
-        self.moments = Moments(1)
-        self.low, self.high = math.inf, -math.inf
+        self.method, self.value = method, value
+        self.count, self.low, self.high = 0, math.inf, -math.inf
+        self.moments = Moments(1) if method == "automatic" else None
         self.highest = None
         if method == "top_fraction":
             most = max(1, int(math.ceil(float(value) * pixels)))  # k, were every pixel valid
             self.highest = _HighestValues(most) if most <= _EXACT_LIMIT else None
 
-    def add(self, values: np.ndarray, valid: Optional[np.ndarray] = None) -> None:
-        """Take the ``valid`` scores of a block (default: those not ``nodata``, finite)."""
-        x = values[valid_scores(values, self.nodata) if valid is None else valid]
-        if x.size == 0:
+    def add(self, scores: np.ndarray) -> None:
+        """Take valid scores (any shape)."""
+        if scores.size == 0:
             return
-        self.low, self.high = min(self.low, float(x.min())), max(self.high, float(x.max()))
+        self.count += scores.size
+        self.low = min(self.low, float(scores.min()))
+        self.high = max(self.high, float(scores.max()))
         if self.highest is not None:
-            self.highest.add(x)
-        self.moments.add(x[None, :].astype(np.float64))
+            self.highest.add(scores.reshape(-1))
+        if self.moments is not None:
+            self.moments.add(scores.reshape(1, -1).astype(np.float64))
 
     def summary(self, path: str) -> ScoreSummary:
         """The :class:`ScoreSummary` of the scores taken (of the raster ``path``)."""
-        if self.moments.count == 0:
+        if self.count == 0:
             raise RasterInputError(
                 f"The score raster '{path}' contains no valid pixels (all nodata or "
                 "non-finite). Check the input of the scoring step.")
-        std = math.sqrt(float(self.moments.covariance(ddof=0)[0, 0]))
-        return ScoreSummary(self.moments.count, self.low, self.high,
-                            float(self.moments.mean[0]), std)
+        return ScoreSummary(self.count, self.low, self.high)
 
     def threshold(self, path: str, scores: ScoreBand, is_cancelled: CancelFn = None) -> float:
         """The threshold of :func:`compute_threshold` on the scores taken (those of the
@@ -171,7 +169,8 @@ class ScoreStream:
         if summary.high <= summary.low:  # no variation, no anomaly: above every score
             return math.nextafter(summary.high, math.inf)
         if self.method == "automatic":
-            return summary.mean + AUTO_K * summary.std
+            std = math.sqrt(float(self.moments.covariance(ddof=0)[0, 0]))
+            return float(self.moments.mean[0]) + AUTO_K * std
         k = max(1, int(math.ceil(float(self.value) * summary.n_valid)))
         if self.highest is not None:
             return self.highest.kth(k)
@@ -235,10 +234,25 @@ def threshold_and_summary(path: str, method: str = THRESHOLD_METHOD,
     than :data:`_EXACT_LIMIT` pixels are flagged)."""
     _check_method(method, value)
     scores, info = open_scores(path, band)
-    stream = ScoreStream(method, value, info.width * info.height, scores.nodata)
+    stream = ScoreStream(method, value, info.width * info.height)
     for _, values, valid in score_windows(scores, progress, is_cancelled):
-        stream.add(values, valid)
+        stream.add(values[valid])
     return stream.threshold(path, scores, is_cancelled), stream.summary(path)
+
+
+def observer(*streams: Optional[ScoreStream]) -> Optional[Callable[[np.ndarray], None]]:
+    """The ``observe`` of ``raster.pipeline.score_raster`` that feeds every stream given
+    (None ignored) the valid scores of each block written, found once per block (invalid
+    pixels are written as :data:`~..raster.output.NODATA`); None without a stream."""
+    streams = [stream for stream in streams if stream is not None]
+    if not streams:
+        return None
+
+    def observe(block: np.ndarray) -> None:
+        scores = block[valid_scores(block, NODATA)]
+        for stream in streams:
+            stream.add(scores)
+    return observe
 
 
 def _check_method(method: str, value) -> None:
