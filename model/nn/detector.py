@@ -27,7 +27,7 @@ from ..raster.scorer import TileScorer as RasterTileScorer, zero_scorer
 from ..raster.stats import band_statistics, no_variation, pool_mean, statistics_stride
 from .features import INPUT_CHANNELS, SpectralReduction, fit_from_array
 from .fused import FusedScorer, convolution_dtype, precision_name
-from .network import SIZE_MULTIPLE, DeviationNet
+from .network import SIZE_MULTIPLE, Detector
 from .reduced_raster import ReducedChannels, reduced_raster, reduces_first
 from .weights import WeightsError, load_detector
 
@@ -144,7 +144,7 @@ class TileScorer(RasterTileScorer):
     bytes_per_pixel = 900  # measured peak of a forward pass: 600-820 bytes per tile pixel
     prepared_bytes_per_pixel = 4 * INPUT_CHANNELS + 1  # a reduced tile and its mask
 
-    def __init__(self, model: DeviationNet, reduction: SpectralReduction, device: str = "cpu",
+    def __init__(self, model: Detector, reduction: SpectralReduction, device: str = "cpu",
                  scale: int = 1, precision: str = "auto") -> None:
         self.model = model.to(memory_format=torch.channels_last)
         self.reduction, self.device, self.scale = reduction, device, check_scale(scale)
@@ -224,14 +224,14 @@ class TileScorer(RasterTileScorer):
         return self.score_batch(bands[None], None if valid is None else valid[None])[0]
 
 
-def score_array(model: DeviationNet, image: np.ndarray, valid: np.ndarray | None = None,
+def score_array(model: Detector, image: np.ndarray, valid: np.ndarray | None = None,
                 device: str = "cpu") -> np.ndarray:
     """Score a whole in-memory (B, H, W) image in one pass (small scenes, validation)."""
     reduction = fit_from_array(image, valid)
     return TileScorer(model, reduction, device)(image, valid)
 
 
-def raster_scorer(model: DeviationNet, mean: np.ndarray, covariance: np.ndarray,
+def raster_scorer(model: Detector, mean: np.ndarray, covariance: np.ndarray,
                   device: str = "cpu", scale: int = 1, precision: str = "auto"):
     """The ``score_tile`` of a raster with these band statistics: the detector, or zeros
     for a raster without variation (it has no anomaly, and the network would show its

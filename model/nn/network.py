@@ -7,6 +7,8 @@ resolution for the pixel and its immediate neighbours, 1/2 and 1/4 resolution (w
 dilated convolutions) for the surroundings it is compared with.
 Skip connections bring the fine detail back; a 1x1 head turns the last feature map
 into a per-pixel logit, and ``sigmoid(logit)`` is the deviation score in [0, 1].
+:class:`DeviationEnsemble` averages the logits of several such networks, trained
+apart (other seeds), over input and evidence channels computed once.
 
 There is deliberately no normalisation layer: instance or batch statistics would be
 computed per tile and show as seams. Inputs are already normalised once per raster.
@@ -69,7 +71,10 @@ class DeviationNet(nn.Module):
         return torch.cat([x, evidence_channels(x, self.local_rx_components)], dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.with_evidence_channels(x)
+        return self.logits_of_inputs(self.with_evidence_channels(x))
+
+    def logits_of_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, last features) of the channels that :meth:`with_evidence_channels` gave."""
         fine = self.fine(x)
         middle = self.middle(F.avg_pool2d(fine, 2))
         coarse = self.coarse(F.avg_pool2d(middle, 2))
@@ -82,6 +87,64 @@ class DeviationNet(nn.Module):
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Deviation score in [0, 1], shape (N, H, W)."""
         return torch.sigmoid(self.forward(x)[0])
+
+
+class DeviationEnsemble(nn.Module):
+    """The mean logit of ``members`` networks of one configuration (trained apart); the
+    input and evidence channels are computed once for all of them. ``forward`` returns
+    (mean logits, None): an ensemble is scored, not trained."""
+
+    def __init__(self, members: int = 2, **config) -> None:
+        super().__init__()
+        if members < 2:
+            raise ValueError(f"An ensemble needs at least 2 members, not {members}.")
+        self.members = nn.ModuleList(DeviationNet(**config) for _ in range(members))
+        first = self.members[0]
+        self.config = {**first.config, "members": members}
+        self.evidence, self.local_rx_components = first.evidence, first.local_rx_components
+
+    @property
+    def receptive_radius(self) -> int:
+        return self.members[0].receptive_radius
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x = self.members[0].with_evidence_channels(x)
+        logits = [member.logits_of_inputs(x)[0] for member in self.members]
+        return torch.stack(logits).mean(dim=0), None
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Deviation score in [0, 1], shape (N, H, W)."""
+        return torch.sigmoid(self.forward(x)[0])
+
+
+Detector = DeviationNet | DeviationEnsemble
+
+
+def members_of(model: Detector) -> list[DeviationNet]:
+    """The networks whose logits ``model`` averages (itself, if it is not an ensemble)."""
+    return list(model.members) if isinstance(model, DeviationEnsemble) else [model]
+
+
+def build_network(config: dict) -> Detector:
+    """The network a weights card's ``network`` configuration describes (an ensemble when it
+    names its ``members``)."""
+    config = dict(config)
+    if config.get("evidence"):  # cards written before this setting existed used 4
+        config.setdefault("local_rx_components", 4)
+    if "members" in config:
+        return DeviationEnsemble(**config)
+    return DeviationNet(**config)
+
+
+def ensemble_of(models: list[DeviationNet]) -> DeviationEnsemble:
+    """An ensemble holding copies of the parameters of ``models`` (of one configuration)."""
+    if any(model.config != models[0].config for model in models):
+        raise ValueError("The members of an ensemble must share one configuration "
+                         "(input channels, width, evidence channels).")
+    ensemble = DeviationEnsemble(len(models), **models[0].config)
+    for member, model in zip(ensemble.members, models):
+        member.load_state_dict(model.state_dict())
+    return ensemble
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -1,7 +1,8 @@
 """Saving and loading the bundled detector without executing code from the file.
 
 A weights file is a plain ``state_dict`` saved by ``torch.save``; beside it, a JSON
-card ``<name>.json`` holds the network configuration and the file's SHA-256. Loading
+card ``<name>.json`` holds the network configuration (with ``members``: an ensemble)
+and the file's SHA-256. Loading
 checks the checksum first, then reads with ``torch.load(weights_only=True)``, which
 refuses anything but tensors and plain containers.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .network import DeviationNet
+from .network import Detector, build_network
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "detector.pt"
 
@@ -34,7 +35,7 @@ def card_path(weights_path: Path) -> Path:
     return Path(weights_path).with_suffix(".json")
 
 
-def save_weights(model: DeviationNet, path: Path, extra: dict | None = None) -> str:
+def save_weights(model: Detector, path: Path, extra: dict | None = None) -> str:
     """Write the weights and their card; returns the SHA-256 of the weights file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +62,7 @@ def zero_negligible_weights(model: torch.nn.Module) -> None:
             parameter[parameter.abs() < NEGLIGIBLE_WEIGHT] = 0
 
 
-def load_detector(path: Path | str | None = None, device: str = "cpu") -> DeviationNet:
+def load_detector(path: Path | str | None = None, device: str = "cpu") -> Detector:
     """The network with verified weights (negligible ones zeroed, see
     :func:`zero_negligible_weights`), in eval mode, on ``device``."""
     path = Path(path) if path else DEFAULT_WEIGHTS
@@ -85,9 +86,7 @@ def load_detector(path: Path | str | None = None, device: str = "cpu") -> Deviat
             f"does not match the expected {expected[:12]}...). Reinstall the plugin.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if config.get("evidence"):  # cards written before this setting existed used 4
-            config = {"local_rx_components": 4, **config}
-        model = DeviationNet(**config)
+        model = build_network(config)
         model.load_state_dict(state)
     except Exception as error:  # noqa: BLE001 - any failure here means unusable weights
         raise WeightsError(f"The weights file {path} cannot be loaded ({error}). "
