@@ -146,7 +146,7 @@ def network_figures() -> dict:
     import torch
     from anomaly_detector.model.nn.detector import TileScorer, use_all_cores
     from anomaly_detector.model.nn.features import SpectralReduction
-    from anomaly_detector.model.nn.network import DeviationNet
+    from anomaly_detector.model.nn.network import build_network
     from anomaly_detector.model.nn.weights import DEFAULT_WEIGHTS, load_detector
     threads = use_all_cores()
     model = load_detector().to(memory_format=torch.channels_last)
@@ -180,11 +180,11 @@ def network_figures() -> dict:
     reduction = SpectralReduction.fit(np.zeros(bands), np.eye(bands))
     # the shipped weights as stored, without zeroing the negligible ones (see
     # weights.zero_negligible_weights): their denormal products slow the CPU down
-    stored = DeviationNet(**model.config).eval()
+    stored = build_network(model.config).eval()
     stored.load_state_dict(torch.load(DEFAULT_WEIGHTS, map_location="cpu", weights_only=True))
-    # the same network without the classic evidence channels (speed only, random
-    # weights): what the evidence channels cost
-    variant = DeviationNet(width=model.config["width"], evidence=False).eval()
+    # the same network (or ensemble) without the classic evidence channels (speed only,
+    # random weights): what the evidence channels cost
+    variant = build_network({**model.config, "evidence": False}).eval()
     scorers = {name: TileScorer(net, reduction, "cpu")
                for name, net in (("shipped", model), ("stored", stored), ("variant", variant))}
     # the default arithmetic (bfloat16 convolutions where native) against float32

@@ -13,7 +13,7 @@ from anomaly_detector.model.nn.fused import FusedScorer
 from anomaly_detector.model.nn.network import (DeviationEnsemble, DeviationNet, build_network,
                                                ensemble_of)
 from anomaly_detector.model.nn.weights import card_path, load_detector, save_weights
-from anomaly_detector.model.training.ensemble import join_members, main
+from anomaly_detector.model.training.ensemble import collect, join_members, log_path, main
 
 
 def _members(count: int = 2, **config) -> list[DeviationNet]:
@@ -30,6 +30,7 @@ def _saved(tmp_path, members: list[DeviationNet]) -> list:
     for index, member in enumerate(members):
         path = tmp_path / f"member{index}" / "detector.pt"
         save_weights(member, path, {"training": {"seed": index}})
+        log_path(path).write_text(f"step 1 of member {index}\n")
         paths.append(path)
     return paths
 
@@ -96,10 +97,17 @@ def test_joined_weights_load_verified_as_the_ensemble(tmp_path):
     assert join_members(paths, again) == checksum
 
 
-def test_join_command_needs_two_members(tmp_path, capsys):
+def test_collect_joins_members_or_copies_the_one_member_with_their_logs(tmp_path, capsys):
     paths = _saved(tmp_path, _members(2))
-    with pytest.raises(SystemExit):
-        main([str(paths[0]), "--out", str(tmp_path / "one.pt")])
-    assert not (tmp_path / "one.pt").exists()
-    main([*map(str, paths), "--out", str(tmp_path / "two.pt")])
+    one = tmp_path / "one" / "detector.pt"
+    checksum = collect(paths[:1], one)
+    assert one.read_bytes() == paths[0].read_bytes()
+    assert card_path(one).read_text() == card_path(paths[0]).read_text()
+    assert log_path(one).read_text() == "step 1 of member 0\n"
+    loaded = load_detector(one)
+    assert isinstance(loaded, DeviationNet) and checksum == loaded.weights_sha256
+    main([*map(str, paths), "--out", str(tmp_path / "two" / "detector.pt")])
     assert "SHA-256" in capsys.readouterr().out
+    assert log_path(tmp_path / "two" / "detector.pt").read_text() == (
+        "# member 1 of 2 (member0)\nstep 1 of member 0\n"
+        "# member 2 of 2 (member1)\nstep 1 of member 1\n")
