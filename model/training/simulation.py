@@ -28,7 +28,7 @@ to the detector's input channels by the same per-raster reduction as at inferenc
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -39,7 +39,7 @@ from .anomalies import (hard_negatives, low_light, panel_arrays, pasted_objects,
                         repeated_objects, ships, spectral_regions)
 from .radiometry import illumination_trend, jpeg_artefacts, sar_like, sensor_noise
 from .shapes import log_uniform, random_crop
-from .simulation_config import SimulationConfig
+from .simulation_config import BRIGHT_TARGET_MODALITIES, SimulationConfig
 
 
 @dataclass
@@ -171,6 +171,10 @@ class AnomalySimulator:
             image = sar_like(image, rng, config.radiometry)
             source = sar_like(random_crop(source, self.crop, rng), rng, config.radiometry)
             speckled = True
+        if config.bright_targets_p and (speckled or modality in BRIGHT_TARGET_MODALITIES):
+            bright = config.bright_targets_p
+            config = replace(config, paste=replace(config.paste, brighter_p=bright),
+                             points=replace(config.points, brighter_p=bright))
         if config.repeated_objects_p and rng.random() < config.repeated_objects_p:
             repeated_objects(image, labels, rng, config.repeated)
         pasted_objects(image, source, labels, rng, config)

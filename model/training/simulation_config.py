@@ -18,6 +18,8 @@ Range = tuple[float, float]
 Count = tuple[int, int]
 
 # Sampling weight of each modality folder (train/ and train_extra/ share folder names).
+# Sensors of emitted heat or backscatter, where the objects sought are bright.
+BRIGHT_TARGET_MODALITIES = frozenset({"infrared", "thermal", "sar"})
 MODALITY_WEIGHTS = MappingProxyType({
     "hyperspectral": 0.22, "multispectral": 0.14, "visible_aerial": 0.1, "infrared": 0.22,
     "thermal": 0.06, "sar": 0.22, "lowlight": 0.04,
@@ -193,6 +195,10 @@ class SimulationConfig:
     ships_p: float = 0.6                    # speckled crops
     panels_p: float = 0.75                  # crops of PanelConfig.modalities
     point_targets_p: float = 0.5
+    # infrared, thermal and SAR crops (and speckled ones): small pasted objects and point
+    # targets brighter than their surroundings with this probability (0: their own
+    # ``brighter_p``, as in every other crop)
+    bright_targets_p: float = 0.0
     repeated_objects_p: float = 0.0         # spatial samples
     noise_p: float = 0.7
     jpeg_p: float = 0.0                     # crops of 1-3 bands, last step

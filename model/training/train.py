@@ -43,7 +43,7 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
     """The simulation's defaults with the command line's changes."""
     defaults = SimulationConfig()
     return replace(defaults, panels_p=args.panel_arrays, hard_negatives_p=args.hard_negatives,
-                   repeated_objects_p=args.repeated_objects,
+                   repeated_objects_p=args.repeated_objects, bright_targets_p=args.bright_targets,
                    jpeg_p=args.jpeg,
                    panels=replace(defaults.panels, field_p=args.panel_fields),
                    hard_negatives=replace(defaults.hard_negatives,
@@ -90,6 +90,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--panel-arrays", type=float, default=SimulationConfig().panels_p,
                         help="probability that a visible or multispectral crop gets a "
                              "solar-panel-like array of dark rectangles as anomalies")
+    parser.add_argument("--bright-targets", type=float,
+                        default=SimulationConfig().bright_targets_p,
+                        help="probability that a simulated target in an infrared, thermal or "
+                             "SAR crop is brighter than its surroundings (0: 0.65 for pasted "
+                             "objects, 0.85 for point targets, as in other crops)")
     parser.add_argument("--panel-fields", type=float, default=SimulationConfig().panels.field_p,
                         help="probability that a panel array is a field of many long rows "
                              "reaching beyond the crop")
@@ -311,6 +316,7 @@ def train(args: argparse.Namespace) -> Path:
                          "corner_negatives": args.corner_negatives,
                          "blob_negatives": args.blob_negatives,
                          "panel_arrays": args.panel_arrays,
+                         "bright_targets": args.bright_targets,
                          "panel_fields": args.panel_fields, "jpeg": args.jpeg,
                          "workers": args.workers,
                          "data": [str(p) for p in args.data]},

@@ -14,7 +14,8 @@ from anomaly_detector.model.training.simulation import (AnomalySimulator, Backgr
 from anomaly_detector.model.training.simulation_config import (ANOMALY, BACKGROUND, IGNORE,
                                                                LARGE_NORMAL, HardNegativeConfig,
                                                                PanelConfig, RadiometryConfig,
-                                                               RepeatedObjectConfig)
+                                                               RepeatedObjectConfig,
+                                                               SimulationConfig)
 from conftest import write_raster
 
 CROP = 32
@@ -241,3 +242,27 @@ def test_jpeg_artefacts_quantise_8x8_blocks_of_the_stretched_band():
     exact = jpeg_artefacts(image, np.random.default_rng(9), RadiometryConfig(jpeg_quality=(100, 100)))
     assert np.abs(exact - image).max() <= 1.5 * span / 255
     assert jpeg_quantisation(100.0).max() == 1 and jpeg_quantisation(50.0)[0, 0] == 16
+
+
+def _brighter_share(modality: str, bright_targets_p: float) -> float:
+    """Share of simulated crops whose anomaly pixels are brighter than their background."""
+    rng = np.random.default_rng(5)
+    pixels = rng.normal(50, 3, (1, 80, 80)).astype(np.float32)
+    config = SimulationConfig(bright_targets_p=bright_targets_p, low_light_p=0.0,
+                              hard_negatives_p=0.0, illumination_p=0.0, sar_like_p=0.0)
+    simulator = AnomalySimulator([BackgroundImage(modality, "flat", pixels)], crop=48,
+                                 config=config)
+    brighter = []
+    for _ in range(120):
+        image, labels = simulator.sample(rng)
+        if (labels == ANOMALY).any():
+            band = image[0]
+            brighter.append(band[labels == ANOMALY].mean() > band[labels == BACKGROUND].mean())
+    return float(np.mean(brighter))
+
+
+def test_bright_targets_make_infrared_and_sar_targets_brighter_and_nothing_else():
+    assert _brighter_share("infrared", 0.95) > 0.9
+    assert _brighter_share("sar", 0.95) > 0.9
+    assert _brighter_share("infrared", 0.0) < 0.85  # 0.65 and 0.85: some targets are dark
+    assert _brighter_share("visible_aerial", 0.95) == _brighter_share("visible_aerial", 0.0)
