@@ -160,13 +160,18 @@ def hard_negatives(image: np.ndarray, labels: np.ndarray, rng: np.random.Generat
                    negatives: HardNegativeConfig) -> None:
     """What fools a detector, taught as background: straight (sharp or soft) edges,
     corners of buildings and fields, long thin lines (roads, wires, field borders),
-    large smooth bright or dark areas (clouds, haze, glint) and, if ``blob_p``, compact
-    smooth blobs several times a point target's size (cloud fragments, sunlit roofs);
-    lines, clouds and blobs are labelled large normal."""
+    large smooth bright or dark areas (clouds, haze, glint), if ``blob_p``, compact
+    smooth blobs several times a point target's size (cloud fragments, sunlit roofs) and,
+    if ``smooth_p``, patches smoother than their surroundings at the same level (sky
+    between clouds, calm water; background); lines, clouds and blobs are labelled large
+    normal."""
     size = labels.shape[0]
     spread = crop_spread(image)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     for _ in range(count(rng, negatives.count)):
+        if negatives.smooth_p and rng.random() < negatives.smooth_p:
+            smooth_patch(image, rng, negatives)
+            continue
         if negatives.blob_p and rng.random() < negatives.blob_p:
             sigma = [log_uniform(rng, *negatives.blob_sigma) for _ in range(2)]
             field = gaussian_spot(size, rng.uniform(0, size - 1, 2), (sigma[0], sigma[1]),
@@ -184,6 +189,24 @@ def hard_negatives(image: np.ndarray, labels: np.ndarray, rng: np.random.Generat
         image += amplitude[:, None, None].astype(np.float32) * field[None]
         if normal is not None:
             labels[normal & (labels == BACKGROUND)] = LARGE_NORMAL
+
+
+def smooth_patch(image: np.ndarray, rng: np.random.Generator,
+                 negatives: HardNegativeConfig) -> None:
+    """Part of the crop (an irregular blob or rotated rectangle) replaced by a blurred copy
+    of itself: smoother than around it, at the same level."""
+    size = image.shape[-1]
+    mask = random_shape(size, log_uniform(rng, *negatives.smooth_pixels), rng)
+    sigma = rng.uniform(*negatives.smooth_sigma)
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return
+    reach = int(3 * sigma) + 1  # blur only the window that the patch's pixels need
+    y0, y1 = max(0, rows.min() - reach), min(size, rows.max() + 1 + reach)
+    x0, x1 = max(0, cols.min() - reach), min(size, cols.max() + 1 + reach)
+    window = mask[y0:y1, x0:x1]
+    blurred = gaussian_blur(image[:, y0:y1, x0:x1], sigma)
+    image[:, y0:y1, x0:x1][:, window] = blurred[:, window]
 
 
 def _corner_field(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator,

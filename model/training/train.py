@@ -48,7 +48,8 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
                    panels=replace(defaults.panels, field_p=args.panel_fields),
                    hard_negatives=replace(defaults.hard_negatives,
                                           corner_p=args.corner_negatives,
-                                          blob_p=args.blob_negatives))
+                                          blob_p=args.blob_negatives,
+                                          smooth_p=args.smooth_negatives))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -87,6 +88,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=SimulationConfig().hard_negatives.blob_p,
                         help="probability that a simulated hard negative is a compact smooth "
                              "blob of 4-12 px sigma (cloud fragment, roof), taught as normal")
+    parser.add_argument("--smooth-negatives", type=float,
+                        default=SimulationConfig().hard_negatives.smooth_p,
+                        help="probability that a simulated hard negative is a patch smoother "
+                             "than its surroundings at the same level (a blurred copy of part "
+                             "of the crop), taught as background")
     parser.add_argument("--panel-arrays", type=float, default=SimulationConfig().panels_p,
                         help="probability that a visible or multispectral crop gets a "
                              "solar-panel-like array of dark rectangles as anomalies")
@@ -315,6 +321,7 @@ def train(args: argparse.Namespace) -> Path:
                          "top_threshold": args.top_threshold,
                          "corner_negatives": args.corner_negatives,
                          "blob_negatives": args.blob_negatives,
+                         "smooth_negatives": args.smooth_negatives,
                          "panel_arrays": args.panel_arrays,
                          "bright_targets": args.bright_targets,
                          "panel_fields": args.panel_fields, "jpeg": args.jpeg,

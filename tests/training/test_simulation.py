@@ -266,3 +266,15 @@ def test_bright_targets_make_infrared_and_sar_targets_brighter_and_nothing_else(
     assert _brighter_share("sar", 0.95) > 0.9
     assert _brighter_share("infrared", 0.0) < 0.85  # 0.65 and 0.85: some targets are dark
     assert _brighter_share("visible_aerial", 0.95) == _brighter_share("visible_aerial", 0.0)
+
+
+def test_smooth_negatives_are_smoother_patches_at_the_same_level_labelled_background():
+    rng = np.random.default_rng(11)
+    image = rng.normal(40, 5, (2, 64, 64)).astype(np.float32)
+    labels = np.full((64, 64), BACKGROUND, np.uint8)
+    before = image.copy()
+    hard_negatives(image, labels, rng, HardNegativeConfig(smooth_p=1.0, count=(3, 3)))
+    changed = (image != before).any(axis=0)
+    assert 30 <= changed.sum() < 64 * 64 and (labels == BACKGROUND).all()
+    assert image[:, changed].std() < 0.5 * before[:, changed].std()  # smoother ...
+    assert abs(image[:, changed].mean() - before[:, changed].mean()) < 1.0  # ... same level
