@@ -18,12 +18,12 @@ Range = tuple[float, float]
 Count = tuple[int, int]
 
 # Sampling weight of each modality folder (train/ and train_extra/ share folder names).
-# Sensors of emitted heat or backscatter, where the objects sought are bright.
-BRIGHT_TARGET_MODALITIES = frozenset({"infrared", "thermal", "sar"})
 MODALITY_WEIGHTS = MappingProxyType({
     "hyperspectral": 0.22, "multispectral": 0.14, "visible_aerial": 0.1, "infrared": 0.22,
     "thermal": 0.06, "sar": 0.22, "lowlight": 0.04,
 })
+# Sensors of emitted heat or backscatter, where the objects sought are bright.
+BRIGHT_TARGET_MODALITIES = frozenset({"infrared", "thermal", "sar"})
 
 
 @dataclass(frozen=True)
@@ -100,10 +100,10 @@ class HardNegativeConfig:
     blob_p: float = 0.0                     # a compact smooth blob instead of the others
     blob_sigma: Range = (4.0, 12.0)         # log, pixels, along each axis
     blob_level: float = 0.3                 # labelled large normal above this share of the peak
-    corner_p: float = 0.4                   # a corner (two edges meeting) instead of the others
     smooth_p: float = 0.0                   # a smooth patch (a blurred copy) before the others
     smooth_pixels: Range = (30.0, 1500.0)   # log, area of the patch
     smooth_sigma: Range = (2.0, 6.0)        # blur sigma, pixels
+    corner_p: float = 0.4                   # a corner (two edges meeting) instead of the others
     corner_angle: Range = (60.0, 120.0)     # degrees between the corner's edges
     edge_blur_p: float = 0.5
     edge_blur_sigma: Range = (0.5, 2.0)
