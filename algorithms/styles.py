@@ -23,13 +23,14 @@ from qgis.core import (QgsColorRampShader, QgsFillSymbol, QgsPalLayerSettings,
                        QgsVectorLayerSimpleLabeling)
 from qgis.PyQt.QtGui import QColor
 
-from ..model.vector.threshold import ScoreStream, open_scores, threshold_and_summary
+from ..model.vector.threshold import ScoreStream, threshold_and_summary
 from .params import raster_pixels
 
 SCORE_SUFFIX = "anomaly score"
 POLYGONS_SUFFIX = "anomalies"
 STRETCH_PERCENTILE = 95.0
 """Scores below this percentile of the valid scores are fully transparent."""
+STRETCH_FRACTION = 1.0 - STRETCH_PERCENTILE / 100.0  # the top fraction it leaves
 
 SCORE_COLORS = (QColor(255, 0, 0, 0), QColor(255, 60, 0, 150), QColor(255, 160, 0, 220),
                 QColor(255, 255, 0, 255))
@@ -57,7 +58,7 @@ def layer_name(input_name, suffix):
 def stretch_stream(raster):
     """A stream that gathers :func:`score_stretch`'s figures from the scores of ``raster``
     (or of a window of it) while they are written (see ``model.vector.threshold.observer``)."""
-    return ScoreStream("top_fraction", 1.0 - STRETCH_PERCENTILE / 100.0, raster_pixels(raster))
+    return ScoreStream("top_fraction", STRETCH_FRACTION, raster_pixels(raster))
 
 
 def score_stretch(path, is_cancelled=None, stream=None):
@@ -65,13 +66,8 @@ def score_stretch(path, is_cancelled=None, stream=None):
     maximum, from a pass over ``path`` or from the :func:`stretch_stream` that saw them
     written."""
     try:
-        if stream is None:
-            low, summary = threshold_and_summary(
-                path, "top_fraction", 1.0 - STRETCH_PERCENTILE / 100.0,
-                is_cancelled=is_cancelled)
-        else:
-            low = stream.threshold(path, open_scores(path, 1)[0], is_cancelled)
-            summary = stream.summary(path)
+        low, summary = threshold_and_summary(path, "top_fraction", STRETCH_FRACTION,
+                                             is_cancelled=is_cancelled, stream=stream)
         high = summary.high
     except ValueError:  # no valid score: any ramp will do
         return 0.0, 1.0

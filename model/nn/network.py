@@ -99,13 +99,12 @@ class DeviationEnsemble(nn.Module):
         if members < 2:
             raise ValueError(f"An ensemble needs at least 2 members, not {members}.")
         self.members = nn.ModuleList(DeviationNet(**config) for _ in range(members))
-        first = self.members[0]
-        self.config = {**first.config, "members": members}
-        self.evidence, self.local_rx_components = first.evidence, first.local_rx_components
+        self.config = {**self.members[0].config, "members": members}
 
-    @property
-    def receptive_radius(self) -> int:
-        return self.members[0].receptive_radius
+    # the members' shared input layout
+    evidence = property(lambda self: self.members[0].evidence)
+    local_rx_components = property(lambda self: self.members[0].local_rx_components)
+    receptive_radius = property(lambda self: self.members[0].receptive_radius)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         x = self.members[0].with_evidence_channels(x)

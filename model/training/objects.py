@@ -50,6 +50,17 @@ def flagged_groups(score: np.ndarray, fraction: float = DEFAULT_FRACTION
     return ndimage.label(valid & (score >= threshold), structure=EIGHT)
 
 
+def ranked_groups(score: np.ndarray, fraction: float = DEFAULT_FRACTION
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels (H, W), group labels ranked by peak score)`` of the groups of
+    :func:`flagged_groups`: highest peak first, ties in label order."""
+    groups, count = flagged_groups(score, fraction)
+    labels = np.arange(1, count + 1)
+    filled = np.where(np.isfinite(score), score, -np.inf)
+    peaks = np.asarray(ndimage.maximum(filled, groups, labels))
+    return groups, labels[np.argsort(-peaks, kind="stable")]
+
+
 def object_scores(score: np.ndarray, mask: np.ndarray,
                   fraction: float = DEFAULT_FRACTION) -> ObjectScores | None:
     """Object metrics of an ``(H, W)`` score map (NaN = invalid) against a boolean mask.
@@ -60,13 +71,10 @@ def object_scores(score: np.ndarray, mask: np.ndarray,
     if target_count == 0:
         return None
     score = np.asarray(score, dtype=np.float64)
-    valid = np.isfinite(score)
-    if not valid.any():
+    if not np.isfinite(score).any():
         return MISSED
-    groups, group_count = flagged_groups(score, fraction)
-    labels = np.arange(1, group_count + 1)
-    peaks = np.asarray(ndimage.maximum(np.where(valid, score, -np.inf), groups, labels))
-    top = labels[np.argsort(-peaks, kind="stable")][:target_count]
+    groups, ranked = ranked_groups(score, fraction)
+    top = ranked[:target_count]
     near = ndimage.binary_dilation(mask, structure=EIGHT)
     touches = np.asarray(ndimage.maximum(near, groups, top)) > 0
     kept = np.isin(groups, top)

@@ -72,15 +72,9 @@ def polygonize_scores(src_path: str, dst_path: str, *, method: str = THRESHOLD_M
     check_output_folder(dst_path)
     vector_driver(dst_path)
     scores, info = open_scores(src_path, band)
-    if stream is None:
-        score_threshold = compute_threshold(src_path, method, threshold, band=band,
-                                            progress=sub_progress(progress, 0.0, 0.3),
-                                            is_cancelled=is_cancelled)
-    elif (stream.method, stream.value) != (method, threshold):
-        raise ValueError(f"The score stream is for the {stream.method} threshold "
-                         f"{stream.value}, not for {method} {threshold}.")
-    else:
-        score_threshold = stream.threshold(src_path, scores, is_cancelled)
+    score_threshold = compute_threshold(src_path, method, threshold, band=band,
+                                        progress=sub_progress(progress, 0.0, 0.3),
+                                        is_cancelled=is_cancelled, stream=stream)
     failures = WriteFailures(dst_path)
     with failures.watch():
         try:

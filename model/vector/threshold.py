@@ -216,28 +216,43 @@ def _kth_highest(scores: ScoreBand, k: int, lo: float, hi: float, is_cancelled) 
 def compute_threshold(path: str, method: str = THRESHOLD_METHOD,
                       value: float = THRESHOLD, *,
                       band: int = 1, progress: ProgressFn = None,
-                      is_cancelled: CancelFn = None) -> float:
-    """Score threshold for ``method`` (see module docstring)."""
+                      is_cancelled: CancelFn = None,
+                      stream: Optional[ScoreStream] = None) -> float:
+    """Score threshold for ``method`` (see module docstring); ``stream`` as
+    :func:`threshold_and_summary` takes it."""
+    if stream is not None:
+        _check_stream(stream, method, value)
     if method == "fixed":
         _check_method(method, value)
         return float(value)
     return threshold_and_summary(path, method, value, band=band, progress=progress,
-                                 is_cancelled=is_cancelled)[0]
+                                 is_cancelled=is_cancelled, stream=stream)[0]
 
 
 def threshold_and_summary(path: str, method: str = THRESHOLD_METHOD,
                           value: float = THRESHOLD, *, band: int = 1,
-                          progress: ProgressFn = None, is_cancelled: CancelFn = None
+                          progress: ProgressFn = None, is_cancelled: CancelFn = None,
+                          stream: Optional[ScoreStream] = None
                           ) -> Tuple[float, ScoreSummary]:
     """The threshold of :func:`compute_threshold` and the :class:`ScoreSummary` of the
     valid scores, from the same streaming pass (plus refinement passes only when more
-    than :data:`_EXACT_LIMIT` pixels are flagged)."""
+    than :data:`_EXACT_LIMIT` pixels are flagged); no pass with a ``stream`` of this
+    ``method`` and ``value`` that saw every score as it was written (:func:`observer`)."""
     _check_method(method, value)
     scores, info = open_scores(path, band)
-    stream = ScoreStream(method, value, info.width * info.height)
-    for _, values, valid in score_windows(scores, progress, is_cancelled):
-        stream.add(values[valid])
+    if stream is None:
+        stream = ScoreStream(method, value, info.width * info.height)
+        for _, values, valid in score_windows(scores, progress, is_cancelled):
+            stream.add(values[valid])
+    else:
+        _check_stream(stream, method, value)
     return stream.threshold(path, scores, is_cancelled), stream.summary(path)
+
+
+def _check_stream(stream: ScoreStream, method: str, value) -> None:
+    if (stream.method, stream.value) != (method, value):
+        raise ValueError(f"The score stream is for the {stream.method} threshold "
+                         f"{stream.value}, not for {method} {value}.")
 
 
 def observer(*streams: Optional[ScoreStream]) -> Optional[Callable[[np.ndarray], None]]:
