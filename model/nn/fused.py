@@ -10,7 +10,8 @@ from torch.nn import functional as F
 
 from ..defaults import PRECISIONS
 from .evidence import windowed_evidence
-from .network import CONV_RECEPTIVE_RADIUS, Detector, DeviationEnsemble, DeviationNet, members_of
+from .network import (CONV_RECEPTIVE_RADIUS, VIEW_FLIPS, Detector, DeviationEnsemble,
+                      DeviationNet, flipped, members_of)
 
 Window = tuple[int, int, int, int]  # rows [y0, y1), columns [x0, x1)
 
@@ -79,6 +80,16 @@ def _shift(window: Window, origin: Window, factor: int = 1) -> Window:
 def _crop(x: torch.Tensor, window: Window) -> torch.Tensor:
     return x[:, :, window[0]:window[1], window[2]:window[3]].contiguous(
         memory_format=torch.channels_last)
+
+
+def _flipped_window(window: Window, axes: tuple[int, ...], height: int, width: int) -> Window:
+    """``window`` of a ``height`` x ``width`` map in that map flipped along ``axes``."""
+    y0, y1, x0, x1 = window
+    if -2 in axes:
+        y0, y1 = height - y1, height - y0
+    if -1 in axes:
+        x0, x1 = width - x1, width - x0
+    return y0, y1, x0, x1
 
 
 def _upsampled(x: torch.Tensor, window: Window, source: Window) -> torch.Tensor:
@@ -160,8 +171,9 @@ class FusedScorer:
     written. The output equals ``model.score`` up to float rounding (max difference
     ~2e-7; tests/nn/test_fused.py checks it). A model of another layout, another device or
     a missing operator falls back to the module. Measured on 2 cores: about a third
-    less CPU time per pixel. An ensemble's members share the input and evidence channels;
-    the score is the sigmoid of their mean logit.
+    less CPU time per pixel. An ensemble's members and a model's views share the input
+    and evidence channels; the score is the sigmoid of the mean logit over members and
+    views.
 
     Given a ``window`` (the tile's core, whose scores are kept), each layer is computed
     only where it reaches the window: the convolutions on the window plus their
@@ -179,6 +191,7 @@ class FusedScorer:
         self.dtype = dtype
         self.evidence, self.local_rx_components = model.evidence, model.local_rx_components
         self.networks = [_FusedNetwork(member, dtype) for member in members_of(model)]
+        self.view_flips = VIEW_FLIPS[:model.views]
 
     def __call__(self, x: torch.Tensor, window: Window | None = None) -> torch.Tensor:
         """Scores (N, H, W) of (N, C, H, W) reduced channels (H, W multiples of 4), on
@@ -189,7 +202,11 @@ class FusedScorer:
         # the convolutions are exact on the window when they run on ``area``
         area = _grow(window, CONV_RECEPTIVE_RADIUS, height, width)
         inputs, core = self._inputs(x, area).to(self.dtype), _shift(window, area)
-        logits = [network.logits(inputs, core) for network in self.networks]
+        logits = []
+        for axes in self.view_flips:  # each view's inputs flipped once for every member
+            view = flipped(inputs, axes).contiguous(memory_format=torch.channels_last)
+            view_core = _flipped_window(core, axes, *inputs.shape[-2:])
+            logits += [flipped(network.logits(view, view_core), axes) for network in self.networks]
         scores = torch.sigmoid(logits[0] if len(logits) == 1 else torch.stack(logits).mean(dim=0))
         if scores.shape[-2:] == (height, width):
             return scores

@@ -8,7 +8,9 @@ dilated convolutions) for the surroundings it is compared with.
 Skip connections bring the fine detail back; a 1x1 head turns the last feature map
 into a per-pixel logit, and ``sigmoid(logit)`` is the deviation score in [0, 1].
 :class:`DeviationEnsemble` averages the logits of several such networks, trained
-apart (other seeds), over input and evidence channels computed once.
+apart (other seeds), over input and evidence channels computed once. With ``views`` > 1
+a network (or an ensemble) also scores the tile turned by 180° (and, with 4, mirrored
+left-right and top-bottom) and averages the logits of the views turned back.
 
 There is deliberately no normalisation layer: instance or batch statistics would be
 computed per tile and show as seams. Inputs are already normalised once per raster.
@@ -16,6 +18,8 @@ Tiles must have sides that are multiples of ``SIZE_MULTIPLE`` and start at offse
 that are multiples of it, so the pooling grid is the same in every tile.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
@@ -30,21 +34,53 @@ SIZE_MULTIPLE = 4
 CONV_RECEPTIVE_RADIUS = 44
 
 
+# Flipped axes of each view of a tile: as it is, turned by 180°, mirrored left-right,
+# mirrored top-bottom. A flip is its own inverse, so the same flip turns a view's logits back.
+VIEW_FLIPS: tuple[tuple[int, ...], ...] = ((), (-2, -1), (-1,), (-2,))
+VIEWS = (1, 2, 4)
+
+
+def check_views(views: int) -> int:
+    """``views`` if it is a view count the network offers, else a ValueError."""
+    if views not in VIEWS:
+        raise ValueError(f"The number of views must be one of {', '.join(map(str, VIEWS))}, "
+                         f"not {views}.")
+    return int(views)
+
+
+def flipped(x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    """``x`` flipped along ``axes`` (itself when there are none)."""
+    return torch.flip(x, axes) if axes else x
+
+
+def mean_view_logits(logits: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                     views: int) -> torch.Tensor:
+    """The mean over the first ``views`` views of ``x`` of ``logits(view)`` turned back."""
+    if views == 1:
+        return logits(x)
+    return torch.stack([flipped(logits(flipped(x, axes)), axes)
+                        for axes in VIEW_FLIPS[:views]]).mean(dim=0)
+
+
 def _conv(in_channels: int, out_channels: int, dilation: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation)
 
 
 class DeviationNet(nn.Module):
-    """Per-pixel deviation scorer. ``forward`` returns (logits, last features)."""
+    """Per-pixel deviation scorer. ``forward`` returns (logits, last features) of the tile as
+    it is (training); ``score`` averages ``views`` views."""
 
     def __init__(self, in_channels: int = INPUT_CHANNELS, width: int = 16,
                  evidence: bool = False,
-                 local_rx_components: int = LOCAL_RX_COMPONENTS) -> None:
+                 local_rx_components: int = LOCAL_RX_COMPONENTS, views: int = 1) -> None:
         super().__init__()
         w1, w2, w3 = width, 2 * width, 3 * width
         self.config = {"in_channels": in_channels, "width": width, "evidence": evidence}
         if evidence:
             self.config["local_rx_components"] = local_rx_components
+        self.views = check_views(views)
+        if views > 1:
+            self.config["views"] = views
         self.evidence, self.local_rx_components = evidence, local_rx_components
         if evidence:
             in_channels += EVIDENCE_CHANNELS
@@ -86,20 +122,25 @@ class DeviationNet(nn.Module):
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Deviation score in [0, 1], shape (N, H, W)."""
-        return torch.sigmoid(self.forward(x)[0])
+        return torch.sigmoid(mean_view_logits(lambda view: self.logits_of_inputs(view)[0],
+                                              self.with_evidence_channels(x), self.views))
 
 
 class DeviationEnsemble(nn.Module):
     """The mean logit of ``members`` networks of one configuration (trained apart); the
     input and evidence channels are computed once for all of them. ``forward`` returns
-    (mean logits, None): an ensemble is scored, not trained."""
+    (mean logits, None) of the tile as it is; ``score`` averages ``views`` views. An
+    ensemble is scored, not trained."""
 
-    def __init__(self, members: int = 2, **config) -> None:
+    def __init__(self, members: int = 2, views: int = 1, **config) -> None:
         super().__init__()
         if members < 2:
             raise ValueError(f"An ensemble needs at least 2 members, not {members}.")
         self.members = nn.ModuleList(DeviationNet(**config) for _ in range(members))
+        self.views = check_views(views)
         self.config = {**self.members[0].config, "members": members}
+        if views > 1:
+            self.config["views"] = views
 
     # the members' shared input layout
     evidence = property(lambda self: self.members[0].evidence)
@@ -107,13 +148,17 @@ class DeviationEnsemble(nn.Module):
     receptive_radius = property(lambda self: self.members[0].receptive_radius)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        x = self.members[0].with_evidence_channels(x)
-        logits = [member.logits_of_inputs(x)[0] for member in self.members]
-        return torch.stack(logits).mean(dim=0), None
+        return self.logits_of_inputs(self.members[0].with_evidence_channels(x)), None
+
+    def logits_of_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The members' mean logits of the channels that ``with_evidence_channels`` gave."""
+        return torch.stack([member.logits_of_inputs(x)[0] for member in self.members]).mean(dim=0)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Deviation score in [0, 1], shape (N, H, W)."""
-        return torch.sigmoid(self.forward(x)[0])
+        return torch.sigmoid(mean_view_logits(self.logits_of_inputs,
+                                              self.members[0].with_evidence_channels(x),
+                                              self.views))
 
 
 Detector = DeviationNet | DeviationEnsemble
@@ -136,10 +181,11 @@ def build_network(config: dict) -> Detector:
 
 
 def ensemble_of(models: list[DeviationNet]) -> DeviationEnsemble:
-    """An ensemble holding copies of the parameters of ``models`` (of one configuration)."""
+    """An ensemble holding copies of the parameters of ``models`` (of one configuration;
+    it has their view count)."""
     if any(model.config != models[0].config for model in models):
         raise ValueError("The members of an ensemble must share one configuration "
-                         "(input channels, width, evidence channels).")
+                         "(input channels, width, evidence channels, views).")
     ensemble = DeviationEnsemble(len(models), **models[0].config)
     for member, model in zip(ensemble.members, models):
         member.load_state_dict(model.state_dict())
