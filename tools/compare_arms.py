@@ -1,7 +1,7 @@
 """Compare two training recipes, each run several times (seeds), on the same scenes.
 
     python tools/compare_arms.py --candidate RUN.tsv [RUN.tsv ...] --reference RUN.tsv [RUN.tsv ...]
-        [--method detector] [--resamples 4000]
+        [--paired] [--method detector] [--resamples 4000]
 
 Each file is the ``evaluation.tsv`` of one run. For pixel AUC and object R-precision
 prints each arm's per-modality means (a scene's figure averaged over the arm's runs) and
@@ -10,7 +10,9 @@ two-level bootstrap: each resample draws the runs of each arm with replacement a
 scenes within each modality (the same scenes for both arms). Unlike the paired bootstrap
 of ``tools/compare_evaluations.py``, the interval holds the spread of training runs as
 well as the scenes'. An interval entirely below 0 means the candidate recipe is
-resolvably worse on these scenes.
+resolvably worse on these scenes. With ``--paired`` the two arms are the same runs scored
+two ways (the i-th candidate file is the i-th reference run), and each resample draws the
+same runs for both arms.
 """
 from __future__ import annotations
 
@@ -55,17 +57,20 @@ def describe(per_scene: np.ndarray, modalities: np.ndarray, sign: str = "") -> s
 
 
 def two_level_interval(candidate: np.ndarray, reference: np.ndarray, modalities: np.ndarray,
-                       resamples: int, seed: int = 0, level: float = 0.9) -> tuple[float, float]:
+                       resamples: int, seed: int = 0, level: float = 0.9,
+                       paired: bool = False) -> tuple[float, float]:
     """Percentile interval of the candidate-minus-reference mean of modality means, runs
-    resampled within each arm and scenes within each modality."""
+    resampled within each arm (``paired``: the same runs for both) and scenes within each
+    modality."""
     rng = np.random.default_rng(seed)
     scene_draws = np.empty((resamples, len(modalities)), dtype=np.int64)
     for modality in np.unique(modalities):
         members = np.flatnonzero(modalities == modality)
         scene_draws[:, members] = rng.choice(members, (resamples, len(members)))
     arm_means = []
+    shared_runs = rng.integers(0, len(candidate), (resamples, len(candidate))) if paired else None
     for arm in (candidate, reference):
-        runs = rng.integers(0, len(arm), (resamples, len(arm)))
+        runs = shared_runs if paired else rng.integers(0, len(arm), (resamples, len(arm)))
         arm_means.append(np.nanmean(arm[runs], axis=1))  # (resamples, scenes)
     difference = np.take_along_axis(arm_means[0] - arm_means[1], scene_draws, axis=1)
     values = macro_mean(difference, modalities)
@@ -77,9 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--candidate", type=Path, nargs="+", required=True)
     parser.add_argument("--reference", type=Path, nargs="+", required=True)
+    parser.add_argument("--paired", action="store_true",
+                        help="the arms are the same runs, in the same order, scored two ways")
     parser.add_argument("--method", default="detector", help="column prefix in the tables")
     parser.add_argument("--resamples", type=int, default=4000)
     args = parser.parse_args(argv)
+    if args.paired and len(args.candidate) != len(args.reference):
+        parser.error("--paired needs as many candidate files as reference files")
     keys = sorted(read_rows(args.reference[0]))
     modalities = np.array([modality for modality, _ in keys])
     for metric in METRICS:
@@ -93,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{describe(np.nanmean(arm, axis=0), modalities)}; per run {runs}")
         difference = np.nanmean(arms["candidate"], axis=0) - np.nanmean(arms["reference"], axis=0)
         low, high = two_level_interval(arms["candidate"], arms["reference"], modalities,
-                                       args.resamples)
+                                       args.resamples, paired=args.paired)
         print(f"  candidate - reference: {describe(difference, modalities, '+')} "
               f"[{low:+.3f}, {high:+.3f}] {verdict(low, high)}")
     return 0
