@@ -30,7 +30,7 @@ import torch
 from ..nn.evidence import LOCAL_RX_COMPONENTS
 from .losses import FEATURE_LOSS_WEIGHT, PEAK_LOSS_WEIGHT, FeatureMarginLoss, PeakMarginLoss, \
     PixelMarginLoss, top_thresholds
-from ..nn.network import DeviationNet, parameter_count
+from ..nn.network import VIEWS, DeviationNet, parameter_count
 from .simulation import AnomalySimulator, load_backgrounds, make_batch
 from .simulation_config import SimulationConfig
 from ..nn.weights import save_weights
@@ -75,6 +75,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "to the network's input")
     parser.add_argument("--local-rx-components", type=int, default=LOCAL_RX_COMPONENTS,
                         help="leading components compared by the local RX evidence channel")
+    parser.add_argument("--views", type=int, choices=VIEWS, default=2,
+                        help="views whose logits the saved network averages when it scores "
+                             "(1: the tile as it is; 2: also turned by 180 degrees; 4: also "
+                             "mirrored); training sees the tile as it is")
     parser.add_argument("--peak-weight", type=float, default=PEAK_LOSS_WEIGHT,
                         help="weight of the object-level peak margin loss (0 = off)")
     parser.add_argument("--top-threshold", type=float, default=None,
@@ -211,7 +215,8 @@ class Trainer:
     @classmethod
     def create(cls, args: argparse.Namespace, device: str) -> "Trainer":
         model = DeviationNet(width=args.width, evidence=args.evidence,
-                             local_rx_components=args.local_rx_components).to(device)
+                             local_rx_components=args.local_rx_components,
+                             views=args.views).to(device)
         pixel_loss = PixelMarginLoss(*top_thresholds(args.top_threshold)).to(device)
         feature_loss = FeatureMarginLoss().to(device)
         optimiser = torch.optim.Adam(list(model.parameters()) + list(feature_loss.parameters()),
