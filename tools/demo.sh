@@ -9,7 +9,8 @@ SAMPLE="${SAMPLE:-resources/sample_thermal_baboons.tif}"
 OUT="${OUT:-demo-output}"
 THRESHOLD_ARGS=(--THRESHOLD_METHOD=0 --THRESHOLD=0.002 --MIN_AREA=4)
 # float32 arithmetic: the same outputs on every machine, as the README prints them (the
-# default PRECISION is faster on CPUs with native bfloat16 and within 0.012 of these)
+# default PRECISION is faster on CPUs with native bfloat16 and within 0.007 of these:
+# python tools/precision.py resources/sample_thermal_baboons.tif)
 PRECISION_ARGS=(--PRECISION=1)
 
 # do not write GDAL .aux.xml sidecars next to the sample
