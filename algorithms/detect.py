@@ -87,7 +87,7 @@ class DetectAlgorithm(AnomalyAlgorithm):
         "regions are background. Scores are relative to the scene: compare ranks, not "
         "absolute values, between scenes. The device used (cpu or cuda) is written to the "
         "log; on a 2-core CPU a 3-band 2000 x 2000 pixel raster takes about 2 seconds "
-        "(2.2 to 2.7 megapixels per second with bfloat16 arithmetic, the first with "
+        "(1.8 to 1.9 megapixels per second with bfloat16 arithmetic, the first with "
         "polygons; make bench). Complex bands (SAR) are scored on their magnitude. "
         "Cancelling leaves no output file.")
     REFERENCE = (
