@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from scipy import ndimage
 
 from ..nn.features import fit_from_array
 from .anomalies import (hard_negatives, low_light, panel_arrays, pasted_objects, point_targets,
@@ -110,8 +111,10 @@ class AnomalySimulator:
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         config = self.config
         background = self._pick_image(rng)
-        image = random_crop(background.pixels, self.crop, rng)
+        image = random_crop(background.pixels, self._background_window(rng), rng)
         image, pixels = self._band_subset(image, background.pixels, rng)
+        if image.shape[1] != self.crop:
+            image = resampled(image, self.crop)
         labels = np.zeros((self.crop, self.crop), dtype=np.uint8)
         if rng.random() < config.illumination_p:
             illumination_trend(image, rng, config.radiometry)
@@ -128,6 +131,14 @@ class AnomalySimulator:
         if rng.random() < config.noise_p:
             image = sensor_noise(image, rng, config.radiometry)
         return self._compressed(image.astype(np.float32), rng), labels
+
+    def _background_window(self, rng: np.random.Generator) -> int:
+        """Side of the background window that becomes the crop: the crop's, or with
+        probability ``rescaled_backgrounds_p`` the crop's over a drawn scale."""
+        config = self.config
+        if not config.rescaled_backgrounds_p or rng.random() >= config.rescaled_backgrounds_p:
+            return self.crop
+        return max(2, round(self.crop / log_uniform(rng, *config.background_scale)))
 
     def _compressed(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Crops of 1-3 bands, with probability ``jpeg_p``, as a JPEG file gives them back."""
@@ -185,6 +196,18 @@ class AnomalySimulator:
         if rng.random() < config.point_targets_p:
             point_targets(image, labels, rng, config.points)
         return image
+
+
+def resampled(image: np.ndarray, size: int) -> np.ndarray:
+    """A (B, h, h) image resampled bilinearly to (B, size, size), pixel centres aligned;
+    smoothed first when it shrinks, so that fine texture is averaged, not aliased."""
+    factor = size / image.shape[1]
+    if factor < 1:
+        image = ndimage.gaussian_filter(image, (0, 0.5 / factor, 0.5 / factor), mode="reflect")
+    centres = (np.arange(size) + 0.5) / factor - 0.5
+    rows, cols = np.meshgrid(centres, centres, indexing="ij")
+    return np.stack([ndimage.map_coordinates(band, [rows, cols], order=1, mode="nearest")
+                     for band in image]).astype(np.float32)
 
 
 def make_batch(simulator: AnomalySimulator, rng: np.random.Generator, batch_size: int

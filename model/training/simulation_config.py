@@ -205,6 +205,10 @@ class SimulationConfig:
     repeated_objects_p: float = 0.0         # spatial samples
     noise_p: float = 0.7
     jpeg_p: float = 0.0                     # crops of 1-3 bands, last step
+    # background crops drawn at another ground sample distance: a window of crop / s px
+    # resampled to the crop, s log-uniform in ``background_scale``
+    rescaled_backgrounds_p: float = 0.0
+    background_scale: tuple[float, float] = (0.5, 2.0)
     shape: ShapeConfig = ShapeConfig()
     spectral: SpectralConfig = SpectralConfig()
     paste: PasteConfig = PasteConfig()

@@ -44,7 +44,7 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
     defaults = SimulationConfig()
     return replace(defaults, panels_p=args.panel_arrays, hard_negatives_p=args.hard_negatives,
                    repeated_objects_p=args.repeated_objects, bright_targets_p=args.bright_targets,
-                   jpeg_p=args.jpeg,
+                   jpeg_p=args.jpeg, rescaled_backgrounds_p=args.rescaled_backgrounds,
                    panels=replace(defaults.panels, field_p=args.panel_fields),
                    hard_negatives=replace(defaults.hard_negatives,
                                           corner_p=args.corner_negatives,
@@ -92,6 +92,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=SimulationConfig().hard_negatives.blob_p,
                         help="probability that a simulated hard negative is a compact smooth "
                              "blob of 4-12 px sigma (cloud fragment, roof), taught as normal")
+    parser.add_argument("--rescaled-backgrounds", type=float,
+                        default=SimulationConfig().rescaled_backgrounds_p,
+                        help="probability that a background crop is drawn at another ground "
+                             "sample distance (a window of half to twice the crop's side, "
+                             "resampled to it)")
     parser.add_argument("--smooth-negatives", type=float,
                         default=SimulationConfig().hard_negatives.smooth_p,
                         help="probability that a simulated hard negative is a patch smoother "
@@ -327,6 +332,7 @@ def train(args: argparse.Namespace) -> Path:
                          "corner_negatives": args.corner_negatives,
                          "blob_negatives": args.blob_negatives,
                          "smooth_negatives": args.smooth_negatives,
+                         "rescaled_backgrounds": args.rescaled_backgrounds,
                          "panel_arrays": args.panel_arrays,
                          "bright_targets": args.bright_targets,
                          "panel_fields": args.panel_fields, "jpeg": args.jpeg,

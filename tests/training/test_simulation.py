@@ -1,6 +1,7 @@
 """The anomaly simulation: seeded samples pinned on a tiny synthetic background bank."""
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ from anomaly_detector.model.training.anomalies import hard_negatives, panel_arra
 from anomaly_detector.model.training.radiometry import jpeg_artefacts, jpeg_quantisation
 from anomaly_detector.model.training.shapes import random_shape
 from anomaly_detector.model.training.simulation import (AnomalySimulator, BackgroundImage,
-                                                        load_backgrounds, make_batch, save_bank)
+                                                        load_backgrounds, make_batch, resampled,
+                                                        save_bank)
 from anomaly_detector.model.training.simulation_config import (ANOMALY, BACKGROUND, IGNORE,
                                                                LARGE_NORMAL, HardNegativeConfig,
                                                                PanelConfig, RadiometryConfig,
@@ -278,3 +280,34 @@ def test_smooth_negatives_are_smoother_patches_at_the_same_level_labelled_backgr
     assert 30 <= changed.sum() < 64 * 64 and (labels == BACKGROUND).all()
     assert image[:, changed].std() < 0.5 * before[:, changed].std()  # smoother ...
     assert abs(image[:, changed].mean() - before[:, changed].mean()) < 1.0  # ... same level
+
+
+def test_resampling_keeps_ramps_and_averages_fine_texture_when_shrinking():
+    ramp = np.broadcast_to(np.arange(48, dtype=np.float32), (2, 48, 48))
+    enlarged = resampled(ramp, 96)  # each output pixel centre maps back onto the ramp
+    assert enlarged.shape == (2, 96, 96) and enlarged.dtype == np.float32
+    np.testing.assert_allclose(enlarged[:, :, 2:-2], ((np.arange(96) + 0.5) / 2 - 0.5)[2:-2]
+                               * np.ones((2, 96, 1)), atol=1e-4)
+    checkerboard = (np.indices((192, 192)).sum(axis=0) % 2 * 100.0)[None]
+    shrunk = resampled(checkerboard, 96)
+    assert shrunk.shape == (1, 96, 96) and np.abs(shrunk - 50).max() < 5  # averaged, not aliased
+
+
+def test_rescaled_backgrounds_show_the_background_at_other_scales():
+    rng = np.random.default_rng(3)
+    pixels = rng.normal(50, 10, (2, 200, 200)).astype(np.float32)  # white noise
+    plain = SimulationConfig(low_light_p=0.0, hard_negatives_p=0.0, illumination_p=0.0,
+                             noise_p=0.0, spectral_p=0.0, single_band_p=0.0, sar_like_p=0.0,
+                             point_targets_p=0.0, panels_p=0.0)
+    roughness = {}
+    for p in (0.0, 1.0):
+        simulator = AnomalySimulator([BackgroundImage("visible_aerial", "noise", pixels)],
+                                     crop=48, config=replace(plain, rescaled_backgrounds_p=p))
+        draws = [simulator.sample(np.random.default_rng(seed)) for seed in range(30)]
+        assert all(image.shape == (2, 48, 48) and np.isfinite(image).all()
+                   for image, _ in draws)
+        # neighbour differences of the noise: the same at the raster's scale, smaller when
+        # enlarged (interpolated) or shrunk (averaged)
+        roughness[p] = np.median([np.abs(np.diff(image[0], axis=1)).mean() /
+                                  image[0].std() for image, _ in draws])
+    assert roughness[1.0] < 0.9 * roughness[0.0]

@@ -64,8 +64,10 @@ def test_saved_weights_are_the_moving_average(tmp_path):
 def test_command_line_sets_the_simulation_it_names():
     config = simulation_config(parse_args(["--panel-arrays", "0.6", "--corner-negatives", "0.1",
                                            "--panel-fields", "0.5", "--jpeg", "0.3",
-                                           "--blob-negatives", "0.3"]))
+                                           "--blob-negatives", "0.3",
+                                           "--rescaled-backgrounds", "0.5"]))
     assert config.panels_p == 0.6 and config.hard_negatives.corner_p == 0.1
+    assert config.rescaled_backgrounds_p == 0.5
     assert config.hard_negatives.blob_p == 0.3
     assert config.panels.field_p == 0.5 and config.jpeg_p == 0.3
     defaults = simulation_config(parse_args([]))
