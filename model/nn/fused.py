@@ -204,7 +204,7 @@ class FusedScorer:
         inputs, core = self._inputs(x, area).to(self.dtype), _shift(window, area)
         logits = []
         for axes in self.view_flips:  # each view's inputs flipped once for every member
-            view = flipped(inputs, axes).contiguous(memory_format=torch.channels_last)
+            view = flipped(inputs, axes)  # torch.flip keeps the channels-last layout
             view_core = _flipped_window(core, axes, *inputs.shape[-2:])
             logits += [flipped(network.logits(view, view_core), axes) for network in self.networks]
         scores = torch.sigmoid(logits[0] if len(logits) == 1 else torch.stack(logits).mean(dim=0))

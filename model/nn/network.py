@@ -66,9 +66,30 @@ def _conv(in_channels: int, out_channels: int, dilation: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation)
 
 
-class DeviationNet(nn.Module):
-    """Per-pixel deviation scorer. ``forward`` returns (logits, last features) of the tile as
-    it is (training); ``score`` averages ``views`` views."""
+class _ViewScored(nn.Module):
+    """What a network and an ensemble share: ``forward`` gives ``logits_of_inputs`` of the
+    tile as it is (training), ``score`` the sigmoid of the mean logit over ``views`` views
+    (the input and evidence channels computed once)."""
+
+    config: dict
+    views: int
+
+    def _set_views(self, views: int) -> None:
+        self.views = check_views(views)
+        if views > 1:
+            self.config["views"] = views
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.logits_of_inputs(self.with_evidence_channels(x))
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Deviation score in [0, 1], shape (N, H, W)."""
+        return torch.sigmoid(mean_view_logits(lambda view: self.logits_of_inputs(view)[0],
+                                              self.with_evidence_channels(x), self.views))
+
+
+class DeviationNet(_ViewScored):
+    """Per-pixel deviation scorer. ``forward`` returns (logits, last features)."""
 
     def __init__(self, in_channels: int = INPUT_CHANNELS, width: int = 16,
                  evidence: bool = False,
@@ -78,9 +99,7 @@ class DeviationNet(nn.Module):
         self.config = {"in_channels": in_channels, "width": width, "evidence": evidence}
         if evidence:
             self.config["local_rx_components"] = local_rx_components
-        self.views = check_views(views)
-        if views > 1:
-            self.config["views"] = views
+        self._set_views(views)
         self.evidence, self.local_rx_components = evidence, local_rx_components
         if evidence:
             in_channels += EVIDENCE_CHANNELS
@@ -106,9 +125,6 @@ class DeviationNet(nn.Module):
             return x
         return torch.cat([x, evidence_channels(x, self.local_rx_components)], dim=1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.logits_of_inputs(self.with_evidence_channels(x))
-
     def logits_of_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, last features) of the channels that :meth:`with_evidence_channels` gave."""
         fine = self.fine(x)
@@ -120,45 +136,33 @@ class DeviationNet(nn.Module):
         features = self.merge_fine(torch.cat([up, fine, x], dim=1))
         return self.head(features)[:, 0], features
 
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        """Deviation score in [0, 1], shape (N, H, W)."""
-        return torch.sigmoid(mean_view_logits(lambda view: self.logits_of_inputs(view)[0],
-                                              self.with_evidence_channels(x), self.views))
 
-
-class DeviationEnsemble(nn.Module):
+class DeviationEnsemble(_ViewScored):
     """The mean logit of ``members`` networks of one configuration (trained apart); the
     input and evidence channels are computed once for all of them. ``forward`` returns
-    (mean logits, None) of the tile as it is; ``score`` averages ``views`` views. An
-    ensemble is scored, not trained."""
+    (mean logits, None): an ensemble is scored, not trained."""
 
     def __init__(self, members: int = 2, views: int = 1, **config) -> None:
         super().__init__()
         if members < 2:
             raise ValueError(f"An ensemble needs at least 2 members, not {members}.")
         self.members = nn.ModuleList(DeviationNet(**config) for _ in range(members))
-        self.views = check_views(views)
         self.config = {**self.members[0].config, "members": members}
-        if views > 1:
-            self.config["views"] = views
+        self._set_views(views)
 
     # the members' shared input layout
     evidence = property(lambda self: self.members[0].evidence)
     local_rx_components = property(lambda self: self.members[0].local_rx_components)
     receptive_radius = property(lambda self: self.members[0].receptive_radius)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.logits_of_inputs(self.members[0].with_evidence_channels(x)), None
+    def with_evidence_channels(self, x: torch.Tensor) -> torch.Tensor:
+        return self.members[0].with_evidence_channels(x)
 
-    def logits_of_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """The members' mean logits of the channels that ``with_evidence_channels`` gave."""
-        return torch.stack([member.logits_of_inputs(x)[0] for member in self.members]).mean(dim=0)
-
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        """Deviation score in [0, 1], shape (N, H, W)."""
-        return torch.sigmoid(mean_view_logits(self.logits_of_inputs,
-                                              self.members[0].with_evidence_channels(x),
-                                              self.views))
+    def logits_of_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """(the members' mean logits, None) of the channels that ``with_evidence_channels``
+        gave."""
+        logits = [member.logits_of_inputs(x)[0] for member in self.members]
+        return torch.stack(logits).mean(dim=0), None
 
 
 Detector = DeviationNet | DeviationEnsemble

@@ -220,9 +220,9 @@ def compute_threshold(path: str, method: str = THRESHOLD_METHOD,
                       stream: Optional[ScoreStream] = None) -> float:
     """Score threshold for ``method`` (see module docstring); ``stream`` as
     :func:`threshold_and_summary` takes it."""
-    if stream is not None:
-        _check_stream(stream, method, value)
     if method == "fixed":
+        if stream is not None:  # threshold_and_summary checks it otherwise
+            _check_stream(stream, method, value)
         _check_method(method, value)
         return float(value)
     return threshold_and_summary(path, method, value, band=band, progress=progress,
