@@ -79,8 +79,18 @@ class _ViewScored(nn.Module):
         if views > 1:
             self.config["views"] = views
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.logits_of_inputs(self.with_evidence_channels(x))
+    def forward(self, x: torch.Tensor, views: int = 1
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits, last features) for training: the logits averaged over ``views`` views
+        (by default the tile as it is), the features of the tile as it is."""
+        features = []
+
+        def logits(view: torch.Tensor) -> torch.Tensor:
+            view_logits, view_features = self.logits_of_inputs(view)
+            features.append(view_features)
+            return view_logits
+
+        return mean_view_logits(logits, self.with_evidence_channels(x), views), features[0]
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Deviation score in [0, 1], shape (N, H, W)."""

@@ -79,6 +79,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="views whose logits the saved network averages when it scores "
                              "(1: the tile as it is; 2: also turned by 180 degrees; 4: also "
                              "mirrored); training sees the tile as it is")
+    parser.add_argument("--train-views", type=int, choices=VIEWS, default=1,
+                        help="views whose mean logit the pixel loss judges in training (1: "
+                             "the tile as it is; 2 or 4: as the saved network scores with "
+                             "that many views)")
     parser.add_argument("--peak-weight", type=float, default=PEAK_LOSS_WEIGHT,
                         help="weight of the object-level peak margin loss (0 = off)")
     parser.add_argument("--top-threshold", type=float, default=None,
@@ -236,7 +240,7 @@ class Trainer:
         for group in self.optimiser.param_groups:
             group["lr"] = lr
         self.model.train()
-        logits, last_features = self.model(inputs)
+        logits, last_features = self.model(inputs, args.train_views)
         losses = {"pixel": self.pixel_loss(logits, targets),
                   "feature": self.feature_loss(last_features, targets),
                   "peak": self.peak_loss(logits, targets) if args.peak_weight
@@ -337,6 +341,7 @@ def train(args: argparse.Namespace) -> Path:
                          "bright_targets": args.bright_targets,
                          "panel_fields": args.panel_fields, "jpeg": args.jpeg,
                          "workers": args.workers,
+                         **({"train_views": args.train_views} if args.train_views > 1 else {}),
                          "data": [str(p) for p in args.data]},
             "parameters": parameter_count(trainer.model)})
         log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")

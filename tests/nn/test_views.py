@@ -42,8 +42,11 @@ def test_two_views_average_the_logits_of_the_tile_and_of_it_turned_back():
         expected = torch.sigmoid((one(x)[0] + turned) / 2)
         assert (two.score(x) - expected).abs().max() < 1e-6
         assert (two.score(x) - one.score(x)).abs().max() > 1e-3  # the second view counts
-        # training sees the tile as it is
+        # training sees the tile as it is, or the mean logit of the views it is asked for
         assert torch.equal(two(x)[0], one(x)[0])
+        logits, features = one(x, 2)
+        assert (torch.sigmoid(logits) - expected).abs().max() < 1e-6
+        assert torch.equal(features, one(x)[1])  # the features of the tile as it is
     assert "views" not in one.config and two.config["views"] == 2
 
 

@@ -89,3 +89,14 @@ def test_worker_processes_give_a_seeded_stream_of_their_own(tmp_path):
                      "--resume", str(tmp_path / "one" / "w.checkpoint.pt"))
     assert any(not torch.equal(first[k], resumed[k]) for k in first)
     assert "step 6 loss" in (tmp_path / "one" / "w.log").read_text()
+
+
+def test_training_can_judge_the_mean_logit_of_two_views(tmp_path):
+    (tmp_path / "bg" / "multispectral").mkdir(parents=True)
+    (tmp_path / "bg" / "sar").mkdir()
+    data = _backgrounds(tmp_path / "bg")
+    one = _train(data, tmp_path / "one" / "w.pt", 4)
+    two = _train(data, tmp_path / "two" / "w.pt", 4, "--train-views", "2")
+    assert any(not torch.equal(one[k], two[k]) for k in one)
+    assert json.loads((tmp_path / "two" / "w.json").read_text())["training"]["train_views"] == 2
+    assert "train_views" not in json.loads((tmp_path / "one" / "w.json").read_text())["training"]
