@@ -141,7 +141,8 @@ class TileScorer(RasterTileScorer):
     """
 
     max_batch = 1  # on CPU a batch is no faster than its tiles one by one (measured)
-    bytes_per_pixel = 900  # measured peak of a forward pass: 600-820 bytes per tile pixel
+    bytes_per_pixel = 900  # a forward pass's peak, one or two views: 340-670 bytes per tile
+    # pixel on tiles of 640-1536 px (tools/forward_memory.py)
     prepared_bytes_per_pixel = 4 * INPUT_CHANNELS + 1  # a reduced tile and its mask
 
     def __init__(self, model: Detector, reduction: SpectralReduction, device: str = "cpu",
