@@ -67,9 +67,9 @@ def _conv(in_channels: int, out_channels: int, dilation: int = 1) -> nn.Conv2d:
 
 
 class _ViewScored(nn.Module):
-    """What a network and an ensemble share: ``forward`` gives ``logits_of_inputs`` of the
-    tile as it is (training), ``score`` the sigmoid of the mean logit over ``views`` views
-    (the input and evidence channels computed once)."""
+    """What a network and an ensemble share: ``forward`` gives the logits for training (the
+    tile as it is, or the mean over the views asked for), ``score`` the sigmoid of the mean
+    logit over ``views`` views (the input and evidence channels computed once)."""
 
     config: dict
     views: int

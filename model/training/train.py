@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--views", type=int, choices=VIEWS, default=2,
                         help="views whose logits the saved network averages when it scores "
                              "(1: the tile as it is; 2: also turned by 180 degrees; 4: also "
-                             "mirrored); training sees the tile as it is")
+                             "mirrored); training sees the tile as it is (see --train-views)")
     parser.add_argument("--train-views", type=int, choices=VIEWS, default=1,
                         help="views whose mean logit the pixel loss judges in training (1: "
                              "the tile as it is; 2 or 4: as the saved network scores with "
