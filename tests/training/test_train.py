@@ -11,6 +11,8 @@ from conftest import write_raster
 
 
 def _backgrounds(root):
+    for modality in ("multispectral", "sar"):
+        (root / modality).mkdir(parents=True)
     rng = np.random.default_rng(0)
     write_raster(root / "multispectral" / "a.tif", rng.normal(100, 10, (6, 40, 44)).astype(np.float32))
     write_raster(root / "sar" / "b.tif", rng.gamma(1.0, 50, (1, 48, 40)).astype(np.float32))
@@ -24,8 +26,6 @@ def _train(data, out, steps, *extra):
 
 
 def test_training_is_seeded_and_resumable(tmp_path):
-    (tmp_path / "bg" / "multispectral").mkdir(parents=True)
-    (tmp_path / "bg" / "sar").mkdir()
     data = _backgrounds(tmp_path / "bg")
     first = _train(data, tmp_path / "one" / "w.pt", 4)
     second = _train(data, tmp_path / "two" / "w.pt", 4)
@@ -52,8 +52,6 @@ def test_saved_weights_are_the_moving_average(tmp_path):
     update_average(average, model, decay=0.0, step=10_000)  # --ema 0: the trained weights
     assert torch.equal(average.weight, model.weight)
     # a run saves the average, which differs from the last step's weights
-    (tmp_path / "bg" / "multispectral").mkdir(parents=True)
-    (tmp_path / "bg" / "sar").mkdir()
     data = _backgrounds(tmp_path / "bg")
     saved = _train(data, tmp_path / "w.pt", 4)
     last = torch.load(tmp_path / "w.checkpoint.pt", weights_only=True)
@@ -75,8 +73,6 @@ def test_command_line_sets_the_simulation_it_names():
 
 
 def test_worker_processes_give_a_seeded_stream_of_their_own(tmp_path):
-    (tmp_path / "bg" / "multispectral").mkdir(parents=True)
-    (tmp_path / "bg" / "sar").mkdir()
     data = _backgrounds(tmp_path / "bg")
     in_process = _train(data, tmp_path / "zero" / "w.pt", 4)
     first = _train(data, tmp_path / "one" / "w.pt", 4, "--workers", "2")
@@ -92,8 +88,6 @@ def test_worker_processes_give_a_seeded_stream_of_their_own(tmp_path):
 
 
 def test_training_can_judge_the_mean_logit_of_two_views(tmp_path):
-    (tmp_path / "bg" / "multispectral").mkdir(parents=True)
-    (tmp_path / "bg" / "sar").mkdir()
     data = _backgrounds(tmp_path / "bg")
     one = _train(data, tmp_path / "one" / "w.pt", 4)
     two = _train(data, tmp_path / "two" / "w.pt", 4, "--train-views", "2")
