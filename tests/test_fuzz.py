@@ -3,7 +3,8 @@
 Every case: random size (1..70 per side), data type, band count (1..20), nodata
 pattern and NaN placement, with a fixed seed. Checks: no crash (a failure is a
 QgsProcessingException with a known sentence), the output grid equals the input
-grid, scores are finite where the input is valid and nodata where it is not.
+grid, scores are finite where the input is valid and nodata where it is not (a pixel
+is invalid where a band holds nodata or NaN, or where GDAL's alpha band is 0).
 
 ``make test`` runs a few cases (bounded to a few seconds); ``make fuzz
 FUZZ_CASES=500`` runs more (``FUZZ_SEED`` picks another sequence).
@@ -62,8 +63,20 @@ def make_case(rng, path):
     write_raster(path, data, nodata=nodata, epsg=32631,
                  geotransform=(300000.0 + rng.integers(1000), 2.0, 0.0, 5000000.0, 0.0, -2.0),
                  options=("TILED=YES", "BLOCKXSIZE=16", "BLOCKYSIZE=16"))
-    desc = f"{height}x{width}x{bands} {np.dtype(dtype).name} nodata={pattern}"
+    alpha = _alpha_band(path)  # GDAL takes the 4th band of 4 bytes for transparency
+    if alpha is not None:
+        invalid |= data[alpha] == 0
+    desc = f"{height}x{width}x{bands} {np.dtype(dtype).name} nodata={pattern}" + \
+        (f" alpha=band {alpha + 1}" if alpha is not None else "")
     return str(path), ~invalid, desc
+
+
+def _alpha_band(path):
+    """0-based index of the band GDAL reads as alpha (0 = transparent), or None."""
+    dataset = gdal.Open(str(path))
+    alpha = [b for b in range(dataset.RasterCount)
+             if dataset.GetRasterBand(b + 1).GetColorInterpretation() == gdal.GCI_AlphaBand]
+    return alpha[0] if alpha else None
 
 
 def check_output(src, score, valid, desc):

@@ -25,7 +25,8 @@ from anomaly_detector.model.raster.errors import RasterOutputError
 from anomaly_detector.model.raster.files import input_files, refuse_inputs_as_outputs
 from anomaly_detector.model.raster.output import NODATA
 from anomaly_detector.model.vector.output import OGR_DRIVERS
-from conftest import PYPATH, read_raster, run_qgis_process, write_raster
+from conftest import (DEFAULT_EPSG, DEFAULT_GT, PYPATH, read_raster, run_qgis_process,
+                      write_raster)
 from test_inputs import assert_refused, leftovers, run_detect, run_rx, scene
 
 RUNNERS = {"detect": run_detect, "rx": run_rx}
@@ -414,6 +415,30 @@ def test_alpha_band_is_transparency_not_a_band(tmp_path, run_alg, alg):
     valid[:, :10] = False
     scores = check_output(src, tmp_path / "out" / "score.tif", valid)
     np.testing.assert_allclose(scores, read_raster(tmp_path / "ref" / "score.tif")[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("alg", ["detect", "rx"])
+@pytest.mark.parametrize("area", [False, True])
+def test_alpha_band_counts_beside_a_nodata_value(tmp_path, run_alg, alg, area):
+    """GDAL's masks of bands with a nodata value leave the alpha band out: both count, as
+    QGIS draws them, also inside an area of interest."""
+    image = scene(4, 20, 24).astype(np.uint8)
+    image[:3][image[:3] == 7] = 8
+    image[3] = 255
+    image[3, :, :10] = 0  # transparent left part, its colours not nodata
+    image[:3, 15:17, 20:22] = 7  # nodata in the opaque part
+    src = write_raster(tmp_path / "rgba.tif", image, nodata=7, options=("ALPHA=YES",))
+    valid = image[3] > 0
+    valid[15:17, 20:22] = False
+    extra = {}
+    if area:  # columns 5 to 23, rows 2 to 19
+        x0, px, _, y0, _, _ = DEFAULT_GT
+        extra["EXTENT"] = f"{x0 + 5.2 * px},{x0 + 24 * px},{y0 - 20 * px},{y0 - 2.3 * px} " \
+                          f"[EPSG:{DEFAULT_EPSG}]"
+        valid = valid[2:, 5:]
+    RUNNERS[alg](run_alg, src, tmp_path / "out", **extra)
+    scores = read_raster(tmp_path / "out" / "score.tif")[0]
+    np.testing.assert_array_equal(scores != NODATA, valid)
 
 
 @pytest.mark.parametrize("alg", ["detect", "rx"])

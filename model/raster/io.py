@@ -34,6 +34,9 @@ class RasterInfo:
     has_geotransform: bool = True
     mask_bands: List[int] = field(default_factory=list)
     """Bands whose GDAL mask (alpha band or internal mask) is read into ``valid``."""
+    alpha_band: Optional[int] = None
+    """The alpha band, read into ``valid`` (0 = transparent) where GDAL's masks leave it
+    out: bands with a nodata value have a nodata mask instead."""
     scale: float = 1.0
     """Power of two every value is multiplied by when read (extreme float magnitudes)."""
     gcps: tuple = ()
@@ -140,12 +143,13 @@ def open_dataset(path: str, bands: Optional[Sequence[int]] = None):
     """Open and validate a raster; return ``(gdal.Dataset, RasterInfo)``.
 
     ``bands=None`` selects every band but alpha bands, whose transparency, like an
-    internal mask, makes pixels invalid (see :attr:`RasterInfo.mask_bands`).
+    internal mask, makes pixels invalid (see :attr:`RasterInfo.mask_bands` and
+    :attr:`RasterInfo.alpha_band`).
     """
     path = str(path) if path is not None else ""
     ds = _open_checked(path)
     selected = _select_bands(ds, path, bands)
-    nodata, dtypes, masks = _band_properties(ds, path, selected)
+    nodata, dtypes, masks, alpha = _band_properties(ds, path, selected)
     gt = ds.GetGeoTransform(can_return_null=True)
     gcps = tuple(ds.GetGCPs() or ()) if gt is None else ()
     info = RasterInfo(
@@ -153,7 +157,7 @@ def open_dataset(path: str, bands: Optional[Sequence[int]] = None):
         band_count=ds.RasterCount, bands=selected,
         geotransform=tuple(gt) if gt else (0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
         projection_wkt=ds.GetProjection() or "", nodata=nodata, dtypes=dtypes,
-        has_geotransform=gt is not None, mask_bands=masks,
+        has_geotransform=gt is not None, mask_bands=masks, alpha_band=alpha,
         scale=_value_scale(ds, selected, dtypes), gcps=gcps,
         gcp_wkt=(ds.GetGCPProjection() or "") if gcps else "")
     return ds, info
@@ -203,10 +207,16 @@ def _select_bands(ds, path: str, bands: Optional[Sequence[int]]) -> List[int]:
     return selected
 
 
+def _alpha_band(ds) -> Optional[int]:
+    """The first band GDAL reads as alpha, or None."""
+    return next((b for b in range(1, ds.RasterCount + 1)
+                 if ds.GetRasterBand(b).GetColorInterpretation() == gdal.GCI_AlphaBand), None)
+
+
 def _band_properties(ds, path: str, selected: Sequence[int]):
-    """``(nodata values, data type names, bands whose GDAL mask is read)`` of ``selected``;
-    complex bands are refused."""
-    nodata, dtypes, masks = [], [], []
+    """``(nodata values, data type names, bands whose GDAL mask is read, alpha band read
+    beside them or None)`` of ``selected``; complex bands are refused."""
+    nodata, dtypes, masks, alpha_masked = [], [], [], False
     for b in selected:
         band = ds.GetRasterBand(b)
         nodata.append(band.GetNoDataValue())
@@ -218,10 +228,11 @@ def _band_properties(ds, path: str, selected: Sequence[int]):
                 "magnitude instead: the Processing algorithms do this automatically; from "
                 "Python, convert it first (for example a VRT with the 'mod' pixel function).")
         flags = band.GetMaskFlags()
+        alpha_masked |= bool(flags & gdal.GMF_ALPHA)
         if not flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA) and not (
                 flags & gdal.GMF_PER_DATASET and masks):
             masks.append(b)
-    return nodata, dtypes, masks
+    return nodata, dtypes, masks, None if alpha_masked else _alpha_band(ds)
 
 
 def open_raster_checked(path: str, bands: Optional[Sequence[int]] = None) -> RasterInfo:
@@ -392,6 +403,8 @@ def read_window(ds, info: RasterInfo, x: int, y: int, w: int, h: int,
             valid &= band != nd
     for b in info.mask_bands:  # alpha band or internal mask: 0 = transparent
         valid &= ds.GetRasterBand(b).GetMaskBand().ReadAsArray(x, y, w, h) > 0
+    if info.alpha_band is not None:
+        valid &= ds.GetRasterBand(info.alpha_band).ReadAsArray(x, y, w, h) > 0
     if info.scale != 1.0:
         arr = arr * info.scale
     out = arr if arr.dtype == np.float32 else arr.astype(np.float32)
