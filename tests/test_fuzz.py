@@ -1,4 +1,5 @@
-"""Random small rasters through anomaly:detect and anomaly:rx.
+"""Random small rasters through anomaly:detect, anomaly:rx, anomaly:local_rx and
+anomaly:local_contrast.
 
 Every case: random size (1..70 per side), data type, band count (1..20), nodata
 pattern and NaN placement, with a fixed seed. Checks: no crash (a failure is a
@@ -98,6 +99,8 @@ def test_fuzz(tmp_path, run_alg, case):
     src, valid, desc = make_case(rng, tmp_path / "in.tif")
     for alg, params in (
             ("anomaly:rx", {"OUTPUT": str(tmp_path / "rx.tif")}),
+            ("anomaly:local_rx", {"OUTPUT": str(tmp_path / "local_rx.tif")}),
+            ("anomaly:local_contrast", {"OUTPUT": str(tmp_path / "local_contrast.tif")}),
             ("anomaly:detect", {"DEVICE": 1, "TILE_SIZE": int(rng.choice([32, 48, 64, 512])),
                                 "OVERLAP": int(rng.choice([0, 16, 64])),
                                 "OUTPUT_SCORE": str(tmp_path / "detect.tif"),
