@@ -2,7 +2,8 @@
 anomaly:local_contrast.
 
 Every case: random size (1..70 per side), data type, band count (1..20), nodata
-pattern and NaN placement, with a fixed seed. Checks: no crash (a failure is a
+pattern and NaN placement, and the detector's tiles, analysis scale and arithmetic, with a
+fixed seed. Checks: no crash (a failure is a
 QgsProcessingException with a known sentence), the output grid equals the input
 grid, scores are finite where the input is valid and nodata where it is not (a pixel
 is invalid where a band holds nodata or NaN, or where GDAL's alpha band is 0).
@@ -101,7 +102,9 @@ def test_fuzz(tmp_path, run_alg, case):
             ("anomaly:rx", {"OUTPUT": str(tmp_path / "rx.tif")}),
             ("anomaly:local_rx", {"OUTPUT": str(tmp_path / "local_rx.tif")}),
             ("anomaly:local_contrast", {"OUTPUT": str(tmp_path / "local_contrast.tif")}),
-            ("anomaly:detect", {"DEVICE": 1, "TILE_SIZE": int(rng.choice([32, 48, 64, 512])),
+            ("anomaly:detect", {"DEVICE": 1, "SCALE": int(rng.integers(3)),
+                                "PRECISION": int(rng.integers(2)),
+                                "TILE_SIZE": int(rng.choice([32, 48, 64, 512])),
                                 "OVERLAP": int(rng.choice([0, 16, 64])),
                                 "OUTPUT_SCORE": str(tmp_path / "detect.tif"),
                                 "OUTPUT_POLYGONS": str(tmp_path / "detect.gpkg")})):
