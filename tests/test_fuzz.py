@@ -3,10 +3,10 @@ anomaly:local_contrast.
 
 Every case: random size (1..70 per side), data type, band count (1..20), nodata
 pattern and NaN placement, and the detector's tiles, analysis scale and arithmetic, with a
-fixed seed. Checks: no crash (a failure is a
-QgsProcessingException with a known sentence), the output grid equals the input
-grid, scores are finite where the input is valid and nodata where it is not (a pixel
-is invalid where a band holds nodata or NaN, or where GDAL's alpha band is 0).
+fixed seed. Checks: no crash (a failure is a QgsProcessingException with a known
+sentence), the output grid equals the input grid, scores are finite where the input is
+valid and nodata where it is not (a pixel is invalid where a band holds nodata or NaN, or
+where GDAL's alpha band is 0).
 
 ``make test`` runs a few cases (bounded to a few seconds); ``make fuzz
 FUZZ_CASES=500`` runs more (``FUZZ_SEED`` picks another sequence).
