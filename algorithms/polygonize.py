@@ -45,7 +45,8 @@ class PolygonizeAlgorithm(AnomalyAlgorithm):
         "(8-connected); the automatic threshold is the three-sigma rule. Score rasters of "
         "anomaly:detect come from the method of " + CITATION)
     HELP_ANCHOR = "anomalypolygonize--anomaly-polygons-from-a-score-raster"
-    PARAM_HELP = [(INPUT, "Score raster, e.g. the output of anomaly:rx."),
+    PARAM_HELP = [(INPUT, "Score raster, e.g. the output of anomaly:rx. Its nodata, NaN "
+                   "and masked pixels (internal mask, alpha band) are not valid pixels."),
                   (BAND, "Band of the score raster to threshold (default 1).")] + \
         THRESHOLD_HELP + [
         (OUTPUT, "Polygon layer (GeoPackage by default)."),

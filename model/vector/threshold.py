@@ -33,19 +33,23 @@ _EXACT_LIMIT = 2_000_000
 
 
 class ScoreBand(NamedTuple):
-    """An open score raster, the band that is thresholded, its nodata value and the type
-    its values are read as (float32 when that holds each of them exactly, else float64)."""
+    """An open score raster, the band that is thresholded, its nodata value, the type its
+    values are read as (float32 when that holds each of them exactly, else float64) and
+    the GDAL bands whose 0 marks a pixel invalid (its mask band, its alpha band)."""
     ds: object
     band: object
     nodata: Optional[float]
     dtype: type
+    masks: tuple = ()
 
 
 def open_scores(path: str, band: int):
     """``(ScoreBand, RasterInfo)`` of band ``band`` of the score raster ``path``."""
     ds, info = open_dataset(path, [band])
     dtype = np.float32 if info.dtypes[0] in EXACT_IN_FLOAT32 else np.float64
-    return ScoreBand(ds, ds.GetRasterBand(band), info.nodata[0], dtype), info
+    masks = tuple(ds.GetRasterBand(b).GetMaskBand() for b in info.mask_bands) + \
+        ((ds.GetRasterBand(info.alpha_band),) if info.alpha_band is not None else ())
+    return ScoreBand(ds, ds.GetRasterBand(band), info.nodata[0], dtype, masks), info
 
 
 def at_least(values: np.ndarray, threshold: float) -> np.ndarray:
@@ -76,7 +80,10 @@ def score_windows(scores: ScoreBand, progress: ProgressFn = None, is_cancelled: 
     for i, (x, y, w, h) in enumerate(windows):
         check_cancelled(is_cancelled)
         values = scores.band.ReadAsArray(x, y, w, h).astype(scores.dtype, copy=False)
-        yield (x, y, w, h), values, valid_scores(values, scores.nodata)
+        valid = valid_scores(values, scores.nodata)
+        for mask in scores.masks:
+            valid &= mask.ReadAsArray(x, y, w, h) > 0
+        yield (x, y, w, h), values, valid
         report(progress, (i + 1) / len(windows))
 
 

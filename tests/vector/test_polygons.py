@@ -43,6 +43,27 @@ def test_min_area_and_empty_result(tmp_path):
     assert count_polygons(str(out)) == 0
 
 
+def test_a_score_raster_s_own_mask_makes_pixels_invalid(tmp_path):
+    """Pixels that the score raster's internal mask leaves out are neither valid nor
+    flagged, however high they score."""
+    from osgeo import gdal
+    a = np.zeros((20, 20), np.float32)
+    a[2:4, 2:4], a[10, 10] = 50.0, 9.0
+    path = write_raster(tmp_path / "masked.tif", a)
+    ds = gdal.Open(path, gdal.GA_Update)
+    ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+    mask = np.full((20, 20), 255, np.uint8)
+    mask[0:5, 0:5] = 0  # the block of 50s and 21 other pixels
+    ds.GetRasterBand(1).GetMaskBand().WriteArray(mask)
+    ds = None
+    for method, value in (("fixed", 5.0), ("top_fraction", 1 / 375)):
+        result = polygonize_scores(path, str(tmp_path / "p.gpkg"), method=method,
+                                   threshold=value)
+        assert (result.count, result.n_flagged, result.n_valid) == (1, 1, 375), method
+        ((attributes, _),) = read_features(tmp_path / "p.gpkg")[0]
+        assert attributes["score_max"] == 9.0
+
+
 def test_a_fixed_threshold_flags_float32_scores_as_in_float64(tmp_path):
     """Float32 scores are compared with the threshold as float64 numbers: a value one
     float32 step below a threshold that float32 cannot hold is not flagged."""
