@@ -1,5 +1,5 @@
 """Random small rasters through anomaly:detect, anomaly:rx, anomaly:local_rx and
-anomaly:local_contrast.
+anomaly:local_contrast, and through anomaly:detect and anomaly:rx with a random extent.
 
 Every case: random size (1..70 per side), data type, band count (1..20), nodata
 pattern and NaN placement, and the detector's tiles, analysis scale and arithmetic, with a
@@ -120,3 +120,36 @@ def test_fuzz(tmp_path, run_alg, case):
         check_output(src, out, valid, f"{alg} on {desc}")
     leftovers = [n for n in os.listdir(tmp_path) if "partial" in n]
     assert not leftovers, leftovers
+
+
+@pytest.mark.parametrize("case", range(CASES))
+def test_fuzz_area_of_interest(tmp_path, run_alg, case):
+    """A random EXTENT: the score raster is the window of the pixels it touches, valid
+    where the input is."""
+    from qgis.core import QgsProcessingException
+    rng = np.random.default_rng([SEED, case, 1])
+    src, valid, desc = make_case(rng, tmp_path / "in.tif")
+    height, width = valid.shape
+    x0, px, _, y0, _, py = gdal.Open(src).GetGeoTransform()
+    c0, r0 = int(rng.integers(width)), int(rng.integers(height))
+    c1, r1 = int(rng.integers(c0 + 1, width + 1)), int(rng.integers(r0 + 1, height + 1))
+    extent = (f"{x0 + (c0 + 0.3) * px},{x0 + (c1 - 0.2) * px},"
+              f"{y0 + (r1 - 0.1) * py},{y0 + (r0 + 0.4) * py} [EPSG:32631]")
+    inside = valid[r0:r1, c0:c1]
+    desc += f", rows {r0}:{r1}, columns {c0}:{c1}"
+    for alg, params in (
+            ("anomaly:rx", {"OUTPUT": str(tmp_path / "rx.tif")}),
+            ("anomaly:detect", {"DEVICE": 1, "SCALE": int(rng.integers(3)),
+                                "OUTPUT_SCORE": str(tmp_path / "detect.tif"),
+                                "OUTPUT_POLYGONS": str(tmp_path / "detect.gpkg")})):
+        out = params.get("OUTPUT", params.get("OUTPUT_SCORE"))
+        try:
+            run_alg(alg, {"INPUT": src, "EXTENT": extent, **params})
+        except QgsProcessingException as error:
+            assert not inside.any() and any(k in str(error) for k in KNOWN_REFUSALS), \
+                f"{alg} on {desc}: {error}"
+            continue
+        scores = gdal.Open(out).ReadAsArray()
+        assert scores.shape == inside.shape, f"{alg} on {desc}"
+        assert np.isfinite(scores).all(), f"{alg} on {desc}"
+        np.testing.assert_array_equal(scores != NODATA, inside, err_msg=f"{alg} on {desc}")
