@@ -16,9 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly_detector.model.training.evaluate import (find_scenes, object_row, read_array,
-                                                   read_score_map, roc_auc, write_tsv)
-from anomaly_detector.model.training.objects import DEFAULT_FRACTION, METRICS
+from anomaly_detector.model.training.evaluate import evaluate_maps, kept_map, read_score_map
 
 
 def mean_logit(maps: list[np.ndarray]) -> np.ndarray:
@@ -34,18 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("evaluations", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    rows = []
-    for scene in find_scenes(args.data):
-        mask = read_array(scene.mask_path)[0] > 0
-        scores = mean_logit([read_score_map(folder / "maps" / "detector" / scene.modality /
-                                            f"{scene.name}.tif") for folder in args.evaluations])
-        row = {"modality": scene.modality, "scene": scene.name, "detector_auc": roc_auc(scores, mask)}
-        row.update({f"detector_{k}": v
-                    for k, v in object_row(scores, mask, DEFAULT_FRACTION).items()})
-        rows.append(row)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_tsv(rows, ["modality", "scene", "detector_auc"] + [f"detector_{k}" for k in METRICS],
-              args.out / "evaluation.tsv")
+    evaluate_maps(args.data, lambda scene: mean_logit(
+        [read_score_map(kept_map(folder, scene)) for folder in args.evaluations]),
+        args.out / "evaluation.tsv")
     print(f"wrote {args.out / 'evaluation.tsv'} (the mean logit of {len(args.evaluations)} maps)")
     return 0
 

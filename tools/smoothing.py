@@ -18,9 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from anomaly_detector.model.training.evaluate import (find_scenes, object_row, read_array,
-                                                   read_score_map, roc_auc, write_tsv)
-from anomaly_detector.model.training.objects import DEFAULT_FRACTION, METRICS
+from anomaly_detector.model.training.evaluate import evaluate_maps, kept_map, read_score_map
 
 
 def smoothed(scores: np.ndarray, sigma: float) -> np.ndarray:
@@ -39,18 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     out = args.out or args.evaluation.with_name(args.evaluation.name + "-smoothed")
-    rows = []
-    for scene in find_scenes(args.data):
-        mask = read_array(scene.mask_path)[0] > 0
-        scores = smoothed(read_score_map(
-            args.evaluation / "maps" / "detector" / scene.modality / f"{scene.name}.tif"), args.sigma)
-        row = {"modality": scene.modality, "scene": scene.name, "detector_auc": roc_auc(scores, mask)}
-        row.update({f"detector_{k}": v
-                    for k, v in object_row(scores, mask, DEFAULT_FRACTION).items()})
-        rows.append(row)
-    out.mkdir(parents=True, exist_ok=True)
-    write_tsv(rows, ["modality", "scene", "detector_auc"] + [f"detector_{k}" for k in METRICS],
-               out / "evaluation.tsv")
+    evaluate_maps(args.data, lambda scene: smoothed(
+        read_score_map(kept_map(args.evaluation, scene)), args.sigma), out / "evaluation.tsv")
     print(f"wrote {out / 'evaluation.tsv'} (sigma {args.sigma} px)")
     return 0
 

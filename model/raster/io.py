@@ -370,6 +370,13 @@ class BufferPool:
                 self._free.setdefault(array.shape, []).append(array)
 
 
+def own_masks(ds, info: RasterInfo) -> list:
+    """The GDAL bands whose 0 makes a pixel invalid: the masks of ``info.mask_bands``
+    (alpha band or internal mask) and ``info.alpha_band``."""
+    return [ds.GetRasterBand(b).GetMaskBand() for b in info.mask_bands] + \
+        ([ds.GetRasterBand(info.alpha_band)] if info.alpha_band is not None else [])
+
+
 def read_window(ds, info: RasterInfo, x: int, y: int, w: int, h: int,
                 buffers: Optional[BufferPool] = None):
     """Read selected bands of a window; return ``(float32 (B,h,w), valid bool (h,w))``.
@@ -401,10 +408,8 @@ def read_window(ds, info: RasterInfo, x: int, y: int, w: int, h: int,
             valid &= np.isfinite(band)
         if nd is not None and not math.isnan(nd):
             valid &= band != nd
-    for b in info.mask_bands:  # alpha band or internal mask: 0 = transparent
-        valid &= ds.GetRasterBand(b).GetMaskBand().ReadAsArray(x, y, w, h) > 0
-    if info.alpha_band is not None:
-        valid &= ds.GetRasterBand(info.alpha_band).ReadAsArray(x, y, w, h) > 0
+    for mask in own_masks(ds, info):
+        valid &= mask.ReadAsArray(x, y, w, h) > 0
     if info.scale != 1.0:
         arr = arr * info.scale
     out = arr if arr.dtype == np.float32 else arr.astype(np.float32)

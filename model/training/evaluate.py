@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -112,6 +113,32 @@ def object_row(scores: np.ndarray, mask: np.ndarray, fraction: float) -> dict[st
     return dict(zip(OBJECT_METRICS, map(float, values)))
 
 
+def method_row(method: str, scores: np.ndarray, mask: np.ndarray, fraction: float
+               ) -> dict[str, float]:
+    """``<method>_auc`` and ``<method>_<object metric>`` of one map."""
+    return {f"{method}_auc": roc_auc(scores, mask),
+            **{f"{method}_{k}": v for k, v in object_row(scores, mask, fraction).items()}}
+
+
+def kept_map(evaluation: Path, scene: Scene, method: str = "detector") -> Path:
+    """The map of ``scene`` that :func:`evaluate` kept under ``evaluation``."""
+    return evaluation / "maps" / method / scene.modality / f"{scene.name}.tif"
+
+
+def evaluate_maps(data: Path, scores_of: Callable[[Scene], np.ndarray], path: Path,
+                  method: str = "detector", fraction: float = DEFAULT_FRACTION) -> None:
+    """Write ``path``, an evaluation table of one method like :func:`evaluate`'s (without
+    timings), from the map that ``scores_of`` gives for each scene of ``data``."""
+    rows = []
+    for scene in find_scenes(data):
+        mask = read_array(scene.mask_path)[0] > 0
+        rows.append({"modality": scene.modality, "scene": scene.name,
+                     **method_row(method, scores_of(scene), mask, fraction)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_tsv(rows, ["modality", "scene"] + [f"{method}_{k}" for k in ("auc",) + OBJECT_METRICS],
+              path)
+
+
 def validate_in_memory(model, scenes: list[Scene]) -> dict[str, float]:
     """Quick whole-image validation (used while training): modality means of pixel AUC,
     plus object R-precision per modality under ``rprec_<modality>``."""
@@ -159,7 +186,7 @@ def evaluate(data: Path, out_dir: Path, weights: str | None = None, device: str 
                  if set(methods) & set(BASELINES) else None)
         row = {"modality": scene.modality, "scene": scene.name}
         for method in methods:
-            target = out_dir / "maps" / method / scene.modality / f"{scene.name}.tif"
+            target = kept_map(out_dir, scene, method)
             target.parent.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
             if method == "detector":
@@ -169,8 +196,7 @@ def evaluate(data: Path, out_dir: Path, weights: str | None = None, device: str 
                 _write_baseline_map(method, image, scene.image_path, target)
             row[f"{method}_seconds"] = time.perf_counter() - start
             scores = read_score_map(target)
-            row[f"{method}_auc"] = roc_auc(scores, mask)
-            row.update({f"{method}_{k}": v for k, v in object_row(scores, mask, fraction).items()})
+            row.update(method_row(method, scores, mask, fraction))
             if method == "detector" and \
                     sum(p[0] == scene.modality for p in previews) < PREVIEWS_PER_MODALITY:
                 previews.append((scene.modality, scene.name, scores, mask))

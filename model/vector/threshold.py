@@ -20,7 +20,7 @@ import numpy as np
 
 from ..defaults import THRESHOLD, THRESHOLD_METHOD
 from ..raster.errors import ParameterError, RasterInputError
-from ..raster.io import EXACT_IN_FLOAT32, iter_windows, open_dataset
+from ..raster.io import EXACT_IN_FLOAT32, iter_windows, open_dataset, own_masks
 from ..raster.output import NODATA
 from ..raster.progress import CancelFn, ProgressFn, check_cancelled, report
 from ..raster.stats import Moments
@@ -47,9 +47,8 @@ def open_scores(path: str, band: int):
     """``(ScoreBand, RasterInfo)`` of band ``band`` of the score raster ``path``."""
     ds, info = open_dataset(path, [band])
     dtype = np.float32 if info.dtypes[0] in EXACT_IN_FLOAT32 else np.float64
-    masks = tuple(ds.GetRasterBand(b).GetMaskBand() for b in info.mask_bands) + \
-        ((ds.GetRasterBand(info.alpha_band),) if info.alpha_band is not None else ())
-    return ScoreBand(ds, ds.GetRasterBand(band), info.nodata[0], dtype, masks), info
+    return ScoreBand(ds, ds.GetRasterBand(band), info.nodata[0], dtype,
+                     tuple(own_masks(ds, info))), info
 
 
 def at_least(values: np.ndarray, threshold: float) -> np.ndarray:
