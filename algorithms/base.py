@@ -14,6 +14,7 @@ from ..model.raster.errors import AnomalyError
 from ..model.raster.files import check_output_paths, check_score_path, magnitude_vrt
 from ..model.raster.io import open_raster_checked, parse_bands
 from ..model.raster.memory import gdal_cache_capped
+from ..model.raster.output import gdal_quiet
 from ..model.vector.output import vector_driver
 from ..model.vector.polygons import polygonize_scores
 from .errors import forget_frames, processing_error, terminate_cleanly
@@ -333,8 +334,9 @@ class AnomalyAlgorithm(QgsProcessingAlgorithm):
             forget_frames(error)
             raise
         finally:
-            for path in self._temporary:
-                gdal.Unlink(path)
+            with gdal_quiet():  # a temporary file that was never written is no error
+                for path in self._temporary:
+                    gdal.Unlink(path)
             self._temporary = []
 
     def _process(self, parameters, context, feedback):

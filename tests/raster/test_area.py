@@ -163,6 +163,23 @@ def test_extent_gives_the_aligned_window(tmp_path, scene, run_alg):
                                atol=1e-5)
 
 
+def test_extent_runs_where_gdal_raises_exceptions(tmp_path, scene, run_alg):
+    """Other code in the process may call gdal.UseExceptions(): the temporary mask that an
+    extent alone never writes is still cleaned up without an error."""
+    a, src = scene
+    raising = gdal.GetUseExceptions()
+    gdal.UseExceptions()
+    try:
+        out = str(tmp_path / "rx.tif")
+        run_alg("anomaly:rx", {"INPUT": src, "OUTPUT": out,
+                               "EXTENT": f"{X0 + 10 * PX},{X0 + 30 * PX},{Y0 - 25 * PX},"
+                                         f"{Y0 - 5 * PX} [EPSG:32633]"})
+    finally:
+        if not raising:
+            gdal.DontUseExceptions()
+    assert read_raster(out)[4] == (20, 20)
+
+
 def test_extent_in_another_crs_is_reprojected(tmp_path, scene, run_alg):
     a, src = scene
     lons, lats = zip(*_to_crs([(12.5, 6.5), (40.5, 6.5), (12.5, 30.5), (40.5, 30.5)], 4326))
