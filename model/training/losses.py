@@ -5,7 +5,9 @@
   (the violators) get a cross-entropy weighted by -log(t); background pixels also carry
   half a cross-entropy times a non-negative Lagrange multiplier per threshold, tied to
   a false-positive-rate anchor. The multipliers are trained by gradient *ascent*
-  (give their parameters to an optimizer with ``maximize=True``).
+  (give their parameters to an optimizer with ``maximize=True``). With
+  ``object_balance`` a > 0 an anomaly pixel's term is weighted by its object's size
+  to the power -a (a = 1: every simulated target counts the same, whatever its size).
 * :class:`FeatureMarginLoss`: on the last feature map, each group (background, large
   normal objects, anomalies) is pulled within a shrinking radius of its mean
   (Deep-SVDD style: radius^2 + 10 * mean hinge beyond it), and the anomaly mean is
@@ -41,8 +43,10 @@ def top_thresholds(top: float | None) -> tuple[tuple[float, ...], tuple[float, .
 class PixelMarginLoss(nn.Module):
     """Threshold-anchored large-margin ranking loss over per-pixel logits."""
 
-    def __init__(self, thresholds=THRESHOLDS, anchors=FPR_ANCHORS) -> None:
+    def __init__(self, thresholds=THRESHOLDS, anchors=FPR_ANCHORS,
+                 object_balance: float = 0.0) -> None:
         super().__init__()
+        self.object_balance = object_balance
         self.register_buffer("thresholds", torch.tensor(thresholds, dtype=torch.float32))
         self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32))
         # multiplier = softplus(raw) >= 0; starts at 1.
@@ -53,6 +57,8 @@ class PixelMarginLoss(nn.Module):
         return F.softplus(self.raw_multipliers)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        positive_weights = object_weights(labels == ANOMALY, self.object_balance).reshape(-1) \
+            if self.object_balance else 1.0
         logits, labels = logits.reshape(-1), labels.reshape(-1)
         anomaly = labels == ANOMALY
         background = (labels == BACKGROUND) | (labels == LARGE_NORMAL)
@@ -67,7 +73,7 @@ class PixelMarginLoss(nn.Module):
             weight = -torch.log(threshold)
             missed = anomaly & (scores < threshold)
             false_alarm = background & (scores > threshold)
-            violation = (loss_positive * missed).sum() / n_anomaly + \
+            violation = (loss_positive * missed * positive_weights).sum() / n_anomaly + \
                 (loss_negative * false_alarm).sum() / n_background
             smooth_fpr = (torch.sigmoid((scores - threshold) / _SMOOTH_STEP) * background).sum() \
                 / n_background
@@ -119,6 +125,18 @@ def object_ids(mask: torch.Tensor) -> torch.Tensor:
         if torch.equal(grown, ids):
             return ids.long()
         ids = grown
+
+
+def object_weights(mask: torch.Tensor, power: float) -> torch.Tensor:
+    """(N, H, W) bool -> float32 weights: on each 8-connected object of ``mask`` its size to
+    the power -``power``, scaled to sum to the number of ``mask`` pixels; 0 elsewhere."""
+    ids = object_ids(mask).reshape(-1)
+    _, index, sizes = torch.unique(ids, return_inverse=True, return_counts=True)
+    weights = sizes.to(torch.float32)[index].pow(-power) * mask.reshape(-1)
+    total = weights.sum()
+    if total > 0:
+        weights = weights * (mask.sum() / total)
+    return weights.reshape(mask.shape)
 
 
 class PeakMarginLoss(nn.Module):

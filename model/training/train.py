@@ -88,6 +88,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top-threshold", type=float, default=None,
                         help="an extra, highest score threshold of the pixel loss with a "
                              "false-positive-rate anchor of 0 (orders the top of the map)")
+    parser.add_argument("--object-balance", type=float, default=0.0,
+                        help="weight each simulated target's pixels in the pixel loss by the "
+                             "target's size to this power, negated (1: every target counts "
+                             "the same; 0: every pixel does)")
     parser.add_argument("--corner-negatives", type=float,
                         default=SimulationConfig().hard_negatives.corner_p,
                         help="probability that a simulated hard negative is a corner "
@@ -226,7 +230,8 @@ class Trainer:
         model = DeviationNet(width=args.width, evidence=args.evidence,
                              local_rx_components=args.local_rx_components,
                              views=args.views).to(device)
-        pixel_loss = PixelMarginLoss(*top_thresholds(args.top_threshold)).to(device)
+        pixel_loss = PixelMarginLoss(*top_thresholds(args.top_threshold),
+                                     object_balance=args.object_balance).to(device)
         feature_loss = FeatureMarginLoss().to(device)
         optimiser = torch.optim.Adam(list(model.parameters()) + list(feature_loss.parameters()),
                                      lr=args.lr, weight_decay=1e-5)
@@ -342,6 +347,8 @@ def train(args: argparse.Namespace) -> Path:
                          "panel_fields": args.panel_fields, "jpeg": args.jpeg,
                          "workers": args.workers,
                          **({"train_views": args.train_views} if args.train_views > 1 else {}),
+                         **({"object_balance": args.object_balance}
+                            if args.object_balance else {}),
                          "data": [str(p) for p in args.data]},
             "parameters": parameter_count(trainer.model)})
         log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")

@@ -1,9 +1,10 @@
 """The large-margin losses: pixel ranking, feature compactness, object peaks."""
 
+import pytest
 import torch
 
 from anomaly_detector.model.training.losses import (FeatureMarginLoss, PeakMarginLoss, PixelMarginLoss,
-                                           object_ids)
+                                           object_ids, object_weights)
 from anomaly_detector.model.training.simulation_config import ANOMALY, BACKGROUND, IGNORE, LARGE_NORMAL
 
 
@@ -62,6 +63,32 @@ def test_object_ids_label_each_8_connected_object_once():
     assert len(torch.unique(ids[0, 1:3, 1:4])) == 1
     assert ids[0, 5, 5] == ids[0, 6, 6] != ids[0, 5, 8]
     assert len(torch.unique(ids[mask])) == 4
+
+
+def test_object_weights_make_every_object_count_the_same():
+    mask = torch.zeros(1, 9, 9, dtype=torch.bool)
+    mask[0, 1:3, 1:3] = True                   # 4 pixels
+    mask[0, 6, 6] = True                       # 1 pixel
+    weights = object_weights(mask, 1.0)
+    assert (weights[~mask] == 0).all()
+    assert weights[0, 1:3, 1:3].sum().item() == pytest.approx(2.5)
+    assert weights[0, 6, 6].item() == pytest.approx(2.5)
+    half = object_weights(mask, 0.5)           # size ** -0.5: 4 pixels of 1/2 against 1
+    assert half[0, 6, 6].item() == pytest.approx(2 * half[0, 1, 1].item())
+    assert half.sum().item() == pytest.approx(5.0)
+
+
+def test_object_balance_weights_the_missed_small_target_more():
+    labels = torch.full((1, 12, 12), BACKGROUND)
+    labels[0, 1:5, 1:5] = ANOMALY              # 16 pixels
+    labels[0, 9, 9] = ANOMALY                  # 1 pixel
+    logits = torch.full((1, 12, 12), -4.0)
+    big_missed, small_missed = logits.clone(), logits.clone()
+    small_missed[0, 1:5, 1:5] = 4.0
+    big_missed[0, 9, 9] = 4.0
+    plain, balanced = PixelMarginLoss(), PixelMarginLoss(object_balance=1.0)
+    assert plain(small_missed, labels) < plain(big_missed, labels)
+    assert balanced(small_missed, labels).item() == pytest.approx(balanced(big_missed, labels).item())
 
 
 def _peak_scene(target_peak):
