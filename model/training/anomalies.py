@@ -70,9 +70,11 @@ def subpixel_targets(image: np.ndarray, labels: np.ndarray, rng: np.random.Gener
 
 
 def pasted_objects(image: np.ndarray, source: np.ndarray, labels: np.ndarray,
-                   rng: np.random.Generator, config: SimulationConfig) -> None:
+                   rng: np.random.Generator, config: SimulationConfig,
+                   spread_floor: float = 0.0) -> None:
     """Cut-outs of ``source`` under random masks: large ones pasted as they are, with a
-    random gain and offset (normal); small ones made into distinct objects (anomalies)."""
+    random gain and offset (normal); small ones made into distinct objects (anomalies),
+    their offset in local standard deviations of at least ``spread_floor``."""
     paste, size = config.paste, labels.shape[0]
     total = size * size
     for objects, share, label in (
@@ -87,7 +89,7 @@ def pasted_objects(image: np.ndarray, source: np.ndarray, labels: np.ndarray,
                 patch = patch * log_uniform(rng, *paste.large_gain) + \
                     rng.normal(0, paste.large_offset_sd) * spread
             else:
-                patch = _distinct_object(image, patch, mask, rng, paste)
+                patch = _distinct_object(image, patch, mask, rng, paste, spread_floor)
                 if rng.random() < paste.blur_p:  # seen through the sensor's point-spread function
                     alpha = gaussian_blur(mask.astype(np.float32), rng.uniform(*paste.blur_sigma))
                     image[:] = image * (1 - alpha) + patch * alpha
@@ -98,10 +100,11 @@ def pasted_objects(image: np.ndarray, source: np.ndarray, labels: np.ndarray,
 
 
 def _distinct_object(image: np.ndarray, patch: np.ndarray, mask: np.ndarray,
-                     rng: np.random.Generator, paste: PasteConfig) -> np.ndarray:
+                     rng: np.random.Generator, paste: PasteConfig,
+                     spread_floor: float = 0.0) -> np.ndarray:
     """A copy of ``patch`` whose part under ``mask`` is a distinct object: its texture
     damped, its level moved a few local standard deviations away from the surroundings."""
-    local = local_spread(image, mask)
+    local = local_spread(image, mask, floor=spread_floor)
     inside = patch[:, mask]
     level = inside.mean(axis=1, keepdims=True)
     texture = rng.uniform(*paste.texture) * (inside - level)
@@ -140,8 +143,9 @@ def repeated_objects(image: np.ndarray, labels: np.ndarray, rng: np.random.Gener
 
 
 def point_targets(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
-                  points: PointConfig) -> None:
-    """Small, dim, blurred targets (infrared), a few local standard deviations strong."""
+                  points: PointConfig, spread_floor: float = 0.0) -> None:
+    """Small, dim, blurred targets (infrared), a few local standard deviations (of at least
+    ``spread_floor``) strong."""
     size = labels.shape[0]
     for _ in range(count(rng, points.count)):
         centre = rng.uniform(0, size - 1, 2)
@@ -151,7 +155,8 @@ def point_targets(image: np.ndarray, labels: np.ndarray, rng: np.random.Generato
         if not core.any():
             continue
         sign = 1.0 if rng.random() < points.brighter_p else -1.0
-        amplitude = sign * log_uniform(rng, *points.strength) * local_spread(image, core)
+        amplitude = sign * log_uniform(rng, *points.strength) * \
+            local_spread(image, core, floor=spread_floor)
         image += amplitude[:, None] * blob[None]
         labels[core] = ANOMALY
 

@@ -69,15 +69,18 @@ def ring(mask: np.ndarray, width: int = 4) -> np.ndarray:
     return around if around.any() else ~mask
 
 
-def local_spread(image: np.ndarray, mask: np.ndarray, margin: int = 8) -> np.ndarray:
+def local_spread(image: np.ndarray, mask: np.ndarray, margin: int = 8,
+                 floor: float = 0.0) -> np.ndarray:
     """Per-band standard deviation of the image around ``mask`` (its bounding box
-    grown by ``margin``), shape (B, 1); never zero."""
+    grown by ``margin``), at least ``floor``, shape (B, 1); never zero."""
     rows, cols = np.nonzero(mask)
     top, bottom = max(rows.min() - margin, 0), rows.max() + margin + 1
     left, right = max(cols.min() - margin, 0), cols.max() + margin + 1
     window = image[:, top:bottom, left:right].reshape(image.shape[0], -1)
-    floor = 0.02 * image.reshape(image.shape[0], -1).std(axis=1) + 1e-6
-    return np.maximum(window.std(axis=1), floor)[:, None]
+    least = 0.02 * image.reshape(image.shape[0], -1).std(axis=1) + 1e-6
+    if floor:
+        least = np.maximum(least, floor)
+    return np.maximum(window.std(axis=1), least)[:, None]
 
 
 def crop_spread(image: np.ndarray) -> np.ndarray:

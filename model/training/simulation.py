@@ -48,6 +48,7 @@ class BackgroundImage:
     modality: str
     name: str
     pixels: np.ndarray  # (B, H, W) float32, finite
+    step: float = 0.0   # the sensor's quantisation step: 1 for integer data, else unknown (0)
 
 
 def background_arrays(root: Path) -> Iterator[tuple[str, str, np.ndarray]]:
@@ -81,6 +82,7 @@ def load_backgrounds(roots: list[Path]) -> list[BackgroundImage]:
     images = []
     for root in roots:
         for modality, name, array in background_arrays(root):
+            step = 1.0 if np.issubdtype(array.dtype, np.integer) else 0.0
             array = array.astype(np.float32)
             if array.ndim == 2:
                 array = array[None]
@@ -88,7 +90,7 @@ def load_backgrounds(roots: list[Path]) -> list[BackgroundImage]:
                 bad = ~np.isfinite(band)
                 if bad.any():
                     band[bad] = np.median(band[~bad]) if (~bad).any() else 0.0
-            images.append(BackgroundImage(modality, name, array))
+            images.append(BackgroundImage(modality, name, array, step))
     if not images:
         raise FileNotFoundError(f"no background images under {roots}")
     return images
@@ -127,7 +129,7 @@ class AnomalySimulator:
             if rng.random() < config.low_light_p:
                 return self._compressed(low_light(image, labels, rng, config.low_light), rng), \
                     labels
-            image = self._spatial_anomalies(image, source, background.modality, labels, rng)
+            image = self._spatial_anomalies(image, source, background, labels, rng)
         if rng.random() < config.noise_p:
             image = sensor_noise(image, rng, config.radiometry)
         return self._compressed(image.astype(np.float32), rng), labels
@@ -172,29 +174,33 @@ class AnomalySimulator:
             else image[rng.integers(image.shape[0])][None].copy()
         return image, pixels.mean(axis=0, keepdims=True)
 
-    def _spatial_anomalies(self, image: np.ndarray, source: np.ndarray, modality: str,
-                           labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _spatial_anomalies(self, image: np.ndarray, source: np.ndarray,
+                           background: BackgroundImage, labels: np.ndarray,
+                           rng: np.random.Generator) -> np.ndarray:
         """Pasted objects, and depending on the sensor ships, panel arrays, point targets;
-        single-band crops of other sensors sometimes become SAR-like first."""
-        config = self.config
+        single-band crops of other sensors sometimes become SAR-like first. Pasted objects
+        and point targets stand at least ``quantum_floor`` quantisation steps of the
+        background's sensor per local standard deviation of strength."""
+        config, modality = self.config, background.modality
+        spread_floor = config.quantum_floor * background.step
         speckled = modality == "sar"
         if not speckled and image.shape[0] == 1 and rng.random() < config.sar_like_p:
             image = sar_like(image, rng, config.radiometry)
             source = sar_like(random_crop(source, self.crop, rng), rng, config.radiometry)
-            speckled = True
+            speckled, spread_floor = True, 0.0  # another dynamic range: the step is unknown
         if config.bright_targets_p and (speckled or modality in BRIGHT_TARGET_MODALITIES):
             bright = config.bright_targets_p
             config = replace(config, paste=replace(config.paste, brighter_p=bright),
                              points=replace(config.points, brighter_p=bright))
         if config.repeated_objects_p and rng.random() < config.repeated_objects_p:
             repeated_objects(image, labels, rng, config.repeated)
-        pasted_objects(image, source, labels, rng, config)
+        pasted_objects(image, source, labels, rng, config, spread_floor)
         if speckled and rng.random() < config.ships_p:
             ships(image, labels, rng, config.ships)
         if modality in config.panels.modalities and rng.random() < config.panels_p:
             panel_arrays(image, labels, rng, config.panels)
         if rng.random() < config.point_targets_p:
-            point_targets(image, labels, rng, config.points)
+            point_targets(image, labels, rng, config.points, spread_floor)
         return image
 
 

@@ -209,6 +209,10 @@ class SimulationConfig:
     # resampled to the crop, s log-uniform in ``background_scale``
     rescaled_backgrounds_p: float = 0.0
     background_scale: tuple[float, float] = (0.5, 2.0)
+    # pasted objects and point targets: the local standard deviation that sets their
+    # strength is at least this many quantisation steps of the background's sensor (1 for
+    # integer data; no floor for floating-point data or SAR-like crops)
+    quantum_floor: float = 0.0
     shape: ShapeConfig = ShapeConfig()
     spectral: SpectralConfig = SpectralConfig()
     paste: PasteConfig = PasteConfig()

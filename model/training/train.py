@@ -45,6 +45,7 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
     return replace(defaults, panels_p=args.panel_arrays, hard_negatives_p=args.hard_negatives,
                    repeated_objects_p=args.repeated_objects, bright_targets_p=args.bright_targets,
                    jpeg_p=args.jpeg, rescaled_backgrounds_p=args.rescaled_backgrounds,
+                   quantum_floor=args.quantum_floor,
                    panels=replace(defaults.panels, field_p=args.panel_fields),
                    hard_negatives=replace(defaults.hard_negatives,
                                           corner_p=args.corner_negatives,
@@ -105,6 +106,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="probability that a background crop is drawn at another ground "
                              "sample distance (a window of half to twice the crop's side, "
                              "resampled to it)")
+    parser.add_argument("--quantum-floor", type=float,
+                        default=SimulationConfig().quantum_floor,
+                        help="simulated targets stand at least this many quantisation steps "
+                             "of an integer background per local standard deviation of "
+                             "strength (0: no floor; flat 8-bit areas then get targets of 1-2 "
+                             "grey levels)")
     parser.add_argument("--smooth-negatives", type=float,
                         default=SimulationConfig().hard_negatives.smooth_p,
                         help="probability that a simulated hard negative is a patch smoother "
@@ -349,6 +356,8 @@ def train(args: argparse.Namespace) -> Path:
                          **({"train_views": args.train_views} if args.train_views > 1 else {}),
                          **({"object_balance": args.object_balance}
                             if args.object_balance else {}),
+                         **({"quantum_floor": args.quantum_floor}
+                            if args.quantum_floor else {}),
                          "data": [str(p) for p in args.data]},
             "parameters": parameter_count(trainer.model)})
         log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")

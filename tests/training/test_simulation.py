@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from anomaly_detector.model.nn.features import INPUT_CHANNELS, fit_from_array
-from anomaly_detector.model.training.anomalies import hard_negatives, panel_arrays, repeated_objects
+from anomaly_detector.model.training.anomalies import (hard_negatives, panel_arrays, point_targets,
+                                                       repeated_objects)
 from anomaly_detector.model.training.radiometry import jpeg_artefacts, jpeg_quantisation
 from anomaly_detector.model.training.shapes import random_shape
 from anomaly_detector.model.training.simulation import (AnomalySimulator, BackgroundImage,
@@ -15,7 +16,8 @@ from anomaly_detector.model.training.simulation import (AnomalySimulator, Backgr
                                                         save_bank)
 from anomaly_detector.model.training.simulation_config import (ANOMALY, BACKGROUND, IGNORE,
                                                                LARGE_NORMAL, HardNegativeConfig,
-                                                               PanelConfig, RadiometryConfig,
+                                                               PanelConfig, PointConfig,
+                                                               RadiometryConfig,
                                                                RepeatedObjectConfig,
                                                                SimulationConfig)
 from conftest import write_raster
@@ -311,3 +313,29 @@ def test_rescaled_backgrounds_show_the_background_at_other_scales():
         roughness[p] = np.median([np.abs(np.diff(image[0], axis=1)).mean() /
                                   image[0].std() for image, _ in draws])
     assert roughness[1.0] < 0.9 * roughness[0.0]
+
+
+def test_integer_backgrounds_carry_their_quantisation_step(tmp_path):
+    for name, dtype in (("infrared/sky", np.uint8), ("thermal/degrees", np.float32)):
+        (tmp_path / name).parent.mkdir()
+        write_raster(tmp_path / f"{name}.tif", np.full((1, 8, 8), 20, dtype=dtype))
+    steps = {image.modality: image.step for image in load_backgrounds([tmp_path])}
+    assert steps == {"infrared": 1.0, "thermal": 0.0}
+
+
+def _point_target_peaks(spread_floor: float) -> list[float]:
+    """Peak change of 60 point targets drawn into a flat sky (20 grey levels, noise of 0.1)."""
+    rng = np.random.default_rng(5)
+    peaks = []
+    for _ in range(60):
+        image = 20 + rng.normal(0, 0.1, (1, 48, 48)).astype(np.float32)
+        before = image.copy()
+        point_targets(image, np.zeros((48, 48), np.uint8), rng, PointConfig(count=(1, 1)),
+                      spread_floor)
+        peaks.append(float(np.abs(image - before).max()))
+    return peaks
+
+
+def test_quantum_floor_keeps_targets_above_the_sensor_s_grey_levels():
+    assert max(_point_target_peaks(0.0)) < 1.2   # 1.5-10 local deviations of 0.1 level
+    assert min(_point_target_peaks(2.0)) >= 1.5 * 2 * PointConfig().level  # >= 3 levels at peak
