@@ -168,12 +168,15 @@ def hard_negatives(image: np.ndarray, labels: np.ndarray, rng: np.random.Generat
     large smooth bright or dark areas (clouds, haze, glint), if ``blob_p``, compact
     smooth blobs several times a point target's size (cloud fragments, sunlit roofs) and,
     if ``smooth_p``, patches smoother than their surroundings at the same level (sky
-    between clouds, calm water; background); lines, clouds and blobs are labelled large
-    normal."""
+    between clouds, calm water; background) and, if ``faint_p``, faint bumps (background);
+    lines, clouds and blobs are labelled large normal."""
     size = labels.shape[0]
     spread = crop_spread(image)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     for _ in range(count(rng, negatives.count)):
+        if negatives.faint_p and rng.random() < negatives.faint_p:
+            faint_bumps(image, rng, negatives)
+            continue
         if negatives.smooth_p and rng.random() < negatives.smooth_p:
             smooth_patch(image, rng, negatives)
             continue
@@ -194,6 +197,24 @@ def hard_negatives(image: np.ndarray, labels: np.ndarray, rng: np.random.Generat
         image += amplitude[:, None, None].astype(np.float32) * field[None]
         if normal is not None:
             labels[normal & (labels == BACKGROUND)] = LARGE_NORMAL
+
+
+def faint_bumps(image: np.ndarray, rng: np.random.Generator,
+                negatives: HardNegativeConfig) -> None:
+    """Small patches (irregular blobs or rotated rectangles) moved up or down by less than
+    the local standard deviation, sharp or blurred: what a sensor's grey levels, banding
+    and texture make everywhere, not objects."""
+    size = image.shape[-1]
+    for _ in range(count(rng, negatives.faint_count)):
+        mask = random_shape(size, log_uniform(rng, *negatives.faint_pixels), rng)
+        if not mask.any():
+            continue
+        field = mask.astype(np.float32)
+        if rng.random() < negatives.edge_blur_p:
+            field = gaussian_blur(field, rng.uniform(*negatives.edge_blur_sigma))
+        amplitude = rng.choice([-1.0, 1.0]) * log_uniform(rng, *negatives.faint_strength) * \
+            local_spread(image, mask)
+        image += amplitude[:, :, None].astype(np.float32) * field[None]
 
 
 def smooth_patch(image: np.ndarray, rng: np.random.Generator,

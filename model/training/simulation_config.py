@@ -94,8 +94,8 @@ class PointConfig:
 
 @dataclass(frozen=True)
 class HardNegativeConfig:
-    """Straight edges, corners, thin lines, clouds, blobs and smooth patches, taught as
-    background or large normal."""
+    """Straight edges, corners, thin lines, clouds, blobs, smooth patches and faint bumps,
+    taught as background or large normal."""
     count: Count = (1, 2)
     blob_p: float = 0.0                     # a compact smooth blob instead of the others
     blob_sigma: Range = (4.0, 12.0)         # log, pixels, along each axis
@@ -103,6 +103,10 @@ class HardNegativeConfig:
     smooth_p: float = 0.0                   # a smooth patch (a blurred copy) before the others
     smooth_pixels: Range = (30.0, 1500.0)   # log, area of the patch
     smooth_sigma: Range = (2.0, 6.0)        # blur sigma, pixels
+    faint_p: float = 0.0                    # faint bumps (background) before the others
+    faint_count: Count = (2, 6)
+    faint_pixels: Range = (4.0, 150.0)      # log, area of a bump
+    faint_strength: Range = (0.3, 1.0)      # log, local standard deviations
     corner_p: float = 0.4                   # a corner (two edges meeting) instead of the others
     corner_angle: Range = (60.0, 120.0)     # degrees between the corner's edges
     edge_blur_p: float = 0.5

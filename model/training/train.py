@@ -50,7 +50,8 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
                    hard_negatives=replace(defaults.hard_negatives,
                                           corner_p=args.corner_negatives,
                                           blob_p=args.blob_negatives,
-                                          smooth_p=args.smooth_negatives))
+                                          smooth_p=args.smooth_negatives,
+                                          faint_p=args.faint_negatives))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -106,6 +107,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="probability that a background crop is drawn at another ground "
                              "sample distance (a window of half to twice the crop's side, "
                              "resampled to it)")
+    parser.add_argument("--faint-negatives", type=float,
+                        default=SimulationConfig().hard_negatives.faint_p,
+                        help="probability that a simulated hard negative is 2-6 faint bumps "
+                             "(0.3-1 local standard deviations, 4-150 px), taught as "
+                             "background")
     parser.add_argument("--quantum-floor", type=float,
                         default=SimulationConfig().quantum_floor,
                         help="simulated targets stand at least this many quantisation steps "
@@ -358,6 +364,8 @@ def train(args: argparse.Namespace) -> Path:
                             if args.object_balance else {}),
                          **({"quantum_floor": args.quantum_floor}
                             if args.quantum_floor else {}),
+                         **({"faint_negatives": args.faint_negatives}
+                            if args.faint_negatives else {}),
                          "data": [str(p) for p in args.data]},
             "parameters": parameter_count(trainer.model)})
         log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")

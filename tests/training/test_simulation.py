@@ -284,6 +284,19 @@ def test_smooth_negatives_are_smoother_patches_at_the_same_level_labelled_backgr
     assert abs(image[:, changed].mean() - before[:, changed].mean()) < 1.0  # ... same level
 
 
+def test_faint_negatives_are_bumps_weaker_than_the_local_texture_labelled_background():
+    rng = np.random.default_rng(12)
+    image = rng.normal(40, 5, (2, 64, 64)).astype(np.float32)
+    labels = np.full((64, 64), BACKGROUND, np.uint8)
+    before = image.copy()
+    hard_negatives(image, labels, rng, HardNegativeConfig(faint_p=1.0, count=(1, 1),
+                                                          faint_count=(1, 1), edge_blur_p=0.0))
+    change = image - before
+    bumps = (np.abs(change) > 0).any(axis=0)
+    assert 4 <= bumps.sum() < 64 * 64 // 8 and (labels == BACKGROUND).all()
+    assert np.abs(change).max() <= 1.0 * 5 * 1.3  # under one local deviation (about 5)
+
+
 def test_resampling_keeps_ramps_and_averages_fine_texture_when_shrinking():
     ramp = np.broadcast_to(np.arange(48, dtype=np.float32), (2, 48, 48))
     enlarged = resampled(ramp, 96)  # each output pixel centre maps back onto the ramp
