@@ -2,7 +2,7 @@
 and smoother?
 
     python tools/false_alarm_sign.py DATA MAPS [MAPS ...] [--fraction 0.005] [--ring 3]
-        [--list]
+        [--list] [--faint CONTRAST]
 
 MAPS/<modality>/<scene>.tif are score maps (e.g. build/evaluation/maps/detector, or an
 ``evaluate --out`` folder's ``maps/detector``). Groups and their ranking are those of the
@@ -16,6 +16,8 @@ folders. ``--list`` also prints, per scene and MAPS folder, the first group that
 target and every group ranked above it: rank, pixels, centre (row, column), the share of
 the scene's pixels darker than its centre pixel, the two windows' standard deviations and
 its contrast (its brightest pixel minus the ring's mean, in ring standard deviations).
+``--faint C`` also prints, per MAPS folder and modality, how many false alarms ``--list``
+names and how many of them have a contrast below C.
 """
 from __future__ import annotations
 
@@ -84,8 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fraction", type=float, default=0.005)
     parser.add_argument("--ring", type=int, default=3)
     parser.add_argument("--list", action="store_true", help="describe each scene's groups")
+    parser.add_argument("--faint", type=float, default=None, metavar="CONTRAST",
+                        help="also count, per MAPS folder and modality, the false alarms that "
+                             "--list names and those of them with a contrast below CONTRAST")
     args = parser.parse_args(argv)
     counts: dict[str, Counter] = {}
+    faint: Counter = Counter()
     for scene in find_scenes(args.data):
         mask = read_array(scene.mask_path)[0] > 0
         if not mask.any():
@@ -99,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
                 if rank <= target_count and not hit:
                     signs["dark" if group.darker else "bright"] += 1
                     signs["smooth"] += group.smooth
+            listed = [group for _, group, hit in described if not hit]
+            if args.faint is not None:
+                faint[maps, scene.modality, "listed"] += len(listed)
+                faint[maps, scene.modality, "faint"] += sum(g.contrast < args.faint for g in listed)
             if args.list:
                 print(f"{maps} {scene.modality}/{scene.name} (K {target_count})")
                 for rank, group, hit in described:
@@ -108,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     print("false alarms among the first K groups: dark / bright (of them smooth)")
     for modality, signs in sorted(counts.items()):
         print(f"  {modality:16s} {signs['dark']:4d} / {signs['bright']:4d} ({signs['smooth']})")
+    if args.faint is not None:
+        print(f"false alarms that --list names: all / contrast below {args.faint}")
+        for maps, modality in sorted({key[:2] for key in faint}):
+            print(f"  {maps} {modality:16s} {faint[maps, modality, 'listed']:4d} / "
+                  f"{faint[maps, modality, 'faint']:4d}")
     return 0
 
 

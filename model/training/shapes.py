@@ -77,9 +77,7 @@ def local_spread(image: np.ndarray, mask: np.ndarray, margin: int = 8,
     top, bottom = max(rows.min() - margin, 0), rows.max() + margin + 1
     left, right = max(cols.min() - margin, 0), cols.max() + margin + 1
     window = image[:, top:bottom, left:right].reshape(image.shape[0], -1)
-    least = 0.02 * image.reshape(image.shape[0], -1).std(axis=1) + 1e-6
-    if floor:
-        least = np.maximum(least, floor)
+    least = np.maximum(0.02 * image.reshape(image.shape[0], -1).std(axis=1) + 1e-6, floor)
     return np.maximum(window.std(axis=1), least)[:, None]
 
 

@@ -36,6 +36,10 @@ from .simulation_config import SimulationConfig
 from ..nn.weights import save_weights
 
 REPO = Path(__file__).resolve().parents[2]
+# Options the card records only when they differ from these values, so that `make train`
+# still writes the card of the bundled weights.
+RECORDED_WHEN_SET = {"train_views": 1, "object_balance": 0.0, "quantum_floor": 0.0,
+                     "faint_negatives": 0.0}
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -359,13 +363,8 @@ def train(args: argparse.Namespace) -> Path:
                          "bright_targets": args.bright_targets,
                          "panel_fields": args.panel_fields, "jpeg": args.jpeg,
                          "workers": args.workers,
-                         **({"train_views": args.train_views} if args.train_views > 1 else {}),
-                         **({"object_balance": args.object_balance}
-                            if args.object_balance else {}),
-                         **({"quantum_floor": args.quantum_floor}
-                            if args.quantum_floor else {}),
-                         **({"faint_negatives": args.faint_negatives}
-                            if args.faint_negatives else {}),
+                         **{name: getattr(args, name) for name, default in
+                            RECORDED_WHEN_SET.items() if getattr(args, name) != default},
                          "data": [str(p) for p in args.data]},
             "parameters": parameter_count(trainer.model)})
         log.write(f"# done: {args.out} sha256 {checksum} wall {time.time() - started:.0f}s\n")
