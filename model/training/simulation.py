@@ -40,7 +40,7 @@ from .anomalies import (hard_negatives, low_light, panel_arrays, pasted_objects,
                         repeated_objects, ships, spectral_regions)
 from .radiometry import illumination_trend, jpeg_artefacts, sar_like, sensor_noise
 from .shapes import log_uniform, random_crop
-from .simulation_config import BRIGHT_TARGET_MODALITIES, SimulationConfig
+from .simulation_config import BRIGHT_TARGET_MODALITIES, HardNegativeConfig, SimulationConfig
 
 
 @dataclass
@@ -121,7 +121,7 @@ class AnomalySimulator:
         if rng.random() < config.illumination_p:
             illumination_trend(image, rng, config.radiometry)
         if rng.random() < config.hard_negatives_p:
-            hard_negatives(image, labels, rng, config.hard_negatives)
+            hard_negatives(image, labels, rng, self._negatives_for(background))
         if image.shape[0] >= 2 and rng.random() < config.spectral_p:
             spectral_regions(image, labels, rng, config)
         else:
@@ -141,6 +141,14 @@ class AnomalySimulator:
         if not config.rescaled_backgrounds_p or rng.random() >= config.rescaled_backgrounds_p:
             return self.crop
         return max(2, round(self.crop / log_uniform(rng, *config.background_scale)))
+
+    def _negatives_for(self, background: BackgroundImage) -> HardNegativeConfig:
+        """The hard negatives' settings, without faint bumps for a sensor of more bands than
+        ``faint_max_bands``."""
+        negatives = self.config.hard_negatives
+        if negatives.faint_max_bands and background.pixels.shape[0] > negatives.faint_max_bands:
+            return replace(negatives, faint_p=0.0)
+        return negatives
 
     def _compressed(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Crops of 1-3 bands, with probability ``jpeg_p``, as a JPEG file gives them back."""

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Options the card records only when they differ from these values, so that `make train`
 # still writes the card of the bundled weights.
 RECORDED_WHEN_SET = {"train_views": 1, "object_balance": 0.0, "quantum_floor": 0.0,
-                     "faint_negatives": 0.0}
+                     "faint_negatives": 0.0, "faint_max_bands": 0}
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -55,7 +55,8 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
                                           corner_p=args.corner_negatives,
                                           blob_p=args.blob_negatives,
                                           smooth_p=args.smooth_negatives,
-                                          faint_p=args.faint_negatives))
+                                          faint_p=args.faint_negatives,
+                                          faint_max_bands=args.faint_max_bands))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -116,6 +117,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="probability that a simulated hard negative is 2-6 faint bumps "
                              "(0.3-1 local standard deviations, 4-150 px), taught as "
                              "background")
+    parser.add_argument("--faint-max-bands", type=int,
+                        default=SimulationConfig().hard_negatives.faint_max_bands,
+                        help="faint bumps (--faint-negatives) only in crops of sensors with at "
+                             "most this many bands (0: every sensor)")
     parser.add_argument("--quantum-floor", type=float,
                         default=SimulationConfig().quantum_floor,
                         help="simulated targets stand at least this many quantisation steps "

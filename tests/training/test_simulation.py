@@ -297,6 +297,26 @@ def test_faint_negatives_are_bumps_weaker_than_the_local_texture_labelled_backgr
     assert np.abs(change).max() <= 1.0 * 5 * 1.3  # under one local deviation (about 5)
 
 
+def _samples(bands: int, faint_p: float, faint_max_bands: int) -> np.ndarray:
+    """Ten seeded crops of one sensor of ``bands`` bands, every crop with hard negatives,
+    each as its band mean."""
+    rng = np.random.default_rng(13)
+    pixels = rng.normal(50, 3, (bands, 60, 60)).astype(np.float32)
+    defaults = SimulationConfig()
+    config = replace(defaults, hard_negatives_p=1.0, hard_negatives=replace(
+        defaults.hard_negatives, faint_p=faint_p, faint_max_bands=faint_max_bands))
+    simulator = AnomalySimulator([BackgroundImage("sensor", "noise", pixels)], crop=32,
+                                 config=config)
+    return np.stack([simulator.sample(rng)[0].mean(axis=0) for _ in range(10)])
+
+
+def test_faint_max_bands_spares_sensors_of_more_bands_and_only_them():
+    many, few = 12, 3
+    np.testing.assert_array_equal(_samples(many, 1.0, few), _samples(many, 0.0, 0))
+    np.testing.assert_array_equal(_samples(few, 1.0, few), _samples(few, 1.0, 0))
+    assert not np.array_equal(_samples(few, 1.0, few), _samples(few, 0.0, 0))
+
+
 def test_resampling_keeps_ramps_and_averages_fine_texture_when_shrinking():
     ramp = np.broadcast_to(np.arange(48, dtype=np.float32), (2, 48, 48))
     enlarged = resampled(ramp, 96)  # each output pixel centre maps back onto the ramp
