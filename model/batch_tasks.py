@@ -129,14 +129,14 @@ def _set_threads(settings: Settings) -> None:
 _MODELS: dict = {}
 
 
-def _scorer(settings: Settings, mean, covariance):
+def _scorer(settings: Settings, mean, covariance, grey_level: float):
     """The scene's ``score_tile``: the detector, or zeros for a scene without variation."""
     from .nn.weights import load_detector
     _set_threads(settings)
     key = settings.weights_path or ""
     if key not in _MODELS:
         _MODELS[key] = load_detector(settings.weights_path, "cpu")
-    return raster_scorer(_MODELS[key], mean, covariance, "cpu", settings.scale,
+    return raster_scorer(_MODELS[key], mean, covariance, grey_level, "cpu", settings.scale,
                          settings.precision)
 
 

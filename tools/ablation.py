@@ -12,7 +12,7 @@ import numpy as np
 
 from anomaly_detector.model.nn.detector import TileScorer
 from anomaly_detector.model.training.evaluate import find_scenes, read_array, roc_auc, summarise
-from anomaly_detector.model.nn.features import fit_from_array
+from anomaly_detector.model.nn.features import fit_from_array, grey_level_variance
 from anomaly_detector.model.nn.weights import load_detector
 
 VARIANTS = {"all channels": [], "without the RX distance channel": [4],
@@ -24,9 +24,11 @@ def main(data: str) -> None:
     model = load_detector()
     rows = {name: [] for name in VARIANTS}
     for scene in find_scenes(data):
-        image = read_array(scene.image_path).astype(np.float32)
+        stored = read_array(scene.image_path)
+        image = stored.astype(np.float32)
         mask = read_array(scene.mask_path)[0] > 0
-        scorer = TileScorer(model, fit_from_array(image))
+        grey_level = grey_level_variance(np.issubdtype(stored.dtype, np.integer))
+        scorer = TileScorer(model, fit_from_array(image, grey_level=grey_level))
         tile = scorer.prepare(image)
         for name, zeroed in VARIANTS.items():
             masked = tile.channels.copy()

@@ -20,12 +20,12 @@ from torch.nn import functional as F
 from ..defaults import OVERLAP, TILE_SIZE
 from ..raster.area import Window, area_source
 from ..raster.errors import RasterInputError
-from ..raster.io import open_raster_checked
+from ..raster.io import INTEGER_TYPES, open_raster_checked
 from ..raster.pipeline import Observer, score_raster
 from ..raster.progress import sub_progress
 from ..raster.scorer import TileScorer as RasterTileScorer, zero_scorer
 from ..raster.stats import band_statistics, no_variation, pool_mean, statistics_stride
-from .features import INPUT_CHANNELS, SpectralReduction, fit_from_array
+from .features import INPUT_CHANNELS, SpectralReduction, fit_from_array, grey_level_variance
 from .fused import FusedScorer, convolution_dtype, precision_name
 from .network import SIZE_MULTIPLE, Detector
 from .reduced_raster import ReducedChannels, reduced_raster, reduces_first
@@ -227,19 +227,24 @@ class TileScorer(RasterTileScorer):
 
 def score_array(model: Detector, image: np.ndarray, valid: np.ndarray | None = None,
                 device: str = "cpu") -> np.ndarray:
-    """Score a whole in-memory (B, H, W) image in one pass (small scenes, validation)."""
-    reduction = fit_from_array(image, valid)
+    """Score a whole in-memory (B, H, W) image in one pass (small scenes, validation); an
+    integer ``image`` is reduced as a raster of integer bands is."""
+    grey_level = grey_level_variance(np.issubdtype(image.dtype, np.integer))
+    image = image.astype(np.float32, copy=False)
+    reduction = fit_from_array(image, valid, grey_level)
     return TileScorer(model, reduction, device)(image, valid)
 
 
 def raster_scorer(model: Detector, mean: np.ndarray, covariance: np.ndarray,
-                  device: str = "cpu", scale: int = 1, precision: str = "auto"):
-    """The ``score_tile`` of a raster with these band statistics: the detector, or zeros
-    for a raster without variation (it has no anomaly, and the network would show its
-    border effects)."""
+                  grey_level: float = 0.0, device: str = "cpu", scale: int = 1,
+                  precision: str = "auto"):
+    """The ``score_tile`` of a raster with these statistics (:class:`DetectionStatistics`):
+    the detector, or zeros for a raster without variation (it has no anomaly, and the
+    network would show its border effects)."""
     if no_variation(mean, covariance):
         return zero_scorer
-    return TileScorer(model, SpectralReduction.fit(mean, covariance), device, scale, precision)
+    return TileScorer(model, SpectralReduction.fit(mean, covariance, grey_level), device,
+                      scale, precision)
 
 
 SCALES = (1, 2, 4)
@@ -268,11 +273,19 @@ def tile_margin(overlap: int, scale: int = 1) -> int:
     return _round_up(max(overlap, 0)) * scale
 
 
+class DetectionStatistics(NamedTuple):
+    """What normalises a raster for the detector (see :meth:`SpectralReduction.fit`)."""
+    mean: np.ndarray
+    covariance: np.ndarray
+    grey_level: float  # variance of one grey level of integer bands, 0 for float ones
+
+
 def detection_statistics(src_path: str, bands: Sequence[int] | None = None, scale: int = 1, *,
                          progress: Callable[[float], None] | None = None,
                          is_cancelled: Callable[[], bool] | None = None,
-                         memory_mb: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Band mean and covariance that normalise ``src_path`` for the detector.
+                         memory_mb: float | None = None) -> DetectionStatistics:
+    """Band mean and covariance that normalise ``src_path`` for the detector, and the
+    variance of one of its grey levels at this analysis ``scale``.
 
     Of the raster averaged over ``scale`` x ``scale`` blocks; exact over all valid
     pixels up to 4 x :data:`.raster.stats.STATISTICS_SAMPLE` pixels, estimated from a regular
@@ -284,7 +297,8 @@ def detection_statistics(src_path: str, bands: Sequence[int] | None = None, scal
     mean, covariance, _ = band_statistics(
         src_path, bands, progress=progress, is_cancelled=is_cancelled, memory_mb=memory_mb,
         pool=scale, stride=stride)
-    return mean, covariance
+    integer = all(dtype in INTEGER_TYPES for dtype in info.dtypes)
+    return DetectionStatistics(mean, covariance, grey_level_variance(integer, scale))
 
 
 @dataclass
@@ -329,10 +343,10 @@ def detect_raster(src_path: str, dst_path: str, *, bands: Sequence[int] | None =
     tile_size = tile_core(tile_size, scale)
 
     with area_source(src_path, bands=bands, window=window, mask_path=mask_path) as path:
-        mean, covariance = detection_statistics(path, bands, scale,
-                                                progress=sub_progress(progress, 0.0, 0.1),
-                                                is_cancelled=is_cancelled, memory_mb=memory_mb)
-        scorer = raster_scorer(model, mean, covariance, device, scale, precision)
+        statistics = detection_statistics(path, bands, scale,
+                                          progress=sub_progress(progress, 0.0, 0.1),
+                                          is_cancelled=is_cancelled, memory_mb=memory_mb)
+        scorer = raster_scorer(model, *statistics, device, scale, precision)
         margin = tile_margin(overlap, scale)
         tiling = dict(tile_size=tile_size, overlap=margin, align=tile_align(scale),
                       is_cancelled=is_cancelled, memory_mb=memory_mb, observe=observe)

@@ -37,8 +37,15 @@ class SpectralReduction:
     full: np.ndarray            # (B, r) whitened projection of all r non-degenerate components
 
     @classmethod
-    def fit(cls, mean: np.ndarray, covariance: np.ndarray) -> "SpectralReduction":
-        """Build the map from a raster's band mean (B,) and covariance (B, B)."""
+    def fit(cls, mean: np.ndarray, covariance: np.ndarray, grey_level: float = 0.0
+            ) -> "SpectralReduction":
+        """Build the map from a raster's band mean (B,) and covariance (B, B).
+
+        ``grey_level``: the variance of one grey level of integer bands (0: unknown). When
+        every component after the first varies less than that, the bands are copies of one
+        image up to rounding (a grey image stored in several bands): only the first is kept,
+        so that rounding differences between the copies are not whitened into evidence.
+        """
         mean = np.asarray(mean, dtype=np.float64).reshape(-1)
         cov = np.asarray(covariance, dtype=np.float64).reshape(mean.size, mean.size)
         cov = (cov + cov.T) / 2.0
@@ -48,6 +55,8 @@ class SpectralReduction:
         top = max(float(eigenvalues[0]), 0.0)
         keep = eigenvalues > max(top * _RELATIVE_EIGEN_FLOOR, 1e-20)
         eigenvalues, eigenvectors = eigenvalues[keep], eigenvectors[:, keep]
+        if eigenvalues.size > 1 and eigenvalues[1] < grey_level:
+            eigenvalues, eigenvectors = eigenvalues[:1], eigenvectors[:, :1]
         # A principal axis has no intrinsic sign: orient each towards the brighter side.
         signs = np.where(eigenvectors.sum(axis=0) < 0, -1.0, 1.0)
         whitened = eigenvectors * signs / np.sqrt(eigenvalues)
@@ -96,7 +105,15 @@ class SpectralReduction:
         return magnitude.reshape(INPUT_CHANNELS, height, width)
 
 
-def fit_from_array(bands: np.ndarray, valid: np.ndarray | None = None) -> SpectralReduction:
+def grey_level_variance(integer: bool, scale: int = 1) -> float:
+    """:meth:`SpectralReduction.fit`'s ``grey_level``: one grey level squared for integer
+    bands, averaged over ``scale`` x ``scale`` blocks (the variance of rounding falls with
+    the block's pixel count); 0 (unknown) for float bands."""
+    return 1.0 / scale ** 2 if integer else 0.0
+
+
+def fit_from_array(bands: np.ndarray, valid: np.ndarray | None = None,
+                   grey_level: float = 0.0) -> SpectralReduction:
     """Fit the reduction on an in-memory (B, h, w) array (training crops, small scenes)."""
     pixels = bands.reshape(bands.shape[0], -1).astype(np.float64)
     if valid is not None:
@@ -107,4 +124,4 @@ def fit_from_array(bands: np.ndarray, valid: np.ndarray | None = None) -> Spectr
     mean = pixels.mean(axis=1)
     centred = pixels - mean[:, None]
     covariance = centred @ centred.T / max(pixels.shape[1] - 1, 1)
-    return SpectralReduction.fit(mean, covariance)
+    return SpectralReduction.fit(mean, covariance, grey_level)

@@ -145,7 +145,7 @@ def validate_in_memory(model, scenes: list[Scene]) -> dict[str, float]:
     from ..nn.detector import score_array
     rows = []
     for scene in scenes:
-        image = read_array(scene.image_path).astype(np.float32)
+        image = read_array(scene.image_path)
         mask = read_array(scene.mask_path)[0] > 0
         valid = np.isfinite(image).all(axis=0)
         scores = np.where(valid, score_array(model, image, valid), np.nan)

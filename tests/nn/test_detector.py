@@ -32,6 +32,22 @@ def test_detect_accepts_any_band_count(tmp_path, bands):
     assert scores.shape == (40, 36) and np.isfinite(scores).all()
 
 
+def test_a_grey_image_saved_in_three_integer_bands_scores_as_the_grey_image(tmp_path):
+    image, targets = targets_scene(bands=1)
+    grey = np.clip(np.round(image), 0, 255)
+    rng = np.random.default_rng(4)  # the copies differ by one grey level here and there
+    copies = grey + rng.choice([-1.0, 0.0, 1.0], (3,) + grey.shape[1:], p=[0.1, 0.8, 0.1])
+    scores = {}
+    for name, array, dtype in [("grey", grey, "uint8"), ("copies", copies, "uint8"),
+                               ("float", copies, "float32")]:
+        src = write_raster(tmp_path / f"{name}.tif", array.astype(dtype))
+        detect_raster(src, str(tmp_path / f"{name}-scores.tif"), precision="float32")
+        scores[name] = read_raster(tmp_path / f"{name}-scores.tif")[0]
+    assert np.abs(scores["copies"] - scores["grey"]).max() < 0.05
+    # float bands keep their differences as components: other scores
+    assert np.abs(scores["float"] - scores["grey"]).max() > 0.1
+
+
 def test_single_tile_equals_direct_network_run(tmp_path):
     image, _ = targets_scene()
     src = write_raster(tmp_path / "in.tif", image.astype(np.float32))

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from anomaly_detector.model.nn.features import (INPUT_CHANNELS, LEADING_COMPONENTS,
-                                                SpectralReduction, fit_from_array)
+                                                SpectralReduction, fit_from_array,
+                                                grey_level_variance)
 
 
 def _scene(bands, size=40, seed=0):
@@ -116,6 +117,31 @@ def test_degenerate_bands_add_no_component():
     assert np.isfinite(channels).all()
     np.testing.assert_allclose(channels[LEADING_COMPONENTS],
                                fit_from_array(image).apply(image)[LEADING_COMPONENTS], atol=1e-4)
+
+
+def _grey_copies(seed: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """A grey 8-bit image and its three copies that differ by one grey level at 15 % of the
+    pixels (the rounding and compression of a grey image saved in colour)."""
+    rng = np.random.default_rng(seed)
+    grey = np.clip(np.round((_scene(1, seed=seed) - 100) * 2 + 120), 0, 255)
+    copies = grey + rng.choice([-1.0, 0.0, 1.0], (3,) + grey.shape[1:], p=[0.075, 0.85, 0.075])
+    return grey, copies
+
+
+def test_copies_of_one_grey_image_reduce_to_it_when_their_bands_are_integer():
+    grey, copies = _grey_copies()
+    reduction = fit_from_array(copies, grey_level=grey_level_variance(True))
+    assert reduction.full.shape == (3, 1)  # the rounding differences are not components
+    np.testing.assert_allclose(reduction.apply(copies), fit_from_array(grey).apply(grey),
+                               atol=0.05)
+    assert fit_from_array(copies).full.shape == (3, 3)  # float bands: the grey level is unknown
+    assert grey_level_variance(False) == 0 and grey_level_variance(True, scale=2) == 0.25
+
+
+def test_bands_that_differ_by_more_than_a_grey_level_keep_their_components():
+    grey, copies = _grey_copies()
+    copies[1:] += np.random.default_rng(3).normal(0, 1.5, copies[1:].shape).round()
+    assert fit_from_array(copies, grey_level=1.0).full.shape == (3, 3)
 
 
 @pytest.mark.parametrize("bands", [1, 2, 3])

@@ -277,7 +277,7 @@ def test_detector_statistics_come_from_inside_the_area(tmp_path, scene):
     mask = polygon_file(tmp_path / "triangle.gpkg", [TRIANGLE])
     area = prepare_area(src, str(tmp_path / "mask.tif"), mask=mask)
     with area_source(src, mask_path=area.mask_path) as path:
-        mean, covariance = detection_statistics(path)
+        mean, covariance, _ = detection_statistics(path)
     pixels = a[:, inside(TRIANGLE) & _valid(a)].astype(np.float64)
     np.testing.assert_allclose(mean, pixels.mean(axis=1), rtol=1e-9)
     np.testing.assert_allclose(covariance, np.cov(pixels), rtol=1e-9)
