@@ -35,7 +35,7 @@ from typing import Iterator
 import numpy as np
 from scipy import ndimage
 
-from ..nn.features import fit_from_array
+from ..nn.features import fit_from_array, grey_level_variance
 from .anomalies import (hard_negatives, low_light, panel_arrays, pasted_objects, point_targets,
                         repeated_objects, ships, spectral_regions)
 from .radiometry import illumination_trend, jpeg_artefacts, sar_like, sensor_noise
@@ -76,9 +76,12 @@ def save_bank(roots: list[Path], path: Path) -> None:
                                  for modality, name, array in background_arrays(root)})
 
 
-def load_backgrounds(roots: list[Path]) -> list[BackgroundImage]:
+def load_backgrounds(roots: list[Path], one_band_copies: bool = False
+                     ) -> list[BackgroundImage]:
     """Read every ``<root>/<modality>/*.tif`` (or bank file) into memory (the background
-    bank): float32, non-finite values replaced by the band's median."""
+    bank): float32, non-finite values replaced by the band's median; with
+    ``one_band_copies``, a grey image stored in several integer bands (reduced to one
+    component by the detector) as its band mean."""
     images = []
     for root in roots:
         for modality, name, array in background_arrays(root):
@@ -86,6 +89,9 @@ def load_backgrounds(roots: list[Path]) -> list[BackgroundImage]:
             array = array.astype(np.float32)
             if array.ndim == 2:
                 array = array[None]
+            if one_band_copies and step and array.shape[0] > 1 and \
+                    fit_from_array(array, grey_level=grey_level_variance(True)).full.shape[1] == 1:
+                array = array.mean(axis=0, keepdims=True)
             for band in array:
                 bad = ~np.isfinite(band)
                 if bad.any():

@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parents[2]
 # Options the card records only when they differ from these values, so that `make train`
 # still writes the card of the bundled weights.
 RECORDED_WHEN_SET = {"train_views": 1, "object_balance": 0.0, "quantum_floor": 0.0,
-                     "faint_negatives": 0.0, "faint_max_bands": 0}
+                     "faint_negatives": 0.0, "faint_max_bands": 0,
+                     "one_band_copies": False}
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -121,6 +122,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=SimulationConfig().hard_negatives.faint_max_bands,
                         help="faint bumps (--faint-negatives) only in crops of sensors with at "
                              "most this many bands (0: every sensor)")
+    parser.add_argument("--one-band-copies", action="store_true",
+                        help="train on a background that is a grey image stored in several "
+                             "integer bands as its one band (as the detector reduces it), not "
+                             "as bands whose rounding differences are components")
     parser.add_argument("--quantum-floor", type=float,
                         default=SimulationConfig().quantum_floor,
                         help="simulated targets stand at least this many quantisation steps "
@@ -328,8 +333,8 @@ def train(args: argparse.Namespace) -> Path:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     trainer = Trainer.create(args, device)
     step = trainer.resume(args.resume, rng, device) if args.resume else 0
-    simulator = AnomalySimulator(load_backgrounds(args.data), crop=args.crop,
-                                 config=simulation_config(args))
+    backgrounds = load_backgrounds(args.data, args.one_band_copies)
+    simulator = AnomalySimulator(backgrounds, crop=args.crop, config=simulation_config(args))
     scenes = None
     if args.validate:
         from .evaluate import find_scenes

@@ -356,6 +356,23 @@ def test_integer_backgrounds_carry_their_quantisation_step(tmp_path):
     assert steps == {"infrared": 1.0, "thermal": 0.0}
 
 
+def test_one_band_copies_loads_a_grey_image_saved_in_colour_as_one_band(tmp_path):
+    rng = np.random.default_rng(6)
+    grey = rng.integers(60, 200, (1, 30, 30))
+    copies = grey + rng.choice([-1, 0, 1], (3, 30, 30), p=[0.1, 0.8, 0.1])
+    colour = np.stack([grey[0], 255 - grey[0], rng.integers(0, 255, (30, 30))])
+    (tmp_path / "infrared").mkdir()
+    for name, array in (("copies", copies), ("colour", colour)):
+        write_raster(tmp_path / "infrared" / f"{name}.tif", array.astype(np.uint8))
+        write_raster(tmp_path / "infrared" / f"{name}-float.tif", array.astype(np.float32))
+    bands = {image.name: image.pixels.shape[0]
+             for image in load_backgrounds([tmp_path], one_band_copies=True)}
+    assert bands == {"copies": 1, "colour": 3, "copies-float": 3, "colour-float": 3}
+    one = next(i for i in load_backgrounds([tmp_path], True) if i.name == "copies")
+    np.testing.assert_allclose(one.pixels, copies.mean(axis=0, keepdims=True), atol=1e-4)
+    assert all(image.pixels.shape[0] == 3 for image in load_backgrounds([tmp_path]))
+
+
 def _point_target_peaks(spread_floor: float) -> list[float]:
     """Peak change of 60 point targets drawn into a flat sky (20 grey levels, noise of 0.1)."""
     rng = np.random.default_rng(5)
