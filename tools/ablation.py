@@ -3,7 +3,7 @@
     PYTHONPATH=build/pythonpath .venv/bin/python tools/ablation.py ../shared/data/dev
 
 Scores every ``<data>/<modality>/<scene>/image.tif`` whole (no tiling) with the
-shipped weights, once with all input channels and once with each group of the
+shipped weights in float32, once with all input channels and once with each group of the
 spectral reduction's channels set to zero, and prints the mean AUC per modality.
 """
 import sys
@@ -28,7 +28,8 @@ def main(data: str) -> None:
         image = stored.astype(np.float32)
         mask = read_array(scene.mask_path)[0] > 0
         grey_level = grey_level_variance(np.issubdtype(stored.dtype, np.integer))
-        scorer = TileScorer(model, fit_from_array(image, grey_level=grey_level))
+        reduction = fit_from_array(image, grey_level=grey_level)
+        scorer = TileScorer(model, reduction, precision="float32")  # the card's arithmetic
         tile = scorer.prepare(image)
         for name, zeroed in VARIANTS.items():
             masked = tile.channels.copy()
