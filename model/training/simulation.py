@@ -120,6 +120,7 @@ class AnomalySimulator:
         config = self.config
         background = self._pick_image(rng)
         image = random_crop(background.pixels, self._background_window(rng), rng)
+        step = background.step
         image, pixels = self._band_subset(image, background.pixels, rng)
         if image.shape[1] != self.crop:
             image = resampled(image, self.crop)
@@ -135,9 +136,11 @@ class AnomalySimulator:
             if rng.random() < config.low_light_p:
                 return self._compressed(low_light(image, labels, rng, config.low_light), rng), \
                     labels
-            image = self._spatial_anomalies(image, source, background, labels, rng)
+            image, step = self._spatial_anomalies(image, source, background, labels, rng)
         if rng.random() < config.noise_p:
             image = sensor_noise(image, rng, config.radiometry)
+        if config.rounded_crops and step:
+            image = np.round(image / step) * step
         return self._compressed(image.astype(np.float32), rng), labels
 
     def _background_window(self, rng: np.random.Generator) -> int:
@@ -190,18 +193,20 @@ class AnomalySimulator:
 
     def _spatial_anomalies(self, image: np.ndarray, source: np.ndarray,
                            background: BackgroundImage, labels: np.ndarray,
-                           rng: np.random.Generator) -> np.ndarray:
+                           rng: np.random.Generator) -> tuple[np.ndarray, float]:
         """Pasted objects, and depending on the sensor ships, panel arrays, point targets;
         single-band crops of other sensors sometimes become SAR-like first. Pasted objects
         and point targets stand at least ``quantum_floor`` quantisation steps of the
-        background's sensor per local standard deviation of strength."""
+        background's sensor per local standard deviation of strength. Returns the image
+        and its quantisation step (0: unknown)."""
         config, modality = self.config, background.modality
-        spread_floor = config.quantum_floor * background.step
+        step = background.step
         speckled = modality == "sar"
         if not speckled and image.shape[0] == 1 and rng.random() < config.sar_like_p:
             image = sar_like(image, rng, config.radiometry)
             source = sar_like(random_crop(source, self.crop, rng), rng, config.radiometry)
-            speckled, spread_floor = True, 0.0  # another dynamic range: the step is unknown
+            speckled, step = True, 0.0  # another dynamic range: the step is unknown
+        spread_floor = config.quantum_floor * step
         if config.bright_targets_p and (speckled or modality in BRIGHT_TARGET_MODALITIES):
             bright = config.bright_targets_p
             config = replace(config, paste=replace(config.paste, brighter_p=bright),
@@ -215,7 +220,7 @@ class AnomalySimulator:
             panel_arrays(image, labels, rng, config.panels)
         if rng.random() < config.point_targets_p:
             point_targets(image, labels, rng, config.points, spread_floor)
-        return image
+        return image, step
 
 
 def resampled(image: np.ndarray, size: int) -> np.ndarray:

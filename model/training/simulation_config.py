@@ -218,6 +218,9 @@ class SimulationConfig:
     # strength is at least this many quantisation steps of the background's sensor (1 for
     # integer data; no floor for floating-point data or SAR-like crops)
     quantum_floor: float = 0.0
+    # crops of integer backgrounds rounded to the sensor's grey levels last, as it stores
+    # them (not SAR-like crops, whose dynamic range is another, nor low-light ones)
+    rounded_crops: bool = False
     shape: ShapeConfig = ShapeConfig()
     spectral: SpectralConfig = SpectralConfig()
     paste: PasteConfig = PasteConfig()

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 # still writes the card of the bundled weights.
 RECORDED_WHEN_SET = {"train_views": 1, "object_balance": 0.0, "quantum_floor": 0.0,
                      "faint_negatives": 0.0, "faint_max_bands": 0,
-                     "one_band_copies": False}
+                     "one_band_copies": False, "rounded_crops": False}
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -50,7 +50,7 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
     return replace(defaults, panels_p=args.panel_arrays, hard_negatives_p=args.hard_negatives,
                    repeated_objects_p=args.repeated_objects, bright_targets_p=args.bright_targets,
                    jpeg_p=args.jpeg, rescaled_backgrounds_p=args.rescaled_backgrounds,
-                   quantum_floor=args.quantum_floor,
+                   quantum_floor=args.quantum_floor, rounded_crops=args.rounded_crops,
                    panels=replace(defaults.panels, field_p=args.panel_fields),
                    hard_negatives=replace(defaults.hard_negatives,
                                           corner_p=args.corner_negatives,
@@ -126,6 +126,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="train on a background that is a grey image stored in several "
                              "integer bands as its one band (as the detector reduces it), not "
                              "as bands whose rounding differences are components")
+    parser.add_argument("--rounded-crops", action="store_true",
+                        help="round each training crop of an integer background to the "
+                             "sensor's grey levels last, as it stores them (smooth gradients "
+                             "become flat steps of one grey level, taught as background)")
     parser.add_argument("--quantum-floor", type=float,
                         default=SimulationConfig().quantum_floor,
                         help="simulated targets stand at least this many quantisation steps "

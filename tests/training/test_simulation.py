@@ -373,6 +373,22 @@ def test_one_band_copies_loads_a_grey_image_saved_in_colour_as_one_band(tmp_path
     assert all(image.pixels.shape[0] == 3 for image in load_backgrounds([tmp_path]))
 
 
+def _crops(step: float, rounded: bool) -> list[np.ndarray]:
+    """Twenty seeded crops of a smooth ramp whose grey level is ``step`` (0: unknown)."""
+    rng = np.random.default_rng(8)
+    ramp = np.broadcast_to(np.linspace(20, 40, 60, dtype=np.float32), (1, 60, 60)).copy()
+    config = SimulationConfig(rounded_crops=rounded, low_light_p=0.0, sar_like_p=0.0)
+    simulator = AnomalySimulator([BackgroundImage("infrared", "ramp", ramp, step)], crop=32,
+                                 config=config)
+    return [simulator.sample(rng)[0] for _ in range(20)]
+
+
+def test_rounded_crops_are_stored_on_the_sensor_grey_levels():
+    assert all(np.array_equal(crop, np.round(crop)) for crop in _crops(1.0, True))
+    assert not any(np.array_equal(crop, np.round(crop)) for crop in _crops(1.0, False))
+    assert not any(np.array_equal(crop, np.round(crop)) for crop in _crops(0.0, True))
+
+
 def _point_target_peaks(spread_floor: float) -> list[float]:
     """Peak change of 60 point targets drawn into a flat sky (20 grey levels, noise of 0.1)."""
     rng = np.random.default_rng(5)
