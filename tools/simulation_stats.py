@@ -1,14 +1,16 @@
-"""What the simulation draws: sizes of the simulated targets, and how flat the integer
-infrared backgrounds are.
+"""What the simulation draws: sizes of the simulated targets, how flat the integer
+infrared backgrounds are, and how many crops are integer-valued.
 
-    python tools/simulation_stats.py [--batches 40] [--seed 1] [--data DIR ...]
+    python tools/simulation_stats.py [--batches 40] [--seed 1] [--crops 400] [--rounded-crops]
+        [--data DIR ...]
 
 Draws ``--batches`` x ``make_batch(simulator, rng, 8)`` of ``make train``'s simulation
 (``np.random.default_rng(seed)``) and prints the targets per batch (8-connected anomaly
 objects) and their sizes: median, 10th and 90th percentiles, and the share of anomaly
 pixels in targets above 100 px. Then, over 20 x 20 px windows of the infrared backgrounds
 stored as integers (band mean), the share whose standard deviation is below 1 and 2 grey
-levels.
+levels. Last, of ``--crops`` simulated crops (seeded alike; ``--rounded-crops`` as in
+training), those whose every value is an integer.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "build" / "pythonpath"))
 from anomaly_detector.model.training.simulation import (AnomalySimulator, load_backgrounds,  # noqa: E402
                                                         make_batch)
-from anomaly_detector.model.training.simulation_config import ANOMALY  # noqa: E402
+from anomaly_detector.model.training.simulation_config import ANOMALY, SimulationConfig  # noqa: E402
 from anomaly_detector.model.training.train import SHARED_DATA  # noqa: E402
 
 WINDOW = 20
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--crops", type=int, default=400)
+    parser.add_argument("--rounded-crops", action="store_true")
     parser.add_argument("--data", type=Path, nargs="+",
                         default=[SHARED_DATA / "train", SHARED_DATA / "train_extra"])
     args = parser.parse_args(argv)
@@ -55,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"integer infrared backgrounds: {len(spreads)} windows of {WINDOW} x {WINDOW} px, "
           f"standard deviation below 1 grey level {(spreads < 1).mean():.0%}, below 2 "
           f"{(spreads < 2).mean():.0%}")
+    crop_simulator = AnomalySimulator(backgrounds, config=SimulationConfig(
+        rounded_crops=args.rounded_crops, quantum_floor=1.0 if args.rounded_crops else 0.0))
+    rng = np.random.default_rng(args.seed)
+    crops = [crop_simulator.sample(rng)[0] for _ in range(args.crops)]
+    print(f"integer-valued crops: {sum(np.array_equal(c, np.round(c)) for c in crops)} of "
+          f"{args.crops}" + (" (--rounded-crops, --quantum-floor 1)" if args.rounded_crops else ""))
     return 0
 
 
