@@ -88,7 +88,9 @@ class DetectAlgorithm(AnomalyAlgorithm):
         "absolute values, between scenes. The device used (cpu or cuda) is written to the "
         "log; on a 2-core CPU a 3-band 2000 x 2000 pixel raster takes about 2 seconds "
         "(1.8 to 1.9 megapixels per second with bfloat16 arithmetic, the first with "
-        "polygons; make bench). Complex bands (SAR) are scored on their magnitude. "
+        "polygons; make bench). Complex bands (SAR) are scored on their magnitude; a grey "
+        "image saved in several integer bands (a grey PNG, JPEG or RGB GeoTIFF) is scored as "
+        "its one grey band. "
         "Cancelling leaves no output file.")
     REFERENCE = (
         CITATION + " This plugin ships a compact network trained after that method; see "
