@@ -24,7 +24,8 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "build" / "pythonpath"))
 from anomaly_detector.model.training.simulation import (AnomalySimulator, load_backgrounds,  # noqa: E402
                                                         make_batch)
-from anomaly_detector.model.training.simulation_config import ANOMALY, SimulationConfig  # noqa: E402
+from anomaly_detector.model.training.simulation_config import (ANOMALY,  # noqa: E402
+                                                               SimulationConfig)
 from anomaly_detector.model.training.train import SHARED_DATA  # noqa: E402
 
 WINDOW = 20

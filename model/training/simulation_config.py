@@ -107,7 +107,8 @@ class HardNegativeConfig:
     faint_count: Count = (2, 6)
     faint_pixels: Range = (4.0, 150.0)      # log, area of a bump
     faint_strength: Range = (0.3, 1.0)      # log, local standard deviations
-    faint_max_bands: int = 0                # faint bumps only for sensors of up to this many bands (0: any)
+    # faint bumps only for sensors of at most this many bands (0: every sensor)
+    faint_max_bands: int = 0
     corner_p: float = 0.4                   # a corner (two edges meeting) instead of the others
     corner_angle: Range = (60.0, 120.0)     # degrees between the corner's edges
     edge_blur_p: float = 0.5

@@ -33,7 +33,7 @@ def test_detect_accepts_any_band_count(tmp_path, bands):
 
 
 def test_a_grey_image_saved_in_three_integer_bands_scores_as_the_grey_image(tmp_path):
-    image, targets = targets_scene(bands=1)
+    image, _ = targets_scene(bands=1)
     grey = np.clip(np.round(image), 0, 255)
     rng = np.random.default_rng(4)  # the copies differ by one grey level here and there
     copies = grey + rng.choice([-1.0, 0.0, 1.0], (3,) + grey.shape[1:], p=[0.1, 0.8, 0.1])
