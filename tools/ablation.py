@@ -12,7 +12,7 @@ import numpy as np
 
 from anomaly_detector.model.nn.detector import TileScorer
 from anomaly_detector.model.training.evaluate import find_scenes, read_array, roc_auc, summarise
-from anomaly_detector.model.nn.features import fit_from_array, grey_level_variance
+from anomaly_detector.model.nn.features import fit_from_array
 from anomaly_detector.model.nn.weights import load_detector
 
 VARIANTS = {"all channels": [], "without the RX distance channel": [4],
@@ -27,8 +27,7 @@ def main(data: str) -> None:
         stored = read_array(scene.image_path)
         image = stored.astype(np.float32)
         mask = read_array(scene.mask_path)[0] > 0
-        grey_level = grey_level_variance(np.issubdtype(stored.dtype, np.integer))
-        reduction = fit_from_array(image, grey_level=grey_level)
+        reduction = fit_from_array(stored)  # an integer raster keeps its grey level
         scorer = TileScorer(model, reduction, precision="float32")  # the card's arithmetic
         tile = scorer.prepare(image)
         for name, zeroed in VARIANTS.items():

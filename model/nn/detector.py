@@ -229,10 +229,8 @@ def score_array(model: Detector, image: np.ndarray, valid: np.ndarray | None = N
                 device: str = "cpu") -> np.ndarray:
     """Score a whole in-memory (B, H, W) image in one pass (small scenes, validation); an
     integer ``image`` is reduced as a raster of integer bands is."""
-    grey_level = grey_level_variance(np.issubdtype(image.dtype, np.integer))
-    image = image.astype(np.float32, copy=False)
-    reduction = fit_from_array(image, valid, grey_level)
-    return TileScorer(model, reduction, device)(image, valid)
+    reduction = fit_from_array(image, valid)
+    return TileScorer(model, reduction, device)(image.astype(np.float32, copy=False), valid)
 
 
 def raster_scorer(model: Detector, mean: np.ndarray, covariance: np.ndarray,

@@ -35,7 +35,7 @@ from typing import Iterator
 import numpy as np
 from scipy import ndimage
 
-from ..nn.features import fit_from_array, grey_level_variance
+from ..nn.features import fit_from_array
 from .anomalies import (hard_negatives, low_light, panel_arrays, pasted_objects, point_targets,
                         repeated_objects, ships, spectral_regions)
 from .radiometry import illumination_trend, jpeg_artefacts, sar_like, sensor_noise
@@ -86,12 +86,12 @@ def load_backgrounds(roots: list[Path], one_band_copies: bool = False
     for root in roots:
         for modality, name, array in background_arrays(root):
             step = 1.0 if np.issubdtype(array.dtype, np.integer) else 0.0
-            array = array.astype(np.float32)
             if array.ndim == 2:
                 array = array[None]
             if one_band_copies and step and array.shape[0] > 1 and \
-                    fit_from_array(array, grey_level=grey_level_variance(True)).full.shape[1] == 1:
+                    fit_from_array(array).full.shape[1] == 1:
                 array = array.mean(axis=0, keepdims=True)
+            array = array.astype(np.float32)
             for band in array:
                 bad = ~np.isfinite(band)
                 if bad.any():
