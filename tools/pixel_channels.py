@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     image = read_array(args.image).astype(np.float32)
     scores = scorer(image)
     with torch.inference_mode():
-        channels = model.with_evidence_channels(torch.from_numpy(reduction.apply(image))[None])[0]
-    print(f"{args.image}: components kept {reduction.full.shape[1]} of {image.shape[0]} bands")
+        channels = model.with_evidence_channels(torch.from_numpy(reduction.apply(image))[None],
+                                                reduction.grey_step)[0]
+    print(f"{args.image}: components kept {reduction.full.shape[1]} of {image.shape[0]} bands, "
+          f"one grey level {reduction.grey_step:.4f} along component 1")
     for pixel in args.pixels:
         row, col = (int(v) for v in pixel.split(","))
         top, left = max(0, row - REACH), max(0, col - REACH)

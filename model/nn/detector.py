@@ -146,9 +146,12 @@ class TileScorer(RasterTileScorer):
     prepared_bytes_per_pixel = 4 * INPUT_CHANNELS + 1  # a reduced tile and its mask
 
     def __init__(self, model: Detector, reduction: SpectralReduction, device: str = "cpu",
-                 scale: int = 1, precision: str = "auto") -> None:
+                 scale: int = 1, precision: str = "auto", grey_step: float | None = None
+                 ) -> None:
         self.model = model.to(memory_format=torch.channels_last)
         self.reduction, self.device, self.scale = reduction, device, check_scale(scale)
+        # one grey level along component 1 (the evidence's spread floor): the reduction's
+        self.grey_step = reduction.grey_step if grey_step is None else grey_step
         if self.scale > 1:  # the network's share shrinks; add the upsampled scores and
             # the pooling's temporaries (rows summed, then columns) of the raw bands
             pooling = 4 * reduction.band_count * (1 / self.scale + 1 / self.scale ** 2)
@@ -186,9 +189,10 @@ class TileScorer(RasterTileScorer):
         tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         tensor = tensor.contiguous(memory_format=torch.channels_last)
         if self._fused is not None:  # computes only the window that is kept
-            scores = self._fused(tensor, self._window(prepared, tensor.shape[-2:]))
+            scores = self._fused(tensor, self._window(prepared, tensor.shape[-2:]),
+                                 self.grey_step)
         else:
-            scores = self.model.score(tensor)
+            scores = self.model.score(tensor, self.grey_step)
         scores = scores[:, :height, :width]
         if self.scale > 1:
             scores = F.interpolate(scores[:, None], scale_factor=self.scale, mode="bilinear",
@@ -214,7 +218,8 @@ class TileScorer(RasterTileScorer):
 
     def with_reduction(self, reduction) -> "TileScorer":
         """This scorer for tiles that another reduction prepares (a reduced raster's)."""
-        return TileScorer(self.model, reduction, self.device, self.scale, self.precision)
+        return TileScorer(self.model, reduction, self.device, self.scale, self.precision,
+                          self.grey_step)
 
     def score_batch(self, bands: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Score (N, B, h, w) tiles (with (N, h, w) masks) -> (N, h, w) float32."""

@@ -12,6 +12,12 @@ is the raster's edge or lies beyond the tile margin, so tiling stays exact):
   to the ring between a guard window and an outer window, under the ring's own
   covariance (plus a ridge).
 
+Both filters divide by a local spread, floored so that flat areas do not explode. On a
+raster of integer bands the floor is at least one grey level (``grey_step``: the change
+of component 1, in whitened units, when every band rises by one grey level), so that a
+one-level step between flat plateaus, which the sensor cannot resolve finer, is not
+read as many standard deviations. Training uses the fixed floors (``grey_step`` 0).
+
 The network then learns when to trust which evidence, and can at worst copy the best.
 All channels are compressed by ``sign(x) * log(1 + |x|)`` like the reduced channels.
 :func:`evidence_channels` is the definition (training and the module's forward pass);
@@ -32,7 +38,7 @@ CONTRAST_SOURCES = (0, LEADING_COMPONENTS)  # component 1 and the global RX dist
 GUARD_RADIUS, OUTER_RADIUS = 3, 10    # local RX: 7 x 7 guard, 21 x 21 outer window
 LOCAL_RX_COMPONENTS = 3               # leading components that local RX compares (4 before v4)
 RIDGE = 0.01                           # added to the local covariance (reduced units)
-_STD_FLOOR = 0.02                      # keeps flat (quantised) areas from exploding
+SPREAD_FLOOR = 0.02                    # least local contrast spread (reduced units)
 
 EVIDENCE_CHANNELS = len(CONTRAST_SCALES) * len(CONTRAST_SOURCES) + 1
 EVIDENCE_RADIUS = max(max(2 * s + 1 for s in CONTRAST_SCALES), OUTER_RADIUS)
@@ -120,17 +126,23 @@ def _compress(x: torch.Tensor) -> torch.Tensor:
     return x.abs().log1p_().copysign_(x)
 
 
-def local_contrast(x: torch.Tensor) -> torch.Tensor:
+def spread_floors(grey_step: float = 0.0) -> tuple[float, float]:
+    """(local contrast's least spread, local RX's ridge) for a raster whose grey level is
+    ``grey_step`` along component 1 (0: float data, or training)."""
+    return max(SPREAD_FLOOR, grey_step), max(RIDGE, grey_step ** 2)
+
+
+def local_contrast(x: torch.Tensor, floor: float = SPREAD_FLOOR) -> torch.Tensor:
     """(N, C, H, W) -> (N, C * len(CONTRAST_SCALES), H, W): signed multi-scale local
-    contrast of each channel (channel-major)."""
+    contrast of each channel (channel-major), the ring's spread at least ``floor``."""
     channels = x.shape[1]
     moments = _moments(x, [(c, c) for c in range(channels)])
     radii = {r for side in CONTRAST_SCALES for r in ((side - 1) // 2, side, 2 * side + 1)}
-    return _contrast({r: box_sum(moments, r) for r in radii}, channels)
+    return _contrast({r: box_sum(moments, r) for r in radii}, channels, floor)
 
 
-def _contrast(sums: dict[int, torch.Tensor], channels: int, frame: Frame | None = None
-              ) -> torch.Tensor:
+def _contrast(sums: dict[int, torch.Tensor], channels: int, floor: float,
+              frame: Frame | None = None) -> torch.Tensor:
     """:func:`local_contrast` from the box sums (by radius) of the channels and of their
     squares."""
     outputs = []
@@ -139,7 +151,7 @@ def _contrast(sums: dict[int, torch.Tensor], channels: int, frame: Frame | None 
         centre = _average(sums[centre_radius][:, :channels], -1, centre_radius, frame)[0]
         ring, present = _average(sums[2 * side + 1] - sums[side], side, 2 * side + 1, frame)
         mean, variance = ring[:, :channels], (ring[:, channels:] - ring[:, :channels] ** 2)
-        contrast = (centre - mean) / torch.sqrt(variance.clamp_min(0) + _STD_FLOOR ** 2)
+        contrast = (centre - mean) / torch.sqrt(variance.clamp_min(0) + floor ** 2)
         outputs.append(_where(present, contrast))
     return torch.stack(outputs, dim=2).flatten(1, 2)
 
@@ -148,15 +160,16 @@ def _local_rx_pairs(k: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(k) for j in range(i + 1)]
 
 
-def local_rx(x: torch.Tensor) -> torch.Tensor:
+def local_rx(x: torch.Tensor, ridge: float = RIDGE) -> torch.Tensor:
     """(N, K, H, W) -> (N, 1, H, W): dual-window local RX distance (square root) of the
-    K channels, by a closed-form Cholesky factorisation per pixel."""
+    K channels under the ring's covariance plus ``ridge``, by a closed-form Cholesky
+    factorisation per pixel."""
     moments = _moments(x, _local_rx_pairs(x.shape[1]))
-    return _local_rx(x, box_sum(moments, OUTER_RADIUS) - box_sum(moments, GUARD_RADIUS))
+    return _local_rx(x, box_sum(moments, OUTER_RADIUS) - box_sum(moments, GUARD_RADIUS), ridge)
 
 
-def _local_rx(x: torch.Tensor, ring_sums: torch.Tensor, frame: Frame | None = None
-              ) -> torch.Tensor:
+def _local_rx(x: torch.Tensor, ring_sums: torch.Tensor, ridge: float,
+              frame: Frame | None = None) -> torch.Tensor:
     """:func:`local_rx` of the pixels ``x`` from the ring sums of their moments."""
     k = x.shape[1]
     pairs = _local_rx_pairs(k)
@@ -174,11 +187,11 @@ def _local_rx(x: torch.Tensor, ring_sums: torch.Tensor, frame: Frame | None = No
             for m in range(j):
                 value = value - lower[i, m] * lower[j, m]
             lower[i, j] = value / lower[j, j]
-        diagonal, value = covariance[i, i] + RIDGE, deviation[:, i]
+        diagonal, value = covariance[i, i] + ridge, deviation[:, i]
         for m in range(i):
             diagonal = diagonal - lower[i, m] ** 2
             value = value - lower[i, m] * solved[m]
-        lower[i, i] = torch.sqrt(diagonal.clamp_min(RIDGE))
+        lower[i, i] = torch.sqrt(diagonal.clamp_min(ridge))
         solved.append(value / lower[i, i])
     return _where(present, torch.sqrt(sum(v * v for v in solved))[:, None])
 
@@ -191,13 +204,15 @@ def _check(x: torch.Tensor, local_rx_components: int) -> None:
                          f"got {local_rx_components}")
 
 
-def evidence_channels(x: torch.Tensor, local_rx_components: int = LOCAL_RX_COMPONENTS
-                      ) -> torch.Tensor:
+def evidence_channels(x: torch.Tensor, local_rx_components: int = LOCAL_RX_COMPONENTS,
+                      grey_step: float = 0.0) -> torch.Tensor:
     """(N, INPUT_CHANNELS, H, W) reduced channels -> (N, EVIDENCE_CHANNELS, H, W); local
-    RX compares the ``local_rx_components`` leading components."""
+    RX compares the ``local_rx_components`` leading components; ``grey_step`` as
+    :func:`spread_floors` reads it."""
     _check(x, local_rx_components)
-    contrast = local_contrast(x[:, list(CONTRAST_SOURCES)])
-    rx = local_rx(x[:, :local_rx_components])
+    floor, ridge = spread_floors(grey_step)
+    contrast = local_contrast(x[:, list(CONTRAST_SOURCES)], floor)
+    rx = local_rx(x[:, :local_rx_components], ridge)
     return _compress(torch.cat([contrast, rx], dim=1))
 
 
@@ -260,7 +275,8 @@ def _around(x: torch.Tensor, window: tuple[int, int, int, int], margin: int) -> 
 
 
 def windowed_evidence(x: torch.Tensor, window: tuple[int, int, int, int],
-                      local_rx_components: int = LOCAL_RX_COMPONENTS) -> torch.Tensor:
+                      local_rx_components: int = LOCAL_RX_COMPONENTS, grey_step: float = 0.0
+                      ) -> torch.Tensor:
     """``evidence_channels(x)`` on ``window`` (rows y0:y1, columns x0:x1 of x) alone, from
     x's pixels within :data:`EVIDENCE_RADIUS` of it: equal up to float rounding (tested),
     and faster (``tools/evidence_speed.py``): nothing is computed outside the window, and
@@ -269,6 +285,7 @@ def windowed_evidence(x: torch.Tensor, window: tuple[int, int, int, int],
     they overlap. Training keeps :func:`evidence_channels`, so that ``make train``
     reproduces the shipped weights bit for bit."""
     _check(x, local_rx_components)
+    floor, ridge = spread_floors(grey_step)
     y0, y1, x0, x1 = window
     frame = (*x.shape[-2:], window)
     top = 2 * max(CONTRAST_SCALES) + 1
@@ -279,9 +296,9 @@ def windowed_evidence(x: torch.Tensor, window: tuple[int, int, int, int],
     # the doubling's shifted additions then run along contiguous rows
     moments = torch.cat([sources, sources * sources], dim=1)
     contrast = _contrast({0: _inset(moments, top), **doubling_box_sums(moments, top)},
-                         channels, frame)
+                         channels, floor, frame)
     components = _inset(padded[:, :local_rx_components], top - OUTER_RADIUS)
     rx = _local_rx(x[:, :local_rx_components, y0:y1, x0:x1],
                    _ring_sums(_moments(components, _local_rx_pairs(local_rx_components))),
-                   frame)
+                   ridge, frame)
     return _compress(torch.cat([contrast, rx], dim=1))

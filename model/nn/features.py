@@ -35,6 +35,7 @@ class SpectralReduction:
     mean: np.ndarray            # (B,) float64
     leading: np.ndarray         # (B, k) whitened projection of the leading components, k <= K
     full: np.ndarray            # (B, r) whitened projection of all r non-degenerate components
+    grey_level: float = 0.0     # variance of one grey level of the bands (0: unknown)
 
     @classmethod
     def fit(cls, mean: np.ndarray, covariance: np.ndarray, grey_level: float = 0.0
@@ -60,11 +61,20 @@ class SpectralReduction:
         # A principal axis has no intrinsic sign: orient each towards the brighter side.
         signs = np.where(eigenvectors.sum(axis=0) < 0, -1.0, 1.0)
         whitened = eigenvectors * signs / np.sqrt(eigenvalues)
-        return cls(mean=mean, leading=whitened[:, :LEADING_COMPONENTS], full=whitened)
+        return cls(mean=mean, leading=whitened[:, :LEADING_COMPONENTS], full=whitened,
+                   grey_level=grey_level)
 
     @property
     def band_count(self) -> int:
         return int(self.mean.size)
+
+    @property
+    def grey_step(self) -> float:
+        """One grey level along component 1, in whitened units: its change when every band
+        rises by one grey level (0 when the grey level is unknown)."""
+        if not self.leading.shape[1]:
+            return 0.0
+        return float(np.sqrt(self.grey_level) * abs(self.leading[:, 0].sum()))
 
     @cached_property
     def _kernel(self) -> WhiteningKernel:

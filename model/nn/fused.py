@@ -193,15 +193,17 @@ class FusedScorer:
         self.networks = [_FusedNetwork(member, dtype) for member in members_of(model)]
         self.view_flips = VIEW_FLIPS[:model.views]
 
-    def __call__(self, x: torch.Tensor, window: Window | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, window: Window | None = None, grey_step: float = 0.0
+                 ) -> torch.Tensor:
         """Scores (N, H, W) of (N, C, H, W) reduced channels (H, W multiples of 4), on
-        ``window`` (multiples of 4 from the tile's corner, or the whole tile if None)."""
+        ``window`` (multiples of 4 from the tile's corner, or the whole tile if None);
+        ``grey_step`` as ``model.score`` reads it."""
         height, width = x.shape[-2:]
         if window is None:
             window = (0, height, 0, width)
         # the convolutions are exact on the window when they run on ``area``
         area = _grow(window, CONV_RECEPTIVE_RADIUS, height, width)
-        inputs, core = self._inputs(x, area).to(self.dtype), _shift(window, area)
+        inputs, core = self._inputs(x, area, grey_step).to(self.dtype), _shift(window, area)
         logits = []
         for axes in self.view_flips:  # each view's inputs flipped once for every member
             view = flipped(inputs, axes)  # torch.flip keeps the channels-last layout
@@ -214,12 +216,12 @@ class FusedScorer:
         out[:, window[0]:window[1], window[2]:window[3]] = scores
         return out
 
-    def _inputs(self, x: torch.Tensor, area: Window) -> torch.Tensor:
+    def _inputs(self, x: torch.Tensor, area: Window, grey_step: float) -> torch.Tensor:
         """The network's input channels on ``area``: the reduced channels and, when the model
         has them, the evidence channels computed there alone (from the pixels around it)."""
         if not self.evidence:
             return _crop(x, area)
-        evidence = windowed_evidence(x, area, self.local_rx_components)
+        evidence = windowed_evidence(x, area, self.local_rx_components, grey_step)
         channels = x.shape[1]
         inputs = torch.empty((x.shape[0], channels + evidence.shape[1], *evidence.shape[-2:]),
                              dtype=x.dtype, device=x.device,

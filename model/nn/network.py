@@ -92,10 +92,12 @@ class _ViewScored(nn.Module):
 
         return mean_view_logits(logits, self.with_evidence_channels(x), views), features[0]
 
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        """Deviation score in [0, 1], shape (N, H, W)."""
+    def score(self, x: torch.Tensor, grey_step: float = 0.0) -> torch.Tensor:
+        """Deviation score in [0, 1], shape (N, H, W); ``grey_step``: one grey level of the
+        raster along component 1 (see :func:`.evidence.spread_floors`)."""
         return torch.sigmoid(mean_view_logits(lambda view: self.logits_of_inputs(view)[0],
-                                              self.with_evidence_channels(x), self.views))
+                                              self.with_evidence_channels(x, grey_step),
+                                              self.views))
 
 
 class DeviationNet(_ViewScored):
@@ -129,11 +131,11 @@ class DeviationNet(_ViewScored):
         """Pixels of context on each side of a pixel that influence its score."""
         return CONV_RECEPTIVE_RADIUS + (EVIDENCE_RADIUS if self.evidence else 0)
 
-    def with_evidence_channels(self, x: torch.Tensor) -> torch.Tensor:
+    def with_evidence_channels(self, x: torch.Tensor, grey_step: float = 0.0) -> torch.Tensor:
         """The input channels, followed by the classic evidence channels when configured."""
         if not self.evidence:
             return x
-        return torch.cat([x, evidence_channels(x, self.local_rx_components)], dim=1)
+        return torch.cat([x, evidence_channels(x, self.local_rx_components, grey_step)], dim=1)
 
     def logits_of_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, last features) of the channels that :meth:`with_evidence_channels` gave."""
@@ -165,8 +167,8 @@ class DeviationEnsemble(_ViewScored):
     local_rx_components = property(lambda self: self.members[0].local_rx_components)
     receptive_radius = property(lambda self: self.members[0].receptive_radius)
 
-    def with_evidence_channels(self, x: torch.Tensor) -> torch.Tensor:
-        return self.members[0].with_evidence_channels(x)
+    def with_evidence_channels(self, x: torch.Tensor, grey_step: float = 0.0) -> torch.Tensor:
+        return self.members[0].with_evidence_channels(x, grey_step)
 
     def logits_of_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         """(the members' mean logits, None) of the channels that ``with_evidence_channels``
