@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from anomaly_detector.model.nn.evidence import (CONTRAST_SCALES, EVIDENCE_CHANNELS, GUARD_RADIUS,
-                                                OUTER_RADIUS, RIDGE, box_sum, doubling_box_sums,
-                                                evidence_channels, local_contrast, local_rx,
+                                                OUTER_RADIUS, RIDGE, SPREAD_FLOOR, box_sum,
+                                                doubling_box_sums, evidence_channels,
+                                                local_contrast, local_rx, spread_floors,
                                                 windowed_evidence)
-from anomaly_detector.model.nn.features import INPUT_CHANNELS
+from anomaly_detector.model.nn.features import INPUT_CHANNELS, LEADING_COMPONENTS
 
 
 def _window(values: np.ndarray, row: int, col: int, radius: int, guard: int = -1) -> np.ndarray:
@@ -106,3 +107,34 @@ def test_windowed_evidence_depends_only_on_the_pixels_around_each_pixel():
     tile = windowed_evidence(values[:, :, 10:70, 5:80], (17, 43, 20, 75))
     assert torch.equal(tile, whole[..., 27:53, 25:80])
     assert windowed_evidence(torch.randn(1, INPUT_CHANNELS, 6, 5), (0, 6, 0, 5)).isfinite().all()
+
+
+def _ridge(step: float) -> torch.Tensor:
+    """Reduced channels of a flat plateau with a 3-pixel ridge ``step`` above it (rows
+    18-20): an 8-bit sensor's smooth gradient, stored one grey level at a time."""
+    values = torch.zeros(1, INPUT_CHANNELS, 40, 40)
+    values[:, 0, 18:21] = step
+    values[:, LEADING_COMPONENTS] = values[:, 0].abs()
+    return values
+
+
+def test_a_one_grey_level_ridge_on_a_flat_plateau_is_not_many_standard_deviations():
+    step = 0.1  # one grey level along component 1, in whitened units
+    fixed, floored = evidence_channels(_ridge(step)), evidence_channels(_ridge(step),
+                                                                       grey_step=step)
+    # on the ridge the ring barely varies: with the fixed floor the ridge reads as more
+    # than two of its standard deviations (scale 3), with the grey level's as less than one
+    assert torch.expm1(fixed[0, 1, 19, 20]) > 2
+    assert 0.5 < torch.expm1(floored[0, 1, 19, 20]) < 1
+    assert (floored.abs() <= fixed.abs() + 1e-6).all()
+    # a raster without a grey level (float, or finer than the floor) keeps the fixed floors
+    assert spread_floors(0.0) == (SPREAD_FLOOR, RIDGE) == spread_floors(SPREAD_FLOOR / 2)
+    assert spread_floors(0.2) == (0.2, pytest.approx(0.04))
+
+
+def test_windowed_evidence_uses_the_same_grey_level_floors():
+    values = _ridge(0.1) + 0.05 * torch.randn(1, INPUT_CHANNELS, 40, 40)
+    window = (8, 36, 4, 40)
+    expected = evidence_channels(values, grey_step=0.3)[..., 8:36, 4:40]
+    torch.testing.assert_close(windowed_evidence(values, window, grey_step=0.3), expected,
+                               rtol=1e-4, atol=1e-4)

@@ -144,6 +144,20 @@ def test_bands_that_differ_by_more_than_a_grey_level_keep_their_components():
     assert fit_from_array(copies.astype(np.int16)).full.shape == (3, 3)
 
 
+def test_grey_step_is_component_1s_change_for_a_one_level_rise_of_every_band():
+    grey, copies = _grey_copies()
+    single = fit_from_array(grey.astype(np.uint8))
+    # one band: one grey level over the band's standard deviation
+    assert single.grey_step == pytest.approx(1 / grey.std(ddof=1), rel=1e-6)
+    # three integer copies: the same step as the grey image's; float bands: unknown
+    assert fit_from_array(copies.astype(np.int16)).grey_step == pytest.approx(single.grey_step,
+                                                                             rel=0.01)
+    assert fit_from_array(copies).grey_step == 0.0
+    brighter = grey + 1.0
+    step = single.apply(brighter)[0] - single.apply(grey)[0]  # compressed: at most the step
+    assert 0.9 * single.grey_step < step.max() <= single.grey_step
+
+
 @pytest.mark.parametrize("bands", [1, 2, 3])
 def test_fewer_bands_than_components_leave_the_missing_channels_zero(bands):
     image = _scene(bands, seed=bands)

@@ -18,6 +18,10 @@ def test_fused_forward_and_batches_equal_the_module():
     x = torch.randn(2, INPUT_CHANNELS, 96, 132).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         assert (fused(x) - model.score(x)).abs().max() < 1e-5
+        # an integer raster's grey level sets the evidence's floors on both paths
+        floored = fused(x, grey_step=0.5)
+        assert (floored - model.score(x, grey_step=0.5)).abs().max() < 1e-5
+        assert (floored - fused(x)).abs().max() > 1e-3
     rng = np.random.default_rng(0)
     tiles = rng.normal(size=(3, 4, 100, 76)).astype(np.float32)
     valids = rng.random((3, 100, 76)) > 0.05

@@ -73,3 +73,19 @@ def test_many_band_scores_at_coarser_scales_equal_one_pass_over_the_whole_image(
     reduction = fit_from_array(pooled, pooled_valid)
     direct = TileScorer(load_detector(), reduction, scale=scale, precision="float32")(image, valid)
     np.testing.assert_allclose(scores[valid], direct[valid], atol=1e-5)
+
+
+def test_a_reduced_integer_raster_keeps_its_grey_level_floor(tmp_path):
+    image, valid, _ = _scene_with_nodata(tmp_path, bands=13)
+    stored = np.where(np.isfinite(image), np.round(image), -1).astype(np.int16)
+    path = write_raster(tmp_path / "int.tif", stored, nodata=-1, options=("INTERLEAVE=PIXEL",))
+    detect_raster(path, str(tmp_path / "out.tif"), tile_size=48, precision="float32")
+    scores = read_raster(tmp_path / "out.tif")[0]
+    reduction = fit_from_array(stored, valid)
+    assert reduction.grey_step > 0.05  # one grey level is above the fixed floor here
+    direct = TileScorer(load_detector(), reduction, precision="float32")
+    values = stored.astype(np.float32)
+    np.testing.assert_allclose(scores[valid], direct(values, valid)[valid], atol=1e-5)
+    assert direct.with_reduction(reduction).grey_step == reduction.grey_step
+    unfloored = TileScorer(load_detector(), reduction, precision="float32", grey_step=0.0)
+    assert np.abs(unfloored(values, valid) - direct(values, valid))[valid].max() > 1e-3
