@@ -32,7 +32,7 @@ def main() -> None:
     rng = np.random.default_rng(20241)
     digest = hashlib.sha256()
     for _ in range(args.batches):
-        features, labels = make_batch(simulator, rng, 8)
+        features, labels, _ = make_batch(simulator, rng, 8)
         digest.update(features.tobytes())
         digest.update(labels.tobytes())
     print(f"{args.batches * 8} samples sha256 {digest.hexdigest()}")

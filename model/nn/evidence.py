@@ -126,13 +126,21 @@ def _compress(x: torch.Tensor) -> torch.Tensor:
     return x.abs().log1p_().copysign_(x)
 
 
-def spread_floors(grey_step: float = 0.0) -> tuple[float, float]:
+Floor = float | torch.Tensor
+"""A floor for the whole batch, or one per sample ((N, 1, 1, 1): training crops)."""
+
+
+def spread_floors(grey_step: float | torch.Tensor = 0.0) -> tuple[Floor, Floor]:
     """(local contrast's least spread, local RX's ridge) for a raster whose grey level is
-    ``grey_step`` along component 1 (0: float data, or training)."""
+    ``grey_step`` along component 1 (0: float data), or for each sample of a batch
+    (``grey_step`` of shape (N,))."""
+    if isinstance(grey_step, torch.Tensor):
+        step = grey_step.reshape(-1, 1, 1, 1)
+        return step.clamp_min(SPREAD_FLOOR), (step * step).clamp_min(RIDGE)
     return max(SPREAD_FLOOR, grey_step), max(RIDGE, grey_step ** 2)
 
 
-def local_contrast(x: torch.Tensor, floor: float = SPREAD_FLOOR) -> torch.Tensor:
+def local_contrast(x: torch.Tensor, floor: Floor = SPREAD_FLOOR) -> torch.Tensor:
     """(N, C, H, W) -> (N, C * len(CONTRAST_SCALES), H, W): signed multi-scale local
     contrast of each channel (channel-major), the ring's spread at least ``floor``."""
     channels = x.shape[1]
@@ -141,7 +149,7 @@ def local_contrast(x: torch.Tensor, floor: float = SPREAD_FLOOR) -> torch.Tensor
     return _contrast({r: box_sum(moments, r) for r in radii}, channels, floor)
 
 
-def _contrast(sums: dict[int, torch.Tensor], channels: int, floor: float,
+def _contrast(sums: dict[int, torch.Tensor], channels: int, floor: Floor,
               frame: Frame | None = None) -> torch.Tensor:
     """:func:`local_contrast` from the box sums (by radius) of the channels and of their
     squares."""
@@ -160,7 +168,7 @@ def _local_rx_pairs(k: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(k) for j in range(i + 1)]
 
 
-def local_rx(x: torch.Tensor, ridge: float = RIDGE) -> torch.Tensor:
+def local_rx(x: torch.Tensor, ridge: Floor = RIDGE) -> torch.Tensor:
     """(N, K, H, W) -> (N, 1, H, W): dual-window local RX distance (square root) of the
     K channels under the ring's covariance plus ``ridge``, by a closed-form Cholesky
     factorisation per pixel."""
@@ -168,9 +176,11 @@ def local_rx(x: torch.Tensor, ridge: float = RIDGE) -> torch.Tensor:
     return _local_rx(x, box_sum(moments, OUTER_RADIUS) - box_sum(moments, GUARD_RADIUS), ridge)
 
 
-def _local_rx(x: torch.Tensor, ring_sums: torch.Tensor, ridge: float,
+def _local_rx(x: torch.Tensor, ring_sums: torch.Tensor, ridge: Floor,
               frame: Frame | None = None) -> torch.Tensor:
     """:func:`local_rx` of the pixels ``x`` from the ring sums of their moments."""
+    if isinstance(ridge, torch.Tensor):  # one per sample, against (N, H, W) maps
+        ridge = ridge.reshape(-1, 1, 1)
     k = x.shape[1]
     pairs = _local_rx_pairs(k)
     ring, present = _average(ring_sums, GUARD_RADIUS, OUTER_RADIUS, frame)
@@ -191,7 +201,7 @@ def _local_rx(x: torch.Tensor, ring_sums: torch.Tensor, ridge: float,
         for m in range(i):
             diagonal = diagonal - lower[i, m] ** 2
             value = value - lower[i, m] * solved[m]
-        lower[i, i] = torch.sqrt(diagonal.clamp_min(ridge))
+        lower[i, i] = torch.sqrt(torch.clamp(diagonal, min=ridge))
         solved.append(value / lower[i, i])
     return _where(present, torch.sqrt(sum(v * v for v in solved))[:, None])
 
@@ -205,7 +215,7 @@ def _check(x: torch.Tensor, local_rx_components: int) -> None:
 
 
 def evidence_channels(x: torch.Tensor, local_rx_components: int = LOCAL_RX_COMPONENTS,
-                      grey_step: float = 0.0) -> torch.Tensor:
+                      grey_step: float | torch.Tensor = 0.0) -> torch.Tensor:
     """(N, INPUT_CHANNELS, H, W) reduced channels -> (N, EVIDENCE_CHANNELS, H, W); local
     RX compares the ``local_rx_components`` leading components; ``grey_step`` as
     :func:`spread_floors` reads it."""

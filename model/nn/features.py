@@ -122,10 +122,13 @@ def grey_level_variance(integer: bool, scale: int = 1) -> float:
     return 1.0 / scale ** 2 if integer else 0.0
 
 
-def fit_from_array(bands: np.ndarray, valid: np.ndarray | None = None) -> SpectralReduction:
+def fit_from_array(bands: np.ndarray, valid: np.ndarray | None = None,
+                   grey_level: float | None = None) -> SpectralReduction:
     """Fit the reduction on an in-memory (B, h, w) array (training crops, small scenes); an
-    integer array is reduced as a raster of integer bands is (see ``grey_level``)."""
-    grey_level = grey_level_variance(np.issubdtype(bands.dtype, np.integer))
+    integer array is reduced as a raster of integer bands is, unless ``grey_level`` says
+    otherwise (see :meth:`SpectralReduction.fit`)."""
+    if grey_level is None:
+        grey_level = grey_level_variance(np.issubdtype(bands.dtype, np.integer))
     pixels = bands.reshape(bands.shape[0], -1).astype(np.float64)
     if valid is not None:
         pixels = pixels[:, valid.reshape(-1)]

@@ -79,10 +79,11 @@ class _ViewScored(nn.Module):
         if views > 1:
             self.config["views"] = views
 
-    def forward(self, x: torch.Tensor, views: int = 1
+    def forward(self, x: torch.Tensor, views: int = 1, grey_step: float | torch.Tensor = 0.0
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(logits, last features) for training: the logits averaged over ``views`` views
-        (by default the tile as it is), the features of the tile as it is."""
+        (by default the tile as it is), the features of the tile as it is; ``grey_step``
+        as :meth:`score` reads it, or one per sample."""
         features = []
 
         def logits(view: torch.Tensor) -> torch.Tensor:
@@ -90,7 +91,8 @@ class _ViewScored(nn.Module):
             features.append(view_features)
             return view_logits
 
-        return mean_view_logits(logits, self.with_evidence_channels(x), views), features[0]
+        return mean_view_logits(logits, self.with_evidence_channels(x, grey_step), views), \
+            features[0]
 
     def score(self, x: torch.Tensor, grey_step: float = 0.0) -> torch.Tensor:
         """Deviation score in [0, 1], shape (N, H, W); ``grey_step``: one grey level of the
@@ -131,7 +133,8 @@ class DeviationNet(_ViewScored):
         """Pixels of context on each side of a pixel that influence its score."""
         return CONV_RECEPTIVE_RADIUS + (EVIDENCE_RADIUS if self.evidence else 0)
 
-    def with_evidence_channels(self, x: torch.Tensor, grey_step: float = 0.0) -> torch.Tensor:
+    def with_evidence_channels(self, x: torch.Tensor, grey_step: float | torch.Tensor = 0.0
+                               ) -> torch.Tensor:
         """The input channels, followed by the classic evidence channels when configured."""
         if not self.evidence:
             return x
@@ -167,7 +170,8 @@ class DeviationEnsemble(_ViewScored):
     local_rx_components = property(lambda self: self.members[0].local_rx_components)
     receptive_radius = property(lambda self: self.members[0].receptive_radius)
 
-    def with_evidence_channels(self, x: torch.Tensor, grey_step: float = 0.0) -> torch.Tensor:
+    def with_evidence_channels(self, x: torch.Tensor, grey_step: float | torch.Tensor = 0.0
+                               ) -> torch.Tensor:
         return self.members[0].with_evidence_channels(x, grey_step)
 
     def logits_of_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:

@@ -117,6 +117,11 @@ class AnomalySimulator:
         self.modalities, self.modality_p = names, weights / weights.sum()
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return self.draw(rng)[:2]
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+        """A sample and its quantisation step (1 for a crop of integer pixels as the sensor
+        stored them, 0 where unknown: float sources, SAR-like dynamic range, night scenes)."""
         config = self.config
         background = self._pick_image(rng)
         image = random_crop(background.pixels, self._background_window(rng), rng)
@@ -135,13 +140,13 @@ class AnomalySimulator:
             image, source = self._single_band(image, pixels, rng)
             if rng.random() < config.low_light_p:
                 return self._compressed(low_light(image, labels, rng, config.low_light), rng), \
-                    labels
+                    labels, 0.0
             image, step = self._spatial_anomalies(image, source, background, labels, rng)
         if rng.random() < config.noise_p:
             image = sensor_noise(image, rng, config.radiometry)
         if config.rounded_crops and step:
             image = np.round(image / step) * step
-        return self._compressed(image.astype(np.float32), rng), labels
+        return self._compressed(image.astype(np.float32), rng), labels, step
 
     def _background_window(self, rng: np.random.Generator) -> int:
         """Side of the background window that becomes the crop: the crop's, or with
@@ -235,13 +240,19 @@ def resampled(image: np.ndarray, size: int) -> np.ndarray:
                      for band in image]).astype(np.float32)
 
 
-def make_batch(simulator: AnomalySimulator, rng: np.random.Generator, batch_size: int
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """(features (N, C, S, S) float32, labels (N, S, S) uint8) for one training step."""
-    features, labels = [], []
+def make_batch(simulator: AnomalySimulator, rng: np.random.Generator, batch_size: int,
+               grey_floors: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features (N, C, S, S) float32, labels (N, S, S) uint8, grey steps (N,) float32) for
+    one training step. With ``grey_floors`` each crop is reduced with its quantisation
+    step as the grey level, as ``anomaly:detect`` reduces an integer raster, and its grey
+    step (one grey level along component 1, the evidence's floor) is given; else the crops
+    are reduced as in-memory arrays (float: grey level unknown, steps 0)."""
+    features, labels, grey_steps = [], [], []
     for _ in range(batch_size):
-        image, label = simulator.sample(rng)
-        features.append(fit_from_array(image).apply(image))
+        image, label, step = simulator.draw(rng)
+        reduction = fit_from_array(image, grey_level=step ** 2 if grey_floors else None)
+        features.append(reduction.apply(image))
         labels.append(label)
-    return np.stack(features), np.stack(labels)
+        grey_steps.append(reduction.grey_step)
+    return np.stack(features), np.stack(labels), np.array(grey_steps, dtype=np.float32)
 

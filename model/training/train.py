@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 # still writes the card of the bundled weights.
 RECORDED_WHEN_SET = {"train_views": 1, "object_balance": 0.0, "quantum_floor": 0.0,
                      "faint_negatives": 0.0, "faint_max_bands": 0,
-                     "one_band_copies": False, "rounded_crops": False}
+                     "one_band_copies": False, "rounded_crops": False, "grey_floors": False}
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -130,6 +130,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="round each training crop of an integer background to the "
                              "sensor's grey levels last, as it stores them (smooth gradients "
                              "become flat steps of one grey level, taught as background)")
+    parser.add_argument("--grey-floors", action="store_true",
+                        help="reduce each training crop of an integer background with one "
+                             "grey level, and floor its evidence there, as anomaly:detect "
+                             "reduces and floors an integer raster")
     parser.add_argument("--quantum-floor", type=float,
                         default=SimulationConfig().quantum_floor,
                         help="simulated targets stand at least this many quantisation steps "
@@ -179,25 +183,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 class _SimulatedBatches(torch.utils.data.IterableDataset):
     """Endless batches from one simulator; each loader worker draws from its own seed."""
 
-    def __init__(self, simulator: AnomalySimulator, seed: tuple[int, ...], batch: int) -> None:
+    def __init__(self, simulator: AnomalySimulator, seed: tuple[int, ...], batch: int,
+                 grey_floors: bool) -> None:
         self.simulator, self.seed, self.batch = simulator, seed, batch
+        self.grey_floors = grey_floors
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         rng = np.random.default_rng([*self.seed, torch.utils.data.get_worker_info().id])
         while True:
-            yield make_batch(self.simulator, rng, self.batch)
+            yield make_batch(self.simulator, rng, self.batch, self.grey_floors)
 
 
 def simulated_batches(simulator: AnomalySimulator, rng: np.random.Generator,
                       args: argparse.Namespace, start_step: int
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Training batches: drawn from ``rng`` in this process, or by ``args.workers`` processes
-    (taking turns) seeded from ``args.seed`` and ``start_step``."""
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Training batches (features, labels, grey steps): drawn from ``rng`` in this process,
+    or by ``args.workers`` processes (taking turns) seeded from ``args.seed`` and
+    ``start_step``."""
     if not args.workers:
         while True:
-            features, labels = make_batch(simulator, rng, args.batch)
-            yield torch.from_numpy(features), torch.from_numpy(labels)
-    dataset = _SimulatedBatches(simulator, (args.seed, start_step), args.batch)
+            yield tuple(map(torch.from_numpy, make_batch(simulator, rng, args.batch,
+                                                         args.grey_floors)))
+    dataset = _SimulatedBatches(simulator, (args.seed, start_step), args.batch,
+                                args.grey_floors)
     yield from torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=args.workers,
                                            prefetch_factor=4, persistent_workers=True)
 
@@ -270,13 +278,15 @@ class Trainer:
         return cls(model, copy.deepcopy(model), pixel_loss, feature_loss, PeakMarginLoss(),
                    optimiser, multiplier_optimiser)
 
-    def step(self, inputs: torch.Tensor, targets: torch.Tensor, lr: float, step: int,
-             args: argparse.Namespace) -> dict[str, torch.Tensor]:
-        """One optimisation step at learning rate ``lr``; returns the loss and its parts."""
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor, grey_steps: torch.Tensor,
+             lr: float, step: int, args: argparse.Namespace) -> dict[str, torch.Tensor]:
+        """One optimisation step at learning rate ``lr`` (with ``--grey-floors``, each
+        sample's evidence floored at its grey step); returns the loss and its parts."""
         for group in self.optimiser.param_groups:
             group["lr"] = lr
         self.model.train()
-        logits, last_features = self.model(inputs, args.train_views)
+        logits, last_features = self.model(inputs, args.train_views,
+                                           grey_steps if args.grey_floors else 0.0)
         losses = {"pixel": self.pixel_loss(logits, targets),
                   "feature": self.feature_loss(last_features, targets),
                   "peak": self.peak_loss(logits, targets) if args.peak_weight
@@ -351,9 +361,10 @@ def train(args: argparse.Namespace) -> Path:
         started, running = time.time(), None
         batches = simulated_batches(simulator, rng, args, step)
         while step < args.steps:
-            features, labels = next(batches)
+            features, labels, grey_steps = next(batches)
             lr = learning_rate(step, max(args.schedule_steps, args.steps), args.lr)
-            losses = trainer.step(features.to(device), labels.to(device), lr, step, args)
+            losses = trainer.step(features.to(device), labels.to(device), grey_steps.to(device),
+                                  lr, step, args)
             step += 1
             loss = losses["loss"].item()
             running = loss if running is None else 0.98 * running + 0.02 * loss

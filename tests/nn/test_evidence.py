@@ -138,3 +138,12 @@ def test_windowed_evidence_uses_the_same_grey_level_floors():
     expected = evidence_channels(values, grey_step=0.3)[..., 8:36, 4:40]
     torch.testing.assert_close(windowed_evidence(values, window, grey_step=0.3), expected,
                                rtol=1e-4, atol=1e-4)
+
+
+def test_floors_per_sample_equal_each_sample_floored_alone():
+    values = torch.cat([_ridge(0.1), _ridge(0.3)]) + 0.01 * torch.randn(2, INPUT_CHANNELS, 40, 40)
+    steps = torch.tensor([0.0, 0.3])
+    together = evidence_channels(values, grey_step=steps)
+    for i, step in enumerate(steps.tolist()):
+        torch.testing.assert_close(together[i:i + 1],
+                                   evidence_channels(values[i:i + 1], grey_step=step))

@@ -109,12 +109,32 @@ def test_samples_hold_every_label_and_both_kinds_of_crop(bank):
 
 
 def test_batch_is_the_samples_through_the_inference_reduction(bank):
-    features, labels = make_batch(AnomalySimulator(bank, crop=CROP),
-                                  np.random.default_rng(5), 3)
+    features, labels, grey_steps = make_batch(AnomalySimulator(bank, crop=CROP),
+                                              np.random.default_rng(5), 3)
     images, expected = _draw(bank, 3, seed=5)
     assert features.shape == (3, INPUT_CHANNELS, CROP, CROP) and features.dtype == np.float32
     np.testing.assert_array_equal(labels, np.stack(expected))
     np.testing.assert_array_equal(features[1], fit_from_array(images[1]).apply(images[1]))
+    assert not grey_steps.any()  # float crops: their grey level is unknown
+
+
+def test_grey_floors_reduce_crops_of_integer_sensors_with_one_grey_level():
+    rng = np.random.default_rng(3)  # a grey 8-bit image stored in three bands
+    grey = np.round(60 + 8 * rng.standard_normal((1, 60, 60)))
+    copies = np.concatenate([grey, grey + rng.choice([-1.0, 0.0, 1.0], (2, 60, 60),
+                                                     p=[0.1, 0.8, 0.1])]).astype(np.float32)
+    config = SimulationConfig(low_light_p=0.0, sar_like_p=0.0, noise_p=0.0, spectral_p=0.0,
+                              single_band_p=0.0)
+    simulator = AnomalySimulator([BackgroundImage("infrared", "copies", copies, 1.0)], crop=32,
+                                 config=config)
+    plain = make_batch(simulator, np.random.default_rng(4), 4)
+    floored = make_batch(simulator, np.random.default_rng(4), 4, grey_floors=True)
+    np.testing.assert_array_equal(plain[1], floored[1])  # the same samples
+    assert not plain[2].any() and (floored[2] > 0.02).all()  # above the fixed floor
+    image, _, step = simulator.draw(np.random.default_rng(4))
+    reduction = fit_from_array(image, grey_level=1.0)  # as anomaly:detect, an integer raster
+    assert step == 1.0 and floored[2][0] == pytest.approx(reduction.grey_step)
+    np.testing.assert_array_equal(floored[0][0], reduction.apply(image))
 
 
 def test_random_shape_has_about_the_requested_area():
