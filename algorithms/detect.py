@@ -90,7 +90,8 @@ class DetectAlgorithm(AnomalyAlgorithm):
         "(1.8 to 1.9 megapixels per second with bfloat16 arithmetic, the first with "
         "polygons; make bench). Complex bands (SAR) are scored on their magnitude; a grey "
         "image saved in several integer bands (a grey PNG, JPEG or RGB GeoTIFF) is scored as "
-        "its one grey band. "
+        "its one grey band, and on integer rasters a step of one grey level between flat "
+        "areas is not taken for an anomaly. "
         "Cancelling leaves no output file.")
     REFERENCE = (
         CITATION + " This plugin ships a compact network trained after that method; see "
