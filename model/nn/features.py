@@ -42,10 +42,10 @@ class SpectralReduction:
             ) -> "SpectralReduction":
         """Build the map from a raster's band mean (B,) and covariance (B, B).
 
-        ``grey_level``: the variance of one grey level of integer bands (0: unknown). A
-        component after the first that varies less than that is the bands' rounding, not
-        image content: it is dropped, so that it is not whitened into evidence (a grey
-        image stored in several bands keeps its first component only).
+        ``grey_level``: the variance of one grey level of integer bands (0: unknown). When
+        every component after the first varies less than that, the bands are copies of one
+        image up to rounding (a grey image stored in several bands): only the first is kept,
+        so that rounding differences between the copies are not whitened into evidence.
         """
         mean = np.asarray(mean, dtype=np.float64).reshape(-1)
         cov = np.asarray(covariance, dtype=np.float64).reshape(mean.size, mean.size)
@@ -55,8 +55,9 @@ class SpectralReduction:
         eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order]
         top = max(float(eigenvalues[0]), 0.0)
         keep = eigenvalues > max(top * _RELATIVE_EIGEN_FLOOR, 1e-20)
-        keep[1:] &= eigenvalues[1:] >= grey_level
         eigenvalues, eigenvectors = eigenvalues[keep], eigenvectors[:, keep]
+        if eigenvalues.size > 1 and eigenvalues[1] < grey_level:
+            eigenvalues, eigenvectors = eigenvalues[:1], eigenvectors[:, :1]
         # A principal axis has no intrinsic sign: orient each towards the brighter side.
         signs = np.where(eigenvectors.sum(axis=0) < 0, -1.0, 1.0)
         whitened = eigenvectors * signs / np.sqrt(eigenvalues)
