@@ -9,8 +9,11 @@ Draws ``--batches`` x ``make_batch(simulator, rng, 8)`` of ``make train``'s simu
 objects) and their sizes: median, 10th and 90th percentiles, and the share of anomaly
 pixels in targets above 100 px. Then, over 20 x 20 px windows of the infrared backgrounds
 stored as integers (band mean), the share whose standard deviation is below 1 and 2 grey
-levels. Last, of ``--crops`` simulated crops (seeded alike; ``--rounded-crops`` as in
-training), those whose every value is an integer.
+levels. Then, of ``--crops`` simulated crops (seeded alike; ``--rounded-crops`` as in
+training), those whose every value is an integer. Last, over ``--batches`` batches as
+``--grey-floors`` reduces them, the crops of a known grey level and their grey steps (one
+grey level along component 1, whitened): median, 10th and 90th percentiles, and the share
+above the evidence's fixed floor.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from anomaly_detector.model.training.simulation import (AnomalySimulator, load_b
                                                         make_batch)
 from anomaly_detector.model.training.simulation_config import (ANOMALY,  # noqa: E402
                                                                SimulationConfig)
+from anomaly_detector.model.nn.evidence import SPREAD_FLOOR  # noqa: E402
 from anomaly_detector.model.training.train import SHARED_DATA  # noqa: E402
 
 WINDOW = 20
@@ -66,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     crops = [crop_simulator.sample(rng)[0] for _ in range(args.crops)]
     print(f"integer-valued crops: {sum(np.array_equal(c, np.round(c)) for c in crops)} of "
           f"{args.crops}" + (" (--rounded-crops, --quantum-floor 1)" if args.rounded_crops else ""))
+    rng = np.random.default_rng(args.seed)
+    steps = np.concatenate([make_batch(simulator, rng, 8, grey_floors=True)[2]
+                            for _ in range(args.batches)])
+    known = steps[steps > 0]
+    low, median, high = np.percentile(known, [10, 50, 90])
+    print(f"--grey-floors: {known.size} of {steps.size} crops of a known grey level; grey step "
+          f"median {median:.3f}, 10th / 90th percentile {low:.3f} / {high:.3f}, above the "
+          f"fixed floor {SPREAD_FLOOR} {(known > SPREAD_FLOOR).mean():.0%}")
     return 0
 
 
