@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from anomaly_detector.model.training.evaluate import find_scenes, read_array, read_score_map
-from anomaly_detector.model.training.objects import EIGHT, ranked_groups
+from anomaly_detector.model.training.objects import EIGHT, ranked_groups, target_objects
 
 NEAR, WIDE = 6, 20  # half-sides of the 13 x 13 and 41 x 41 windows
 
@@ -65,7 +65,7 @@ def scene_groups(image: np.ndarray, score: np.ndarray, mask: np.ndarray, fractio
     """``(K, [(rank, Group, touches a target)])`` of the groups ranked down to the K-th
     and down to the first that touches a target."""
     brightness = np.nanmean(image.astype(np.float64), axis=0)
-    target_count = ndimage.label(mask, structure=EIGHT)[1]
+    target_count = target_objects(mask)[1]
     groups, ranked = ranked_groups(score, fraction)
     near = ndimage.binary_dilation(mask, structure=EIGHT)
     described, found = [], False

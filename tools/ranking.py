@@ -26,7 +26,8 @@ import numpy as np
 from scipy import ndimage
 
 from anomaly_detector.model.training.evaluate import find_scenes, read_array, read_score_map
-from anomaly_detector.model.training.objects import EIGHT, bootstrap_intervals, flagged_groups
+from anomaly_detector.model.training.objects import (EIGHT, bootstrap_intervals, flagged_groups,
+                                                   target_objects)
 
 RANKINGS = ("peak", "mean", "mass", "prominence")
 
@@ -45,7 +46,7 @@ def group_scores(score: np.ndarray, groups: np.ndarray, count: int) -> dict[str,
 
 
 def scene_rankings(score: np.ndarray, mask: np.ndarray, fraction: float) -> dict[str, tuple]:
-    target_count = ndimage.label(mask, structure=EIGHT)[1]
+    target_count = target_objects(mask)[1]
     groups, count = flagged_groups(score, fraction)
     near = ndimage.binary_dilation(mask, structure=EIGHT)
     touches = np.asarray(ndimage.maximum(near, groups, np.arange(1, count + 1))) > 0

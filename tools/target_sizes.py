@@ -18,11 +18,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "build" / "pythonpath"))
 from anomaly_detector.model.training.evaluate import find_scenes, read_array  # noqa: E402
-from anomaly_detector.model.training.objects import EIGHT  # noqa: E402
+from anomaly_detector.model.training.objects import target_objects  # noqa: E402
 from anomaly_detector.model.training.simulation_config import PasteConfig, SpectralConfig  # noqa: E402
 
 REFERENCE_CROP = 224  # the method's training crop (../shared/docs/METHOD.md)
@@ -30,9 +29,8 @@ REFERENCE_CROP = 224  # the method's training crop (../shared/docs/METHOD.md)
 
 def target_areas(mask_path: Path) -> np.ndarray:
     """Area in pixels of each 8-connected target of a mask."""
-    mask = read_array(mask_path)[0] > 0
-    groups, count = ndimage.label(mask, structure=EIGHT)
-    return np.asarray(ndimage.sum(mask, groups, np.arange(1, count + 1)), dtype=float)
+    targets, count = target_objects(read_array(mask_path)[0] > 0)
+    return np.bincount(targets.ravel(), minlength=count + 1)[1:].astype(float)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,14 +41,14 @@ def main(argv: list[str] | None = None) -> int:
 
     cut_out_limit = PasteConfig().small_max_share * args.crop ** 2
     method_limit = SpectralConfig().small_share[1] * REFERENCE_CROP ** 2
-    areas: dict[str, list[np.ndarray]] = defaultdict(list)
+    areas: dict[str, list[float]] = defaultdict(list)
     for scene in find_scenes(args.data):
-        areas[scene.modality].append(target_areas(scene.mask_path))
+        areas[scene.modality].extend(target_areas(scene.mask_path))
 
     print(f"modality\ttargets\tmedian px\tlargest px\tshare of target pixels in targets above "
           f"{cut_out_limit:.0f} px\tabove {method_limit:.0f} px")
-    for modality, per_scene in areas.items():
-        sizes = np.concatenate(per_scene)
+    for modality, values in areas.items():
+        sizes = np.array(values)
         total = sizes.sum()
         print(f"{modality}\t{sizes.size}\t{np.median(sizes):.0f}\t{sizes.max():.0f}\t"
               f"{sizes[sizes > cut_out_limit].sum() / total:.2f}\t"

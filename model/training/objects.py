@@ -39,6 +39,12 @@ class ObjectScores:
 MISSED = ObjectScores(0.0, 0.0, 0)
 
 
+def target_objects(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The target objects of a boolean mask, its 8-connected components:
+    ``(labels (H, W), number of targets)``."""
+    return ndimage.label(mask, structure=EIGHT)
+
+
 def flagged_groups(score: np.ndarray, fraction: float = DEFAULT_FRACTION
                    ) -> tuple[np.ndarray, int]:
     """The 8-connected groups of the top ``fraction`` of valid (finite) pixels of ``score``
@@ -67,7 +73,7 @@ def object_scores(score: np.ndarray, mask: np.ndarray,
 
     None when the mask holds no target; :data:`MISSED` when no pixel is valid.
     """
-    targets, target_count = ndimage.label(mask, structure=EIGHT)
+    targets, target_count = target_objects(mask)
     if target_count == 0:
         return None
     score = np.asarray(score, dtype=np.float64)
