@@ -280,13 +280,14 @@ class Trainer:
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor, grey_steps: torch.Tensor,
              lr: float, step: int, args: argparse.Namespace) -> dict[str, torch.Tensor]:
-        """One optimisation step at learning rate ``lr`` (with ``--grey-floors``, each
-        sample's evidence floored at its grey step); returns the loss and its parts."""
+        """One optimisation step at learning rate ``lr``, each sample's evidence floored at
+        its grey step (0, the fixed floors, unless ``--grey-floors``); returns the loss and
+        its parts."""
         for group in self.optimiser.param_groups:
             group["lr"] = lr
         self.model.train()
         logits, last_features = self.model(inputs, args.train_views,
-                                           grey_steps if args.grey_floors else 0.0)
+                                           grey_steps)
         losses = {"pixel": self.pixel_loss(logits, targets),
                   "feature": self.feature_loss(last_features, targets),
                   "peak": self.peak_loss(logits, targets) if args.peak_weight
